@@ -1,0 +1,87 @@
+"""On-disk cache of expensive artefacts (datasets, score models), keyed by a config hash.
+
+Writes are atomic (a temporary file in the same folder, then ``os.replace``); a file lock
+makes concurrent jobs (a parallel sweep) build an entry once; an unreadable or mismatched
+entry is reported and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+
+class CorruptCacheError(RuntimeError):
+    pass
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """A stable hash of a JSON-able object (dict keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_entry(path: Path, key: dict) -> Any:
+    """Load a cache entry written by :func:`cached`; raise CorruptCacheError if unusable."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated, not a torch file, unpicklable
+        raise CorruptCacheError(f"cannot read cache file {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(record, dict) or "key" not in record or "value" not in record:
+        raise CorruptCacheError(f"cache file {path} is not an eqflow cache record")
+    if record["key"] != json.loads(json.dumps(key, sort_keys=True, default=str)):
+        raise CorruptCacheError(f"cache file {path} was written for another configuration")
+    return record["value"]
+
+
+def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLike,
+           validate: Callable[[Any], None] | None = None) -> tuple[Any, Path, bool]:
+    """Return ``(value, path, hit)`` for the entry ``root/kind/<hash(key)>.pt``, building it once.
+
+    ``validate(value)`` may raise to mark a loaded value unusable (it is then rebuilt).
+    """
+    folder = Path(root) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{config_hash(key)}.pt"
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            try:
+                value = load_entry(path, key)
+                if validate is not None:
+                    validate(value)
+                log.info("Loaded cached %s from %s", kind, path)
+                return value, path, True
+            except Exception as exc:
+                log.warning("Cached %s at %s is corrupt (%s); rebuilding it.", kind, path, exc)
+                path.unlink(missing_ok=True)
+        log.info("Building %s (cache miss: %s)", kind, path)
+        value = build()
+        atomic_torch_save({"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+                           "value": value}, path)
+        log.info("Cached %s at %s", kind, path)
+        return value, path, False

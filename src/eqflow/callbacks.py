@@ -1,0 +1,206 @@
+"""Lightning callbacks that measure a flow at the end of fit: MMD over time, the largest
+Lyapunov exponent, cosine fidelity to a ground-truth field, and the figures.
+
+Each one writes its numbers into ``<output_dir>/metrics.json`` and logs them to every logger.
+They see the flow through ``velocity(x)`` and the data through the datamodule, so they work
+for learned and training-free flows alike.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from eqflow import plots
+from eqflow.dynamics.integrators import integrate_ode
+from eqflow.metrics.fidelity import aligned_abs_cosine, representation
+from eqflow.metrics.lyapunov import max_lyapunov
+from eqflow.metrics.mmd import mmd2, mmd_over_time
+from eqflow.results import log_figure, log_to_loggers, update_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _subset(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    idx = torch.randperm(len(x), generator=generator)[: min(n, len(x))]
+    return x[idx]
+
+
+class EndOfFitMetric(pl.Callback):
+    """Base: run :meth:`measure` once when fit ends, with the flow in eval mode."""
+
+    name = "metric"
+
+    def __init__(self, output_dir: str, seed: int = 0, enabled: bool = True):
+        self.output_dir = Path(output_dir)
+        self.seed = seed
+        self.enabled = enabled
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed))
+
+    def measure(self, trainer, flow, datamodule) -> dict:  # pragma: no cover - overridden
+        return {}
+
+    def record(self, trainer, values: dict) -> None:
+        update_metrics(self.output_dir, values)
+        log_to_loggers(trainer.loggers, values, step=trainer.global_step)
+
+    def figure(self, trainer, key: str, path: Path) -> None:
+        log_figure(trainer.loggers, key, path)
+        log.info("Figure %s written to %s", key, path)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not self.enabled or trainer.global_rank != 0:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            values = self.measure(trainer, pl_module, trainer.datamodule)
+        if values:
+            values[f"time/{self.name}_s"] = time.perf_counter() - start
+            self.record(trainer, values)
+        pl_module.train(was_training)
+
+
+class MMDCallback(EndOfFitMetric):
+    """Distribution preservation (PAPER_NOTES 6, Appendix B): start from ``n_points`` samples of
+    the noised data the flow preserves, integrate with RK4, MMD^2 to the start set at each step.
+    The pure score flow dx/dt = s(x) from the same points is the reference that drifts."""
+
+    name = "mmd"
+
+    def __init__(self, output_dir: str, n_points: int = 256, dt: float = 0.1, steps: int = 100,
+                 bandwidth: float = 0.5, score_baseline: bool = True, **kw):
+        super().__init__(output_dir, **kw)
+        self.n_points, self.dt, self.steps = n_points, dt, steps
+        self.bandwidth, self.score_baseline = bandwidth, score_baseline
+
+    def measure(self, trainer, flow, datamodule) -> dict:
+        g = self.generator()
+        x = datamodule.x.to(flow.device)
+        start = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device),
+                                       generator=None)
+        other = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device))
+        curves = {"flow": mmd_over_time(integrate_ode(flow.velocity, start, self.dt, self.steps),
+                                        self.bandwidth)}
+        if self.score_baseline:
+            curves["score flow"] = mmd_over_time(
+                integrate_ode(flow.score, start, self.dt, self.steps), self.bandwidth)
+        floor = float(mmd2(start, other, self.bandwidth))
+        times = [self.dt * k for k in range(self.steps + 1)]
+        path = plots.curves({k: v.cpu() for k, v in curves.items()},
+                            self.output_dir / "figures" / "mmd.png", "time", "MMD^2 to start",
+                            "Distribution preservation", x={k: times for k in curves})
+        self.figure(trainer, "figures/mmd", path)
+        values = {"mmd/final": float(curves["flow"][-1]), "mmd/curve": curves["flow"].cpu(),
+                  "mmd/noise_floor": floor, "mmd/times": times}
+        if "score flow" in curves:
+            values["mmd/score_flow_final"] = float(curves["score flow"][-1])
+            values["mmd/score_flow_curve"] = curves["score flow"].cpu()
+        return values
+
+
+class LyapunovCallback(EndOfFitMetric):
+    """Largest Lyapunov exponent of the flow (float64 copy), raw and per unit distance."""
+
+    name = "lyapunov"
+
+    def __init__(self, output_dir: str, n_trajectories: int = 8, dt: float = 0.1,
+                 steps: int = 5000, burn_in: int = 500, bound: float | None = 4.0,
+                 perturbation: float = 1e-8, **kw):
+        super().__init__(output_dir, **kw)
+        self.n_trajectories, self.dt, self.steps, self.burn_in = n_trajectories, dt, steps, burn_in
+        self.bound, self.perturbation = bound, perturbation
+
+    def measure(self, trainer, flow, datamodule) -> dict:
+        g = self.generator()
+        f64 = copy.deepcopy(flow).double().eval()
+        start = _subset(datamodule.x, self.n_trajectories, g).double().to(flow.device)
+        start = start * torch.sqrt(f64.alpha)
+        res = max_lyapunov(f64.velocity, start, self.dt, self.steps, self.burn_in,
+                           perturbation=self.perturbation, bound=self.bound, generator=g)
+        if res["n_kept"] < res["n_total"]:
+            log.warning("Lyapunov: %d of %d trajectories left |x| < %s and were dropped",
+                        res["n_total"] - res["n_kept"], res["n_total"], self.bound)
+        return {"lyapunov/max": res["lyapunov"],
+                "lyapunov/per_distance": res["lyapunov_per_distance"],
+                "lyapunov/mean_speed": res["mean_speed"],
+                "lyapunov/per_trajectory": res["per_trajectory"],
+                "lyapunov/n_kept": res["n_kept"]}
+
+
+class FidelityCallback(EndOfFitMetric):
+    """|cos| between the flow's and the ground-truth field's representations on ``n_points``
+    data points scaled by sqrt(alpha) (PAPER_NOTES 6). Skipped when the data has no field."""
+
+    name = "fidelity"
+
+    def __init__(self, output_dir: str, n_points: int = 1024, **kw):
+        super().__init__(output_dir, **kw)
+        self.n_points = n_points
+
+    def measure(self, trainer, flow, datamodule) -> dict:
+        truth = datamodule.true_field()
+        if truth is None:
+            return {}
+        pts = _subset(datamodule.x, self.n_points, self.generator()).to(flow.device)
+        pts = pts * torch.sqrt(flow.alpha)
+        ref = representation(truth, pts)
+        return {"fidelity/cos_truth": aligned_abs_cosine(representation(flow.velocity, pts), ref),
+                "fidelity/cos_truth_score": aligned_abs_cosine(representation(flow.score, pts), ref)}
+
+
+class LossHistory(pl.Callback):
+    """Keeps the epoch-mean training loss for the loss-curve figure."""
+
+    def __init__(self, key: str = "train/loss"):
+        self.key, self.values = key, []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.key)
+        if value is not None:
+            self.values.append(float(value))
+
+
+class FigureCallback(EndOfFitMetric):
+    """The flow over the data (2-D quiver with trajectories, or 3-D trajectories) and the
+    loss curves of the flow and of the score model."""
+
+    name = "figures"
+
+    def __init__(self, output_dir: str, n_trajectories: int = 8, dt: float = 0.05,
+                 steps: int = 400, **kw):
+        super().__init__(output_dir, **kw)
+        self.n_trajectories, self.dt, self.steps = n_trajectories, dt, steps
+        self.score_losses: list[float] = []
+
+    def measure(self, trainer, flow, datamodule) -> dict:
+        g = self.generator()
+        x = datamodule.x
+        start = flow.score_model.noise(_subset(x, self.n_trajectories, g).to(flow.device))
+        traj = integrate_ode(flow.velocity, start, self.dt, self.steps).cpu()
+        shown = x * torch.sqrt(flow.alpha.cpu())
+        title = f"{type(flow).__name__} on {type(datamodule.system).__name__}"
+        figs = self.output_dir / "figures"
+        if datamodule.dim == 2:
+            self.figure(trainer, "figures/flow", plots.quiver_2d(
+                lambda p: flow.velocity(p.to(flow.device)), shown, traj, figs / "quiver.png", title))
+        elif datamodule.dim == 3:
+            self.figure(trainer, "figures/flow", plots.trajectory_3d(traj, shown,
+                                                                     figs / "trajectory_3d.png", title))
+        history = next((c for c in trainer.callbacks if isinstance(c, LossHistory)), None)
+        series = {}
+        if history is not None and history.values:
+            series["flow loss"] = history.values
+        if self.score_losses:
+            series["score loss"] = self.score_losses
+        if series:
+            self.figure(trainer, "figures/loss", plots.curves(series, figs / "loss.png", "epoch",
+                                                              "loss", "Training loss", logy=True))
+        return {}

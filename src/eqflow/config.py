@@ -1,0 +1,120 @@
+"""Start-up validation of a composed config: every wrong type or out-of-range value fails
+before any work is done, with a message that names the key, what it accepts and a fix.
+
+Unknown keys are caught by Hydra itself (the composed config is in struct mode: an override of
+a key that does not exist is refused and named; an unknown option of a group lists the options).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from eqflow.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: type | tuple[type, ...]
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: Sequence[Any] | None = None
+    nullable: bool = False
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                (int, float): "a number"}.get(self.kind, str(self.kind))
+        bounds = [f"{op} {v}" for op, v in
+                  [(">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)] if v is not None]
+        return kind + (" " + " and ".join(bounds) if bounds else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.choices is not None:
+            return value in self.choices
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            pass  # an integer is a fine number
+        elif isinstance(value, bool) and bool not in kinds:
+            return False
+        elif not isinstance(value, kinds):
+            return False
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+
+INT_POS, INT_NONNEG, NUM_POS, NUM_NONNEG = Rule(int, gt=0), Rule(int, ge=0), Rule(float, gt=0), Rule(float, ge=0)
+
+# Checked where present; groups that lack a key (another dataset, another flow) skip it.
+RULES: dict[str, Rule] = {
+    "seed": INT_NONNEG,
+    "trainer.max_epochs": INT_NONNEG,
+    "data.n_samples": INT_POS,
+    "data.std": NUM_POS,
+    "data.noise": NUM_NONNEG,
+    "data.r_min": NUM_NONNEG,
+    "data.r_max": NUM_POS,
+    "data.dim": INT_POS,
+    "data.n_trajectories": INT_POS,
+    "data.n_steps": INT_POS,
+    "data.dt": NUM_POS,
+    "data.burn_in_steps": INT_NONNEG,
+    "data.init_std": NUM_POS,
+    "data_seed": INT_NONNEG,
+    "score.epochs": INT_NONNEG,
+    "score.batch_size": INT_POS,
+    "score.seed": INT_NONNEG,
+    "score.model.prediction": Rule(str, choices=("eps", "v")),
+    "score.model.num_steps": Rule(int, ge=2),
+    "score.model.t": Rule(float, ge=0, le=1),
+    "score.model.lr": NUM_POS,
+    "score.model.weight_decay": NUM_NONNEG,
+    "score.model.lr_schedule": Rule(str, choices=("constant", "cosine", "onecycle")),
+    "flow.batch_size": INT_POS,
+    "flow.model.lr": NUM_POS,
+    "flow.model.weight_decay": NUM_NONNEG,
+    "flow.model.lr_schedule": Rule(str, choices=("constant", "cosine", "onecycle")),
+    "flow.model.divergence": Rule(str, choices=("exact", "hutchinson")),
+    "flow.model.n_probes": INT_POS,
+    "flow.model.probe": Rule(str, choices=("gaussian", "rademacher")),
+    "flow.model.estimator": Rule(str, choices=("squared", "product")),
+    "flow.model.n_freqs": INT_NONNEG,
+    "flow.model.activation": Rule(str, choices=("silu", "tanh", "gelu")),
+    "flow.model.norm_momentum": Rule(float, gt=0, le=1),
+    "flow.model.seed": INT_NONNEG,
+    "flow.model.eta": NUM_NONNEG,
+    "callbacks.mmd.n_points": Rule(int, ge=2),
+    "callbacks.mmd.steps": INT_POS,
+    "callbacks.mmd.dt": NUM_POS,
+    "callbacks.mmd.bandwidth": NUM_POS,
+    "callbacks.lyapunov.n_trajectories": INT_POS,
+    "callbacks.lyapunov.steps": INT_POS,
+    "callbacks.lyapunov.dt": NUM_POS,
+    "callbacks.lyapunov.burn_in": INT_NONNEG,
+    "callbacks.lyapunov.bound": Rule(float, gt=0, nullable=True),
+    "callbacks.fidelity.n_points": INT_POS,
+    "ckpt_path": Rule(str, nullable=True),
+}
+
+
+def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
+    """Raise :class:`ConfigError` naming every key whose value breaks its rule."""
+    problems = []
+    for key, rule in rules.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        if value is _MISSING:
+            continue
+        if not rule.ok(value):
+            problems.append(f"  {key}={value!r} ({type(value).__name__}): expected "
+                            f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`.")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))

@@ -1,0 +1,53 @@
+"""What every snapshot system provides."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Snapshots:
+    """Samples ``x`` (N, d) in the coordinates the models see: ``x = (raw - shift) / scale``."""
+
+    x: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return {"x": self.x, "shift": self.shift, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Snapshots:
+        missing = {"x", "shift", "scale"} - set(d)
+        if missing:
+            raise KeyError(f"snapshot record lacks {sorted(missing)}")
+        return cls(d["x"], d["shift"], d["scale"])
+
+    @classmethod
+    def standardised(cls, raw: torch.Tensor, standardise: bool = True) -> Snapshots:
+        if not standardise:
+            d = raw.shape[1]
+            return cls(raw.float(), torch.zeros(d), torch.ones(d))
+        shift, scale = raw.mean(0), raw.std(0)
+        return cls(((raw - shift) / scale).float(), shift.float(), scale.float())
+
+
+class SnapshotSystem(ABC):
+    """A source of snapshots. Subclasses set ``dim`` and implement :meth:`generate`.
+
+    ``cache_data`` marks systems whose generation is worth caching on disk.
+    """
+
+    dim: int
+    cache_data: bool = False
+
+    @abstractmethod
+    def generate(self, generator: torch.Generator) -> Snapshots:
+        """Draw the snapshots from ``generator`` (the same generator state gives the same data)."""
+
+    def true_field(self, snapshots: Snapshots) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The ground-truth vector field in the snapshots' coordinates, if the system has one."""
+        return None

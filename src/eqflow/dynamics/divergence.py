@@ -1,0 +1,64 @@
+"""Divergence of a per-sample vector field: exact (Jacobian trace) or Hutchinson's estimate.
+
+``f`` maps a batch ``(B, d)`` to ``(B, d)`` and must act on each sample independently (no
+batch coupling: pass a batch norm's statistics in as constants). Everything is forward-mode
+(``torch.func.jvp``) and vectorised over probe vectors with ``torch.func.vmap``, so gradients
+with respect to the parameters of ``f`` flow through the result.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import jvp, vmap
+
+METHODS = ("exact", "hutchinson")
+PROBES = ("gaussian", "rademacher")
+
+
+def _probe_vectors(x: torch.Tensor, n: int, probe: str, generator: torch.Generator | None):
+    shape = (n, *x.shape)
+    if probe == "gaussian":
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    if probe == "rademacher":
+        bits = torch.randint(0, 2, shape, generator=generator, device=x.device)
+        return (2 * bits - 1).to(x.dtype)
+    raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
+
+
+def _jvps(f: Callable, x: torch.Tensor, tangents: torch.Tensor):
+    """``f(x)`` and ``J_f(x) t`` for every tangent in ``tangents`` (n, B, d)."""
+    fx, jz = vmap(lambda t: jvp(f, (x,), (t,)), out_dims=(None, 0), randomness="same")(tangents)
+    return fx, jz
+
+
+def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
+                         n_probes: int = 10, probe: str = "gaussian",
+                         generator: torch.Generator | None = None):
+    """Return ``(f(x), estimates)``.
+
+    ``estimates`` has shape ``(n, B)``: for ``exact`` one row, the trace of the Jacobian; for
+    ``hutchinson`` one row per probe ``z``, each ``z^T J z`` (unbiased for the divergence).
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
+    if method == "exact":
+        d = x.shape[1]
+        basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, *x.shape)
+        fx, jz = _jvps(f, x, basis)
+        trace = torch.diagonal(jz, dim1=0, dim2=2).sum(-1)  # jz[i, b, i] summed over i
+        return fx, trace[None]
+    if method == "hutchinson":
+        if n_probes < 1:
+            raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+        z = _probe_vectors(x, n_probes, probe, generator)
+        fx, jz = _jvps(f, x, z)
+        return fx, (z * jz).sum(-1)
+    raise ValueError(f"unknown divergence method {method!r}; choose one of {METHODS}")
+
+
+def divergence(f: Callable, x: torch.Tensor, method: str = "exact", n_probes: int = 10,
+               probe: str = "gaussian", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Divergence of ``f`` at each row of ``x`` (shape ``(B,)``)."""
+    _, est = divergence_estimates(f, x, method, n_probes, probe, generator)
+    return est.mean(0)

@@ -1,0 +1,41 @@
+"""Integrators: deterministic flows through torchdiffeq, the irreversible Langevin SDE by Heun."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchdiffeq import odeint
+
+
+@torch.no_grad()
+def integrate_ode(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
+                  steps: int, method: str = "rk4") -> torch.Tensor:
+    """Trajectory of ``dx/dt = f(x)`` with a fixed step: shape ``(steps + 1, *x0.shape)``."""
+    t = torch.arange(steps + 1, dtype=torch.float64) * dt
+    return odeint(lambda _t, x: f(x), x0, t.to(x0.dtype).to(x0.device), method=method,
+                  options={"step_size": dt})
+
+
+@torch.no_grad()
+def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
+             score: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
+             steps: int, eta: float, generator: torch.Generator | None = None,
+             callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Irreversible Langevin SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW`` by Heun's method.
+
+    One noise draw per step is shared by predictor and corrector. Returns the final state;
+    ``callback(step, x)`` sees every state (for trajectories, EMA frames, animations).
+    """
+    def a(x):
+        return drift(x) + eta * score(x)
+
+    x = x0
+    noise_scale = (2 * eta * dt) ** 0.5
+    for k in range(steps):
+        e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        ax = a(x)
+        x_hat = x + ax * dt + noise_scale * e
+        x = x + 0.5 * (ax + a(x_hat)) * dt + noise_scale * e
+        if callback is not None:
+            callback(k + 1, x)
+    return x

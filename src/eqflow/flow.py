@@ -1,0 +1,144 @@
+"""Equilibrium flows: a learned field trained on the continuity-equation loss, and
+training-free fields v = D s, behind one interface (``velocity(x)``)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from eqflow.dynamics.divergence import METHODS, PROBES, divergence_estimates
+from eqflow.dynamics.training_free import skew_matrix
+from eqflow.errors import check_finite_loss
+from eqflow.nets import FlowMLP
+from eqflow.score import ScoreModule
+
+ESTIMATORS = ("squared", "product")
+
+
+class _FlowBase(pl.LightningModule):
+    """Common parts: a frozen score model and its noise level.
+
+    Every flow defines ``velocity(x)``: its vector field at ``x`` (B, d), whatever its mode.
+    """
+
+    trainable = True
+
+    def __init__(self, score: ScoreModule):
+        super().__init__()
+        self.score_model = score
+        self.score_model.requires_grad_(False)
+        self.score_model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.score_model.eval()  # the score model is fixed
+        return self
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.score_model.alpha
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score_model.score(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.velocity(x)
+
+    def calibrate(self, x0: torch.Tensor) -> None:
+        """Fix data-dependent statistics from clean samples ``x0`` (no-op for most flows)."""
+
+
+class EquilibriumFlowModule(_FlowBase):
+    """Learn v with div(p_t v) = 0 by minimising E[(div v + v . s)^2] on noised points."""
+
+    def __init__(self, score: ScoreModule, dim: int, hidden: Sequence[int] = (64, 64),
+                 activation: str = "silu", n_freqs: int = 4, lr: float = 1e-2,
+                 weight_decay: float = 1e-5, lr_schedule: str = "constant",
+                 divergence: str = "exact", n_probes: int = 10, probe: str = "gaussian",
+                 estimator: str = "squared", norm_momentum: float = 0.1,
+                 calibration_points: int = 16_384):
+        super().__init__(score)
+        if divergence not in METHODS:
+            raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
+        if probe not in PROBES:
+            raise ValueError(f"flow.probe={probe!r}: choose one of {PROBES}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"flow.estimator={estimator!r}: choose one of {ESTIMATORS}")
+        if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
+            raise ValueError("flow.estimator=product needs flow.divergence=hutchinson and "
+                             "flow.n_probes >= 2 (two independent halves of the probes)")
+        self.save_hyperparameters(ignore=["score"])
+        self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.net.norm
+        return (self.net.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+
+    def continuity_loss(self, x: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss and its parts on noised points ``x`` with scores ``s``."""
+        hp = self.hparams
+        h = self.net.pre_norm(x)
+        mean, std = self.net.norm.stats(h)
+        if self.training:
+            self.net.norm.update_running_stats(h)
+
+        def v_fn(y):  # per-sample field; the batch statistics enter as constants
+            return (self.net.pre_norm(y) - mean) / std
+
+        v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe)
+        v_dot_s = (v * s).sum(-1)
+        if hp.estimator == "product":
+            half = est.shape[0] // 2
+            residual = (est[:half].mean(0) + v_dot_s) * (est[half:].mean(0) + v_dot_s)
+        else:
+            residual = (est.mean(0) + v_dot_s) ** 2
+        return {"loss": residual.mean(), "div": est.mean(0).abs().mean(),
+                "v_dot_s": v_dot_s.abs().mean()}
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        x = self.score_model.noise(x0)
+        with torch.no_grad():
+            s = self.score(x)
+        parts = self.continuity_loss(x, s)
+        check_finite_loss(parts["loss"], "flow", self.global_step)
+        self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/abs_div", parts["div"], on_step=False, on_epoch=True)
+        self.log("train/abs_v_dot_s", parts["v_dot_s"], on_step=False, on_epoch=True)
+        return parts["loss"]
+
+    def on_train_end(self) -> None:
+        self.calibrate(self.trainer.datamodule.x)
+
+    @torch.no_grad()
+    def calibrate(self, x0: torch.Tensor) -> None:
+        """Set the batch norm's statistics from many noised points (more exact than the EMA)."""
+        n = min(len(x0), self.hparams.calibration_points)
+        idx = torch.randperm(len(x0))[:n]
+        x = self.score_model.noise(x0[idx].to(self.device))
+        self.net.norm.set_running_stats(self.net.pre_norm(x))
+
+    def configure_optimizers(self):
+        from eqflow.optim import build_optimizer
+
+        hp = self.hparams
+        return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)
+
+
+class TrainingFreeFlow(_FlowBase):
+    """``v = D s`` with a random skew-symmetric D (unit Frobenius norm) drawn from ``seed``.
+
+    It satisfies div(p v) = 0 exactly for the model's p; ``eta`` is the Langevin strength used
+    when it is run as the irreversible SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW``.
+    """
+
+    trainable = False
+
+    def __init__(self, score: ScoreModule, dim: int, seed: int = 0, eta: float = 0.1):
+        super().__init__(score)
+        self.save_hyperparameters(ignore=["score"])
+        generator = torch.Generator().manual_seed(int(seed))
+        self.register_buffer("D", skew_matrix(dim, generator))
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x) @ self.D.T.to(x)

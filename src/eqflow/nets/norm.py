@@ -1,0 +1,51 @@
+"""Batch normalisation without affine parameters that composes with torch.func."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NonAffineBatchNorm(nn.Module):
+    """Per-dimension ``(h - mean) / std`` over the batch (training) or running stats (eval).
+
+    It forces a learned flow to have zero mean and unit scale (no trivial ``v = 0`` solution).
+    Unlike ``nn.BatchNorm1d`` the forward pass never mutates buffers, so it is safe under
+    ``torch.func.jvp``/``vmap``: running statistics are updated explicitly with
+    :meth:`update_running_stats` from outside any transform.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def batch_stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return h.mean(dim=0), h.var(dim=0, unbiased=False)
+
+    def stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) the forward pass uses for ``h`` in the current mode."""
+        if self.training:
+            mean, var = self.batch_stats(h)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return mean, torch.sqrt(var + self.eps)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        mean, std = self.stats(h)
+        return (h - mean) / std
+
+    @torch.no_grad()
+    def update_running_stats(self, h: torch.Tensor) -> None:
+        mean, var = self.batch_stats(h.detach())
+        n = h.shape[0]
+        var = var * n / max(n - 1, 1)
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(var, self.momentum)
+
+    @torch.no_grad()
+    def set_running_stats(self, h: torch.Tensor) -> None:
+        """Replace the running statistics by those of ``h`` (a recalibration on many points)."""
+        self.running_mean.copy_(h.mean(0))
+        self.running_var.copy_(h.var(0))

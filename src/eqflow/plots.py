@@ -1,0 +1,80 @@
+"""Every figure eqflow draws. Functions take arrays and a path, save a PNG and return the path."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def quiver_2d(field: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
+              trajectory: torch.Tensor | None, path: str | Path, title: str = "",
+              grid: int = 25) -> Path:
+    """Arrows of a 2-D field over the data cloud, with optional trajectories (T, n, 2)."""
+    data = data.detach().cpu()
+    lo, hi = data.min(0).values - 0.3, data.max(0).values + 0.3
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], grid), torch.linspace(lo[1], hi[1], grid),
+                            indexing="xy")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    with torch.no_grad():
+        v = field(pts).cpu()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(data[:, 0], data[:, 1], s=2, alpha=0.25, color="tab:gray", label="data")
+    ax.quiver(pts[:, 0], pts[:, 1], v[:, 0], v[:, 1], color="tab:blue", angles="xy")
+    if trajectory is not None:
+        traj = trajectory.detach().cpu().numpy()
+        for i in range(traj.shape[1]):
+            ax.plot(traj[:, i, 0], traj[:, i, 1], lw=1.2, color="tab:red", alpha=0.8)
+        ax.scatter(traj[0, :, 0], traj[0, :, 1], color="tab:red", s=12, zorder=3, label="start")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def trajectory_3d(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path,
+                  title: str = "") -> Path:
+    """3-D trajectories (T, n, 3) over a faint data cloud."""
+    traj = trajectory.detach().cpu().numpy()
+    pts = data.detach().cpu().numpy()[:4000]
+    fig = plt.figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=1, alpha=0.1, color="tab:gray")
+    for i in range(traj.shape[1]):
+        ax.plot(traj[:, i, 0], traj[:, i, 1], traj[:, i, 2], lw=0.8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def curves(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, ylabel: str,
+           title: str = "", x: Mapping[str, Sequence[float]] | None = None,
+           bands: Mapping[str, Sequence[float]] | None = None, logy: bool = False) -> Path:
+    """Several named curves on one axis, each with an optional +- band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, ys in series.items():
+        ys = np.asarray(ys, dtype=float)
+        xs = np.asarray(x[name]) if x and name in x else np.arange(len(ys))
+        (line,) = ax.plot(xs, ys, label=name)
+        if bands and name in bands:
+            b = np.asarray(bands[name], dtype=float)
+            ax.fill_between(xs, ys - b, ys + b, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)

@@ -1,0 +1,79 @@
+"""ScoreModule: a diffusion model whose score s(x) = grad log p_t(x) feeds the flows."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from eqflow.errors import check_finite_loss
+from eqflow.nets import ScoreMLP
+from eqflow.schedules import CosineSchedule
+
+PREDICTIONS = ("eps", "v")
+
+
+def score_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
+                          prediction: str) -> torch.Tensor:
+    """Score at noise level ``alpha`` from an eps- or v-prediction (PAPER_NOTES 3)."""
+    if prediction == "eps":
+        return -pred / torch.sqrt(1 - alpha)
+    if prediction == "v":
+        x0_hat = torch.sqrt(alpha) * x - torch.sqrt(1 - alpha) * pred
+        return (torch.sqrt(alpha) * x0_hat - x) / (1 - alpha)
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+
+class ScoreModule(pl.LightningModule):
+    """Low-dimensional DDPM with the published cosine schedule; ``.score(x)`` at level ``t``."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu",
+                 prediction: str = "eps", num_steps: int = 100, t: float = 0.1,
+                 lr: float = 1e-2, weight_decay: float = 1e-5, lr_schedule: str = "constant"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"score.prediction={prediction!r}: choose one of {PREDICTIONS}")
+        if not 0 <= t <= 1:
+            raise ValueError(f"score.t must lie in [0, 1], got {t}")
+        self.save_hyperparameters()
+        self.net = ScoreMLP(dim, hidden, activation)
+        self.schedule = CosineSchedule(num_steps)
+        self.register_buffer("alpha_bar", self.schedule.alpha_bar.clone())
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """alpha_bar at the level ``t`` the score is evaluated at."""
+        return self.alpha_bar[self.schedule.index(self.hparams.t)]
+
+    def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise clean samples to the score's level: ``sqrt(a) x0 + sqrt(1 - a) eps``."""
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        a = self.alpha.to(x0)
+        return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.alpha.to(x)
+        t = self.schedule.time_of_index(self.schedule.index(self.hparams.t)).to(x)
+        return score_from_prediction(self.net(x, t.expand(x.shape[0])), x, a,
+                                     self.hparams.prediction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x)
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        k = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
+        a = self.alpha_bar[k].unsqueeze(-1)
+        eps = torch.randn_like(x0)
+        x_t = torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+        target = eps if self.hparams.prediction == "eps" else torch.sqrt(a) * eps - torch.sqrt(1 - a) * x0
+        loss = F.mse_loss(self.net(x_t, self.schedule.time_of_index(k)), target)
+        check_finite_loss(loss, "score", self.global_step)
+        self.log("score/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        from eqflow.optim import build_optimizer
+
+        return build_optimizer(self, self.hparams.lr, self.hparams.weight_decay,
+                               self.hparams.lr_schedule)

@@ -1,0 +1,27 @@
+"""Train (or build) an equilibrium flow and measure it: `python train.py [experiment=...]`."""
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from eqflow.errors import ConfigError, NonFiniteLossError
+
+log = logging.getLogger("eqflow")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from eqflow.pipeline import train
+
+    try:
+        result = train(cfg)
+    except (ConfigError, NonFiniteLossError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    value = result.metrics.get("mmd/final")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+if __name__ == "__main__":
+    main()
