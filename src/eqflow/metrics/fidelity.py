@@ -42,7 +42,7 @@ def similarity_table(groups: Mapping[str, Sequence[torch.Tensor] | torch.Tensor]
     table = {}
     for i, a in enumerate(names):
         for b in names[i:]:
-            cos = (mats[a] @ mats[b].T).abs()
+            cos = (mats[a] @ mats[b].T).abs().clamp_max(1.0)  # rounding can exceed 1
             if a == b and len(cos) > 1:
                 cos = cos[~torch.eye(len(cos), dtype=torch.bool)]
             vals = cos.reshape(-1)

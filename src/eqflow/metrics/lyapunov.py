@@ -25,7 +25,7 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     twin is pulled back to distance ``perturbation`` every ``renorm_every`` steps, the log of
     the stretch being accumulated. ``f`` must act per sample and accept float64 input.
 
-    Trajectories that leave the ball ``|x| < bound`` or turn non-finite are dropped. Returns the
+    Trajectories that leave the box ``max_i |x_i| < bound`` or turn non-finite are dropped. Returns the
     mean exponent over the kept trajectories (``lyapunov``), the exponents per trajectory, the
     mean speed |f(x)| along them, the speed-normalised exponent (per unit of distance travelled)
     and the number kept.
@@ -51,7 +51,7 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
             dist = gap.norm(dim=-1)
             alive &= torch.isfinite(dist) & (dist > 0) & torch.isfinite(x).all(-1)
             if bound is not None:
-                alive &= x.norm(dim=-1) < bound
+                alive &= x.abs().amax(dim=-1) < bound
             safe = dist.clamp_min(1e-300)
             log_growth += torch.where(alive, (safe / perturbation).log(), 0.0)
             x = torch.where(alive[:, None], x, x0.to(x))  # park dropped ones on a finite state

@@ -29,8 +29,34 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5)
     return sxx + syy - 2 * kxy.mean()
 
 
+def paired_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5) -> torch.Tensor:
+    """Unbiased MMD^2 between the marginals of paired samples ``(x_i, y_i)``, e.g. a start set and
+    the same points after integration.
+
+    The pairs are i.i.d., so the U-statistic over ``i != j`` of
+    ``k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)`` is unbiased. Unlike :func:`mmd2`
+    it leaves out ``k(x_i, y_i)``, which would bias the estimate low when ``y_i`` stays near
+    ``x_i`` (at ``y = x`` it is exactly 0).
+    """
+    sigmas = [float(sigma)] if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"paired_mmd2 needs two (n, d) sets of the same shape, got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    n = len(x)
+    if n < 2:
+        raise ValueError("paired_mmd2 needs at least two pairs")
+    h = _rbf(x, x, sigmas) + _rbf(y, y, sigmas) - _rbf(x, y, sigmas) - _rbf(y, x, sigmas)
+    return (h.sum() - h.diagonal().sum()) / (n * (n - 1))
+
+
 def mmd_over_time(trajectory: torch.Tensor, sigma: float | Sequence[float] = 0.5,
                   reference: torch.Tensor | None = None) -> torch.Tensor:
-    """MMD^2 between ``reference`` (default: the first frame) and every frame of (T, n, d)."""
-    ref = trajectory[0] if reference is None else reference
-    return torch.stack([mmd2(ref, frame, sigma) for frame in trajectory])
+    """MMD^2 between the start set and every frame of a (T, n, d) trajectory.
+
+    Without ``reference`` the frames are compared with the first frame, point by point paired
+    (:func:`paired_mmd2`, exactly 0 at the start); with one, each frame with that independent set
+    (:func:`mmd2`).
+    """
+    if reference is None:
+        return torch.stack([paired_mmd2(trajectory[0], frame, sigma) for frame in trajectory])
+    return torch.stack([mmd2(reference, frame, sigma) for frame in trajectory])

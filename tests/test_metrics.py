@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from eqflow.data import Lorenz
+from eqflow.metrics import aligned_abs_cosine, max_lyapunov, mmd2, paired_mmd2, similarity_table
+
+
+def test_mmd_basic_properties():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g)
+    same = float(mmd2(x, y, 0.5))
+    assert abs(same) < 0.01
+    torch.testing.assert_close(mmd2(x, y, 0.5), mmd2(y, x, 0.5))
+    shifts = [float(mmd2(x, y + s, 0.5)) for s in (0.25, 0.5, 1.0, 2.0)]
+    assert shifts == sorted(shifts) and shifts[0] > same
+    # unbiased: the average over many independent pairs is ~0 (a biased V-statistic is not)
+    vals = torch.stack([mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g))
+                        for _ in range(400)])
+    assert abs(vals.mean()) < 3 * vals.std() / 20
+
+
+def test_mmd_matches_hand_computation():
+    x = torch.tensor([[0.0], [1.0]])
+    y = torch.tensor([[0.0], [2.0]])
+    k = lambda a, b: torch.exp(torch.tensor(-((a - b) ** 2) / 2.0))  # noqa: E731
+    expected = k(0, 1) + k(0, 2) - 0.5 * (k(0, 0) + k(0, 2) + k(1, 0) + k(1, 2))
+    torch.testing.assert_close(mmd2(x, y, 1.0), expected)
+
+
+def test_lyapunov_of_lorenz_is_0906_within_5_percent():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    res = max_lyapunov(Lorenz(), x0, dt=0.01, steps=20_000, burn_in=1_000, generator=g)
+    assert res["n_kept"] == 16
+    assert abs(res["lyapunov"] - 0.906) < 0.05 * 0.906, res["lyapunov"]
+
+
+def test_lyapunov_of_linear_stable_system_is_its_leading_eigenvalue():
+    a = torch.tensor([[-1.0, 2.0], [-2.0, -1.0]], dtype=torch.float64)  # eigenvalues -1 +- 2i
+    res = max_lyapunov(lambda x: x @ a.T, torch.randn(4, 2, dtype=torch.float64), 0.01, 3000)
+    assert res["lyapunov"] < 0
+    assert abs(res["lyapunov"] + 1.0) < 1e-3
+
+
+def test_lyapunov_drops_escaping_trajectories():
+    res = max_lyapunov(lambda x: x, torch.ones(3, 2, dtype=torch.float64), 0.1, 100, bound=4.0)
+    assert res["n_kept"] == 0
+
+
+def test_similarity_table_invariants():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(30, generator=g, dtype=torch.float64)
+    groups = {"a": torch.randn(4, 30, generator=g, dtype=torch.float64),
+              "b": -torch.randn(5, 30, generator=g, dtype=torch.float64),
+              "truth": ref[None]}
+    table = similarity_table(groups, ref)
+    assert table[("truth", "truth")] == (1.0, 0.0)
+    for p, q in [("a", "b"), ("a", "truth"), ("b", "truth")]:
+        assert table[(p, q)] == table[(q, p)]
+    manual = [aligned_abs_cosine(groups["a"][i], ref) for i in range(4)]
+    assert table[("a", "truth")][0] == pytest.approx(sum(manual) / 4)
+    # v and -v are the same flow
+    assert aligned_abs_cosine(ref, -ref) == pytest.approx(1.0)
+
+
+def test_paired_mmd_is_zero_for_identical_sets_and_unbiased():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    assert float(paired_mmd2(x, x.clone())) == pytest.approx(0.0, abs=1e-12)
+    # mmd2 on the same points is biased low by the k(x_i, x_i) terms
+    assert float(mmd2(x, x)) < -1e-3
+    # i.i.d. pairs of independent draws: mean ~0 over repetitions
+    vals = torch.stack([paired_mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g))
+                        for _ in range(400)])
+    assert abs(vals.mean()) < 3 * vals.std() / 20
+    # a shifted copy: the same value as mmd2 between the set and an independent shifted set
+    fresh = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    assert float(paired_mmd2(x, x + 1.0)) == pytest.approx(float(mmd2(x, fresh + 1.0)), abs=0.01)
+    assert float(paired_mmd2(x, x + 1.0)) > 20 * abs(float(paired_mmd2(x, fresh)))
