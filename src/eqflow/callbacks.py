@@ -84,9 +84,8 @@ class MMDCallback(EndOfFitMetric):
     def measure(self, trainer, flow, datamodule) -> dict:
         g = self.generator()
         x = datamodule.x.to(flow.device)
-        start = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device),
-                                       generator=None)
-        other = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device))
+        start = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device), g)
+        other = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device), g)
         curves = {"flow": mmd_over_time(integrate_ode(flow.velocity, start, self.dt, self.steps),
                                         self.bandwidth)}
         if self.score_baseline:
@@ -129,7 +128,7 @@ class LyapunovCallback(EndOfFitMetric):
             log.warning("Lyapunov: %d of %d trajectories left |x| < %s and were dropped",
                         res["n_total"] - res["n_kept"], res["n_total"], self.bound)
         return {"lyapunov/max": res["lyapunov"],
-                "lyapunov/per_distance": res["lyapunov_per_distance"],
+                "lyapunov/speed_normalised": res["lyapunov_speed_normalised"],
                 "lyapunov/mean_speed": res["mean_speed"],
                 "lyapunov/per_trajectory": res["per_trajectory"],
                 "lyapunov/n_kept": res["n_kept"]}
@@ -183,7 +182,7 @@ class FigureCallback(EndOfFitMetric):
     def measure(self, trainer, flow, datamodule) -> dict:
         g = self.generator()
         x = datamodule.x
-        start = flow.score_model.noise(_subset(x, self.n_trajectories, g).to(flow.device))
+        start = flow.score_model.noise(_subset(x, self.n_trajectories, g).to(flow.device), g)
         traj = integrate_ode(flow.velocity, start, self.dt, self.steps).cpu()
         shown = x * torch.sqrt(flow.alpha.cpu())
         title = f"{type(flow).__name__} on {type(datamodule.system).__name__}"

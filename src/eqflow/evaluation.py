@@ -19,14 +19,15 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, loggers: list | No
     """Load a finished run and re-compute its end-of-fit metrics into ``output_dir``."""
     run = load_run(run_dir)
     output_dir = Path(output_dir)
-    callbacks_cfg = OmegaConf.to_container(run.cfg.callbacks, resolve=False)
+    cfg = run.cfg.copy()
+    cfg.paths.output_dir = str(output_dir)
+    callbacks_cfg = OmegaConf.to_container(cfg.callbacks, resolve=True)
     trainer = SimpleNamespace(datamodule=run.datamodule, loggers=loggers or [], callbacks=[],
                               global_step=0, global_rank=0)
     for name, node in callbacks_cfg.items():
         if not node or "eqflow.callbacks" not in str(node.get("_target_", "")):
             continue
-        node = {**node, "output_dir": str(output_dir)}
-        callback = instantiate(OmegaConf.create(node))
+        callback = instantiate(node)
         if isinstance(callback, EndOfFitMetric):
             log.info("Measuring %s of %s", name, run_dir)
             callback.on_fit_end(trainer, run.flow)

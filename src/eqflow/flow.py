@@ -142,3 +142,10 @@ class TrainingFreeFlow(_FlowBase):
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(x) @ self.D.T.to(x)
+
+    # Lightning's fit (run with max_epochs=0 so the end-of-fit metrics fire) needs these two.
+    def training_step(self, batch, batch_idx):
+        raise RuntimeError("a training-free flow has nothing to train; run it with max_epochs=0")
+
+    def configure_optimizers(self):
+        return None

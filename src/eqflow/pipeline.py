@@ -70,7 +70,7 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     dim = snapshots.x.shape[1]
 
     def make() -> ScoreModule:
-        return instantiate(cfg.score.model, dim=dim)
+        return instantiate(cfg.score.model, dim=dim, _convert_="all")
 
     def build() -> dict:
         pl.seed_everything(int(cfg.score.seed), workers=True, verbose=False)
@@ -102,7 +102,8 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
 
 
 def build_flow(cfg: DictConfig, score: ScoreModule, dim: int):
-    return instantiate(cfg.flow.model, score=score, dim=dim)
+    # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
+    return instantiate(cfg.flow.model, score=score, dim=dim, _convert_="all")
 
 
 def build_loggers(cfg: DictConfig) -> list:

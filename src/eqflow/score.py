@@ -48,7 +48,11 @@ class ScoreModule(pl.LightningModule):
 
     def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise clean samples to the score's level: ``sqrt(a) x0 + sqrt(1 - a) eps``."""
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        if generator is None:
+            eps = torch.randn_like(x0)
+        else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
+            eps = torch.randn(x0.shape, generator=generator, device=generator.device,
+                              dtype=x0.dtype).to(x0.device)
         a = self.alpha.to(x0)
         return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
 

@@ -63,5 +63,5 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
     return {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
-            "lyapunov_per_distance": lam / mspeed if kept else float("nan"), "n_kept": kept,
+            "lyapunov_speed_normalised": lam / mspeed if kept else float("nan"), "n_kept": kept,
             "n_total": n}
