@@ -1,4 +1,8 @@
-"""Re-compute and print the metrics of a finished run: `python evaluate.py run=<run dir>`."""
+"""Evaluate finished runs.
+
+    python evaluate.py sweep=<multirun dir or run dir>   Table 1, chaos, MMD, UMAP, report.md
+    python evaluate.py run=<run dir>                     re-compute one run's end-of-fit metrics
+"""
 import json
 import logging
 import sys
@@ -11,17 +15,26 @@ log = logging.getLogger("eqflow")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from eqflow.evaluation import evaluate_run
+    from eqflow.evaluation import evaluate_run, evaluate_sweep
     from eqflow.runs import RunLoadError
 
+    if (cfg.sweep is None) == (cfg.run is None):
+        log.error("pass exactly one of sweep=<multirun or run dir> (the study) or run=<run dir> "
+                  "(re-measure one run)")
+        sys.exit(2)
     try:
-        metrics = evaluate_run(cfg.run, cfg.paths.output_dir)
-    except RunLoadError as exc:
+        if cfg.run is not None:
+            metrics = evaluate_run(cfg.run, cfg.paths.output_dir)
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            print(json.dumps(scalars, indent=2, sort_keys=True))
+            log.info("Metrics written to %s/metrics.json", cfg.paths.output_dir)
+        else:
+            summary = evaluate_sweep(cfg)
+            print(open(f"{cfg.paths.output_dir}/table1.md").read())
+            print(json.dumps(summary["chaos"], indent=2))
+    except (RunLoadError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(2)
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    print(json.dumps(scalars, indent=2, sort_keys=True))
-    log.info("Metrics written to %s/metrics.json", cfg.paths.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
-"""Re-measuring finished runs (evaluate.py)."""
+"""Re-measuring finished runs and evaluating sweeps (evaluate.py)."""
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from eqflow import plots, study
 from eqflow.callbacks import EndOfFitMetric
-from eqflow.results import read_metrics
+from eqflow.results import read_metrics, write_json_atomic
 from eqflow.runs import load_run
+from eqflow.sweeps import load_sweep
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +39,171 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, loggers: list | No
             log.info("Measuring %s of %s", name, run_dir)
             callback.on_fit_end(trainer, run.flow)
     return read_metrics(output_dir)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def evaluate_sweep(cfg: DictConfig) -> dict:
+    """Table 1, chaos, MMD over time and UMAP for the sweep at ``cfg.sweep``, written to
+    ``cfg.paths.output_dir`` (Markdown, CSV, PNG, report.md, summary.json) and W&B."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    t0 = time.perf_counter()
+    sweep = load_sweep(cfg.sweep, cfg.paths.get("cache_dir"))
+    timings["load_s"] = time.perf_counter() - t0
+    log.info("Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed))
+
+    t = time.perf_counter()
+    groups = study.build_groups(sweep, cfg.n_baselines, int(cfg.seed))
+    points = study.fixed_points(sweep, int(cfg.n_points), int(cfg.seed))
+    reps = study.representations(groups, points)
+    table = study.table1(reps)
+    names, sizes = list(reps), groups.sizes()
+    _write(out / "table1.md", study.table1_markdown(table, names, sizes))
+    _write(out / "table1.csv", study.table1_csv(table, names))
+    timings["table1_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rows = study.chaos(sweep, bool(cfg.chaos.recompute),
+                       OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed))
+    summary_chaos = study.chaos_summary(rows)
+    _write(out / "chaos.csv", "run,lyapunov,speed_normalised,source\n" + "".join(
+        f"{r['run']},{r['lyapunov']:.6g},{r['speed_normalised']:.6g},{r['source']}\n" for r in rows))
+    plots.histogram({"raw": [r["lyapunov"] for r in rows],
+                     "speed-normalised": [r["speed_normalised"] for r in rows]},
+                    out / "lyapunov_hist.png", "largest Lyapunov exponent")
+    timings["chaos_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    first = sweep.runs[0]
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    x = first.datamodule.x
+    idx = torch.randperm(len(x), generator=g)[: int(cfg.mmd.n_points)]
+    start = first.flow.score_model.noise(x[idx], g)
+    curves = study.mmd_curves(groups, start, float(cfg.mmd.dt), int(cfg.mmd.steps),
+                              float(cfg.mmd.bandwidth))
+    times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
+    plots.curves({k: c.mean(0) for k, c in curves.items()}, out / "mmd.png", "time",
+                 "MMD² to start", "Distribution preservation (mean ± std)",
+                 x={k: times for k in curves},
+                 bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
+                        for k, c in curves.items()})
+    _write(out / "mmd_final.md", study.mmd_final_markdown(curves, times))
+    timings["mmd_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    umap_path = None
+    labels = [grp for grp, m in groups.members.items() for _ in m]
+    try:
+        emb = study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed))
+        umap_path = plots.embedding(emb, labels, out / "umap.png",
+                                    "UMAP of flow representations (cosine)",
+                                    marked=("ground truth", "score"))
+    except ValueError as exc:
+        log.warning("No UMAP: %s", exc)
+    timings["umap_s"] = time.perf_counter() - t
+
+    summary = {
+        "sweep": str(sweep.root), "runs": sweep.names, "failed": sweep.failed,
+        "group_sizes": sizes,
+        "table1": {f"{a} | {b}": {"mean": m, "std": s} for (a, b), (m, s) in table.items()},
+        "chaos": summary_chaos, "chaos_rows": rows,
+        "mmd_final": {k: {"mean": float(c[:, -1].mean()),
+                          "std": float(c[:, -1].std()) if len(c) > 1 else 0.0}
+                      for k, c in curves.items()},
+        "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
+        "timings": timings, "commit": git_commit(),
+    }
+    write_json_atomic(summary, out / "summary.json")
+    _write(out / "report.md", report(cfg, sweep, summary, table, names, sizes, curves, times,
+                                     umap_path is not None))
+    log_to_wandb(cfg, sweep, summary, table, names, out)
+    log.info("Evaluation written to %s", out)
+    return summary
+
+
+def study_umap(reps: dict[str, torch.Tensor], n_neighbors: int, seed: int) -> np.ndarray:
+    from eqflow.metrics.embedding import umap_embedding
+    from eqflow.metrics.fidelity import align_signs
+
+    ref = study.reference_of(reps)
+    allreps = torch.cat([align_signs(r.double(), ref.double()) for r in reps.values()])
+    return umap_embedding(allreps, n_neighbors, "cosine", seed)
+
+
+def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bool) -> str:
+    ch = summary["chaos"]
+    run_cfg = sweep.runs[0].cfg
+    lines = [f"# Evaluation of `{sweep.root}`", "",
+             f"- commit: `{summary['commit']}`",
+             f"- runs evaluated: {len(sweep.runs)}; left out: {len(sweep.failed)}",
+             *(f"  - `{k}`: {v}" for k, v in sweep.failed.items()),
+             f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
+             f"(t = {run_cfg.score.model.t}), flow: `{run_cfg.flow.model._target_}`",
+             f"- N = {cfg.n_points} fixed points, baseline draws per group: "
+             f"{cfg.n_baselines if cfg.n_baselines is not None else len(sweep.runs)}, seed {cfg.seed}",
+             "", "## Table 1: |cos| between groups (mean ± std over pairs, sign-aligned)", "",
+             study.table1_markdown(table, names, sizes), "[CSV](table1.csv)", "",
+             "## Chaos: largest Lyapunov exponent of each flow", ""]
+    if ch.get("n"):
+        lines += [f"- positive: {100 * ch['share_positive']:.0f} % of {ch['n_finite']}",
+                  f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
+                  f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
+                  f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g}",
+                  "", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
+    lines += ["", "## Distribution preservation: MMD² to the start set", "",
+              study.mmd_final_markdown(curves, times), "![MMD over time](mmd.png)", ""]
+    if has_umap:
+        lines += ["## UMAP of all representations", "", "![UMAP](umap.png)", ""]
+    lines += ["## Configuration", "", "```yaml", OmegaConf.to_yaml(cfg).strip(), "```", "",
+              "Run configuration (first run):", "", "```yaml",
+              OmegaConf.to_yaml(run_cfg).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
+    """One W&B run of job type ``evaluate`` in the sweep's group, with the tables and figures."""
+    if not cfg.wandb.enabled:
+        return
+    import wandb
+
+    group = str(sweep.runs[0].cfg.get("name", "eqflow"))
+    run = wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
+                     name=f"{group}-evaluate", dir=str(out),
+                     mode="offline" if cfg.wandb.offline else "online",
+                     config=json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True),
+                                                  default=str)), reinit="finish_previous")
+    try:
+        rows = [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]
+        run.log({"table1": wandb.Table(columns=["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
+                                       data=rows),
+                 "chaos": wandb.Table(columns=["run", "lyapunov", "speed_normalised", "source"],
+                                      data=[list(r.values()) for r in summary["chaos_rows"]]),
+                 **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}})
+        for k, v in summary["chaos"].items():
+            run.summary[f"chaos/{k}"] = v
+        for k, v in summary["mmd_final"].items():
+            run.summary[f"mmd_final/{k}"] = v["mean"]
+        for key, v in summary["table1"].items():
+            run.summary[f"table1/{key}"] = v["mean"]
+    finally:
+        run.finish()

@@ -78,3 +78,34 @@ def curves(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str,
     ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def histogram(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str,
+              bins: int = 20) -> Path:
+    """One histogram panel per named series (non-finite values left out)."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        vals = np.asarray(values, dtype=float)
+        vals = vals[np.isfinite(vals)]
+        ax.hist(vals, bins=bins, color="tab:blue", alpha=0.8)
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_xlabel(f"{xlabel} ({name})")
+        ax.set_ylabel("flows")
+    return _save(fig, path)
+
+
+def embedding(points: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
+              marked: Sequence[str] = ()) -> Path:
+    """A 2-D scatter coloured by label; labels in ``marked`` drawn as large stars."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    labels = np.asarray(labels)
+    for name in dict.fromkeys(labels):
+        sel = labels == name
+        big = name in marked
+        ax.scatter(points[sel, 0], points[sel, 1], label=name, s=220 if big else 18,
+                   marker="*" if big else "o", edgecolors="k" if big else "none", zorder=3 if big else 2)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -42,6 +42,9 @@ def similarity_table(groups: Mapping[str, Sequence[torch.Tensor] | torch.Tensor]
     table = {}
     for i, a in enumerate(names):
         for b in names[i:]:
+            if a == b and len(mats[a]) == 1:  # a single member against itself
+                table[(a, a)] = (1.0, 0.0)
+                continue
             cos = (mats[a] @ mats[b].T).abs().clamp_max(1.0)  # rounding can exceed 1
             if a == b and len(cos) > 1:
                 cos = cos[~torch.eye(len(cos), dtype=torch.bool)]

@@ -1,0 +1,130 @@
+"""Seed sweeps through Hydra's launchers, and evaluate.py on them (tiny settings)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from eqflow import study
+from eqflow.sweeps import load_sweep
+from helpers import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LORENZ = ["experiment=lorenz", "data.n_trajectories=2", "data.n_steps=400",
+               "data.burn_in_steps=100"]
+
+
+def _run(script, *args, cwd):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=900, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return done
+
+
+def _sweep(tmp_path, *extra):
+    _run("train.py", "-m", *TINY_LORENZ, *TINY, "seed=0,1", "logger=wandb",
+         f"paths.cache_dir={tmp_path / 'cache'}", *extra, cwd=tmp_path)
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun" / "lorenz").iterdir()
+    return sweep_dir
+
+
+def _check_jobs(sweep_dir, n=2):
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.name.isdigit())
+    assert [p.name for p in jobs] == [str(i) for i in range(n)]
+    wandb_runs = set()
+    for job in jobs:
+        m = json.loads((job / "metrics.json").read_text())
+        assert (job / "flow.pt").exists() and "fidelity/cos_truth" in m
+        (run,) = (job / "wandb").glob("offline-run-*")
+        wandb_runs.add(run.name)
+    assert len(wandb_runs) == n  # one W&B run per job
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("joblib")
+    return _sweep(tmp, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+
+
+def test_joblib_sweep_shares_one_score_model(joblib_sweep):
+    jobs = _check_jobs(joblib_sweep)
+    metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    # one cache entry, trained by exactly one of the parallel jobs
+    assert len({m["score/cache_path"] for m in metrics}) == 1
+    assert sorted(m["score/cache_hit"] for m in metrics) == [False, True]
+    assert metrics[0]["mmd/curve"] != metrics[1]["mmd/curve"]  # the seeds differ
+
+
+def test_submitit_local_sweep(tmp_path):
+    sweep_dir = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15")
+    _check_jobs(sweep_dir)
+    assert (sweep_dir / ".submitit").is_dir()
+
+
+def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
+    out = tmp_path / "eval"
+    done = _run("evaluate.py", f"sweep={joblib_sweep}", "n_points=128", "n_baselines=3",
+                "mmd.steps=5", "mmd.n_points=64", f"hydra.run.dir={out}",
+                cwd=joblib_sweep.parents[3])
+    assert "| learned (n=2) |" in done.stdout or "learned (n=2)" in done.stdout
+    for name in ("table1.md", "table1.csv", "chaos.csv", "lyapunov_hist.png", "mmd.png",
+                 "mmd_final.md", "umap.png", "report.md", "summary.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["group_sizes"] == {"learned": 2, "training-free": 3, "random": 3,
+                                      "ground truth": 1, "score": 1}
+    assert summary["failed"] == {}
+    assert summary["table1"]["ground truth | ground truth"]["mean"] == 1.0
+    assert summary["chaos"]["n"] == 2
+    report = (out / "report.md").read_text()
+    assert "Table 1" in report and "commit" in report and "umap.png" in report
+    (wb,) = (out / "wandb").glob("offline-run-*")
+    assert b"table1" in next(wb.glob("run-*.wandb")).read_bytes()
+
+
+def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep, tmp_path):
+    broken = tmp_path / "sweep"
+    shutil.copytree(joblib_sweep, broken, ignore=shutil.ignore_patterns("wandb", "evaluate"))
+    (broken / "1" / "flow.pt").write_bytes(b"truncated")
+    shutil.copytree(broken / "0", broken / "2")
+    (broken / "2" / "flow.pt").unlink()  # an unfinished run
+    sweep = load_sweep(broken)
+    assert [r.run_dir.name for r in sweep.runs] == ["0"]
+    assert set(sweep.failed) == {"1", "2"}
+    assert "unreadable" in sweep.failed["1"] and "no flow.pt" in sweep.failed["2"]
+    cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(broken), False, 64, 3
+    cfg.mmd.steps, cfg.mmd.n_points = 3, 32
+    cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
+    from eqflow.evaluation import evaluate_sweep
+
+    summary = evaluate_sweep(cfg)
+    assert summary["runs"] == ["0"] and set(summary["failed"]) == {"1", "2"}
+    assert "no flow.pt" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_table1_on_sweep_flows(joblib_sweep):
+    sweep = load_sweep(joblib_sweep)
+    groups = study.build_groups(sweep, n_baselines=2, seed=0)
+    reps = study.representations(groups, study.fixed_points(sweep, 64, 0))
+    table = study.table1(reps)
+    names = list(reps)
+    for a in names:
+        for b in names:
+            assert table[(a, b)] == table[(b, a)]
+            assert 0.0 <= table[(a, b)][0] <= 1.0
+    assert table[("score", "score")] == (1.0, 0.0)
+    # the training-free flows are orthogonal to the score at every point, so also overall
+    assert table[("training-free", "score")][0] < 1e-5
+    # baselines are reproducible from the seed
+    again = study.representations(study.build_groups(sweep, 2, 0), study.fixed_points(sweep, 64, 0))
+    torch.testing.assert_close(again["random"], reps["random"])
