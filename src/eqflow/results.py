@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 
 def _jsonable(value: Any) -> Any:
@@ -44,10 +45,13 @@ def read_metrics(run_dir: str | os.PathLike) -> dict:
 
 
 def update_metrics(run_dir: str | os.PathLike, values: dict) -> dict:
-    """Merge ``values`` into ``run_dir/metrics.json`` and return the whole record."""
-    merged = read_metrics(run_dir)
-    merged.update(_jsonable(values))
-    write_json_atomic(merged, Path(run_dir) / "metrics.json")
+    """Merge ``values`` into ``run_dir/metrics.json`` and return the whole record (under a file
+    lock, so two processes writing one run directory do not lose each other's values)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(run_dir) / ".metrics.json.lock")):
+        merged = read_metrics(run_dir)
+        merged.update(_jsonable(values))
+        write_json_atomic(merged, Path(run_dir) / "metrics.json")
     return merged
 
 
