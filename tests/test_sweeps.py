@@ -128,3 +128,30 @@ def test_table1_on_sweep_flows(joblib_sweep):
     # baselines are reproducible from the seed
     again = study.representations(study.build_groups(sweep, 2, 0), study.fixed_points(sweep, 64, 0))
     torch.testing.assert_close(again["random"], reps["random"])
+
+
+def test_training_free_sweep_on_a_toy_dataset(tmp_path):
+    """A sweep of training-free flows on data without a ground truth, run in-process."""
+    from eqflow import pipeline
+    from eqflow.evaluation import evaluate_sweep
+    from helpers import compose_train
+
+    for seed in range(2):
+        cfg = compose_train(["flow=training_free", "data=ring", "logger=none", f"seed={seed}"],
+                            None)
+        cfg.paths.output_dir = str(tmp_path / "sweep" / str(seed))
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        pipeline.train(cfg)
+        (tmp_path / "sweep" / str(seed) / ".hydra").mkdir()
+        OmegaConf.save(cfg, tmp_path / "sweep" / str(seed) / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(tmp_path / "sweep"), False, 64, 2
+    cfg.mmd.steps, cfg.mmd.n_points = 3, 32
+    cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
+    summary = evaluate_sweep(cfg)
+    assert summary["group_sizes"] == {"training-free": 2, "random": 2, "score": 1}
+    assert summary["table1"]["training-free | score"]["mean"] < 1e-5  # v = D s is orthogonal to s
+    # in 2-D every skew matrix is +-(rotation by 90 deg): the flows agree up to sign, |cos| = 1
+    assert summary["table1"]["training-free | training-free"]["mean"] == pytest.approx(1.0)
