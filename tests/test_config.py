@@ -46,3 +46,15 @@ def test_unknown_key_and_unknown_dataset_fail_at_compose(tmp_path):
         compose_train(["flow.model.learning_rate=0.1"], tmp_path)
     with pytest.raises(ConfigCompositionException, match="lorentz"):
         compose_train(["data=lorentz"], tmp_path)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
+    from hydra.utils import instantiate
+
+    from eqflow.score import ScoreModule
+
+    cfg = compose_train([f"experiment={experiment}", "flow=training_free"], tmp_path, tiny=False)
+    validate(cfg)
+    flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=3)
+    assert not flow.trainable
