@@ -62,6 +62,10 @@ def test_joblib_sweep_shares_one_score_model(joblib_sweep):
     assert metrics[0]["mmd/curve"] != metrics[1]["mmd/curve"]  # the seeds differ
 
 
+def test_basic_launcher_sweep(tmp_path):
+    _check_jobs(_sweep(tmp_path))
+
+
 def test_submitit_local_sweep(tmp_path):
     sweep_dir = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15")
     _check_jobs(sweep_dir)
