@@ -58,3 +58,17 @@ def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
     validate(cfg)
     flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=3)
     assert not flow.trainable
+
+
+def test_slurm_launcher_config_composes_with_documented_keys():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.gpus_per_node=1"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+    assert launcher.timeout_min > 0 and launcher.cpus_per_task >= 1
+    assert any("WANDB_MODE=offline" in line for line in launcher.setup)
