@@ -65,3 +65,20 @@ def test_gamma_kernel_and_orthogonality_to_any_field():
     assert (v * s).sum((1, 2, 3)).abs().max() < 1e-10  # v . s = 0 per sample
     with pytest.raises(ValueError, match="odd"):
         skew_kernel(torch.randn(2, 2, 2, 2))
+
+
+def test_gray_scott_system_data_and_true_field():
+    from eqflow.data.gray_scott import GrayScottSystem
+
+    system = GrayScottSystem("spirals", size=16, n_samples=3, steps=20, chunk=2, progress=False)
+    snaps = system.generate(torch.Generator().manual_seed(0))
+    again = system.generate(torch.Generator().manual_seed(0))
+    assert snaps.x.shape == (3, 2, 16, 16) and torch.equal(snaps.x, again.x)
+    assert snaps.x.min() >= -1 and snaps.x.max() <= 1
+    field = system.true_field(snaps)
+    z = snaps.x.double()
+    # one Euler step in raw coordinates, seen in the stored coordinates (x = 2 s - 1)
+    raw = (z + 1) / 2
+    torch.testing.assert_close(field(z), 2 * system.field(raw))
+    with pytest.raises(ValueError, match="feed and data.kill"):
+        GrayScottSystem(feed=0.01)
