@@ -95,10 +95,14 @@ def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
 
 def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep, tmp_path):
     broken = tmp_path / "sweep"
-    shutil.copytree(joblib_sweep, broken, ignore=shutil.ignore_patterns("wandb", "evaluate"))
+    # evaluate.py's own output folder (from the test above, if it ran) is not a run
+    shutil.copytree(joblib_sweep, broken, ignore=shutil.ignore_patterns("wandb"))
     (broken / "1" / "flow.pt").write_bytes(b"truncated")
     shutil.copytree(broken / "0", broken / "2")
     (broken / "2" / "flow.pt").unlink()  # an unfinished run
+    own = broken / "evaluate" / "2026-01-01_00-00-00" / ".hydra"  # evaluate.py's output: no run
+    own.mkdir(parents=True)
+    (own / "config.yaml").write_text(f"sweep: {broken}\nn_points: 64\n")
     sweep = load_sweep(broken)
     assert [r.run_dir.name for r in sweep.runs] == ["0"]
     assert set(sweep.failed) == {"1", "2"}

@@ -186,7 +186,9 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
         return
     import wandb
 
-    group = str(sweep.runs[0].cfg.get("name", "eqflow"))
+    run_cfg = sweep.runs[0].cfg
+    wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
+    group = str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow"))  # the runs' own group
     run = wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
                      name=f"{group}-evaluate", dir=str(out),
                      mode="offline" if cfg.wandb.offline else "online",

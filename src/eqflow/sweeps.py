@@ -23,12 +23,22 @@ def run_dirs(path: str | Path) -> list[Path]:
                                 f"e.g. outputs/multirun/lorenz/<date time>")
     if (path / ".hydra" / "config.yaml").exists():
         return [path]
-    found = sorted({p.parent.parent for p in path.glob("**/.hydra/config.yaml")},
+    found = sorted({p.parent.parent for p in path.glob("**/.hydra/config.yaml")
+                    if _is_train_config(p)},
                    key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else 1 << 30, str(p)))
     if not found:
         raise FileNotFoundError(f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
                                 f"a multirun wrote, e.g. outputs/multirun/lorenz/<date time>")
     return found
+
+
+def _is_train_config(path: Path) -> bool:
+    """True for a train.py run's config (evaluate.py's own output folders are not runs)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return True  # unreadable: let load_run report it by name
+    return "\nsweep:" not in "\n" + text
 
 
 @dataclass
