@@ -27,12 +27,16 @@ def test_training_free_flow_satisfies_stationary_continuity_equation(mixture):
     assert (divergence(w, x) + (w(x) * mixture.score(x)).sum(-1)).abs().max() > 0.1
 
 
+def _start_and_floor(mixture, g):
+    """400 mixture samples and the |MMD^2| between them and 400 fresh ones (the noise floor)."""
+    start = mixture.sample(400, g)
+    return start, abs(float(mmd2(start, mixture.sample(400, g), 0.5)))
+
+
 def test_training_free_flow_preserves_gaussian_mixture(mixture):
     g = torch.Generator().manual_seed(0)
     d_mat = skew_matrix(2, g, dtype=torch.float64)
-    start = mixture.sample(400, g)
-    fresh = mixture.sample(400, g)
-    floor = abs(float(mmd2(start, fresh, 0.5)))
+    start, floor = _start_and_floor(mixture, g)
     traj = integrate_ode(lambda x: mixture.score(x) @ d_mat.T, start, 0.05, 200)
     moved = (traj[-1] - traj[0]).norm(dim=1).mean()
     assert moved > 0.3  # the points really move
@@ -45,9 +49,7 @@ def test_training_free_flow_preserves_gaussian_mixture(mixture):
 def test_irreversible_langevin_sde_keeps_the_mixture(mixture):
     g = torch.Generator().manual_seed(3)
     d_mat = skew_matrix(2, g, dtype=torch.float64)
-    start = mixture.sample(400, g)
-    fresh = mixture.sample(400, g)
-    floor = abs(float(mmd2(start, fresh, 0.5)))
+    start, floor = _start_and_floor(mixture, g)
     end = sde_heun(lambda x: mixture.score(x) @ d_mat.T, mixture.score, start, 0.01, 300, 0.1,
                    generator=g)
     assert abs(float(mmd2(start, end, 0.5))) < 3 * floor + 2e-3

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from eqflow import plots
+from eqflow.data.base import random_subset
 from eqflow.dynamics.integrators import integrate_ode
 from eqflow.metrics.fidelity import aligned_abs_cosine, representation
 from eqflow.metrics.lyapunov import max_lyapunov
@@ -25,9 +26,16 @@ from eqflow.results import log_figure, log_to_loggers, update_metrics
 log = logging.getLogger(__name__)
 
 
-def _subset(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    idx = torch.randperm(len(x), generator=generator)[: min(n, len(x))]
-    return x[idx]
+def flow_lyapunov(flow, data: torch.Tensor, n_trajectories: int, dt: float, steps: int,
+                  burn_in: int, bound: float | None, generator: torch.Generator,
+                  perturbation: float = 1e-8) -> dict:
+    """The flow's largest Lyapunov exponent (:func:`max_lyapunov`) on a float64 copy, from
+    ``n_trajectories`` data points scaled by sqrt(alpha)."""
+    f64 = copy.deepcopy(flow).double().eval()
+    start = random_subset(data, n_trajectories, generator).double().to(flow.device)
+    start = start * torch.sqrt(f64.alpha)
+    return max_lyapunov(f64.velocity, start, dt, steps, burn_in, perturbation=perturbation,
+                        bound=bound, generator=generator)
 
 
 class EndOfFitMetric(pl.Callback):
@@ -84,8 +92,8 @@ class MMDCallback(EndOfFitMetric):
     def measure(self, trainer, flow, datamodule) -> dict:
         g = self.generator()
         x = datamodule.x.to(flow.device)
-        start = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device), g)
-        other = flow.score_model.noise(_subset(x, self.n_points, g).to(flow.device), g)
+        start = flow.score_model.noise(random_subset(x, self.n_points, g).to(flow.device), g)
+        other = flow.score_model.noise(random_subset(x, self.n_points, g).to(flow.device), g)
         curves = {"flow": mmd_over_time(integrate_ode(flow.velocity, start, self.dt, self.steps),
                                         self.bandwidth)}
         if self.score_baseline:
@@ -118,12 +126,8 @@ class LyapunovCallback(EndOfFitMetric):
         self.bound, self.perturbation = bound, perturbation
 
     def measure(self, trainer, flow, datamodule) -> dict:
-        g = self.generator()
-        f64 = copy.deepcopy(flow).double().eval()
-        start = _subset(datamodule.x, self.n_trajectories, g).double().to(flow.device)
-        start = start * torch.sqrt(f64.alpha)
-        res = max_lyapunov(f64.velocity, start, self.dt, self.steps, self.burn_in,
-                           perturbation=self.perturbation, bound=self.bound, generator=g)
+        res = flow_lyapunov(flow, datamodule.x, self.n_trajectories, self.dt, self.steps,
+                            self.burn_in, self.bound, self.generator(), self.perturbation)
         if res["n_kept"] < res["n_total"]:
             log.warning("Lyapunov: %d of %d trajectories left |x| < %s and were dropped",
                         res["n_total"] - res["n_kept"], res["n_total"], self.bound)
@@ -148,7 +152,7 @@ class FidelityCallback(EndOfFitMetric):
         truth = datamodule.true_field()
         if truth is None:
             return {}
-        pts = _subset(datamodule.x, self.n_points, self.generator()).to(flow.device)
+        pts = random_subset(datamodule.x, self.n_points, self.generator()).to(flow.device)
         pts = pts * torch.sqrt(flow.alpha)
         ref = representation(truth, pts)
         return {"fidelity/cos_truth": aligned_abs_cosine(representation(flow.velocity, pts), ref),
@@ -182,7 +186,7 @@ class FigureCallback(EndOfFitMetric):
     def measure(self, trainer, flow, datamodule) -> dict:
         g = self.generator()
         x = datamodule.x
-        start = flow.score_model.noise(_subset(x, self.n_trajectories, g).to(flow.device), g)
+        start = flow.score_model.noise(random_subset(x, self.n_trajectories, g).to(flow.device), g)
         traj = integrate_ode(flow.velocity, start, self.dt, self.steps).cpu()
         shown = x * torch.sqrt(flow.alpha.cpu())
         title = f"{type(flow).__name__} on {type(datamodule.system).__name__}"

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqflow import plots, study
 from eqflow.callbacks import EndOfFitMetric
-from eqflow.results import read_metrics, write_json_atomic
+from eqflow.data.base import random_subset
+from eqflow.results import read_metrics, write_json_atomic, write_text_atomic
 from eqflow.runs import load_run
 from eqflow.sweeps import load_sweep
 
@@ -42,23 +43,19 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, loggers: list | No
 
 
 def git_commit() -> str:
+    """The source's commit, with ``-dirty`` when tracked files have changes; ``unknown`` outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parent, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True,
-                               cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
     except OSError:
         return "unknown"
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def evaluate_sweep(cfg: DictConfig) -> dict:
@@ -78,15 +75,15 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     reps = study.representations(groups, points)
     table = study.table1(reps)
     names, sizes = list(reps), groups.sizes()
-    _write(out / "table1.md", study.table1_markdown(table, names, sizes))
-    _write(out / "table1.csv", study.table1_csv(table, names))
+    write_text_atomic(out / "table1.md", study.table1_markdown(table, names, sizes))
+    write_text_atomic(out / "table1.csv", study.table1_csv(table, names))
     timings["table1_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rows = study.chaos(sweep, bool(cfg.chaos.recompute),
                        OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed))
     summary_chaos = study.chaos_summary(rows)
-    _write(out / "chaos.csv", "run,lyapunov,speed_normalised,source\n" + "".join(
+    write_text_atomic(out / "chaos.csv", "run,lyapunov,speed_normalised,source\n" + "".join(
         f"{r['run']},{r['lyapunov']:.6g},{r['speed_normalised']:.6g},{r['source']}\n" for r in rows))
     plots.histogram({"raw": [r["lyapunov"] for r in rows],
                      "speed-normalised": [r["speed_normalised"] for r in rows]},
@@ -96,9 +93,7 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     t = time.perf_counter()
     first = sweep.runs[0]
     g = torch.Generator().manual_seed(int(cfg.seed))
-    x = first.datamodule.x
-    idx = torch.randperm(len(x), generator=g)[: int(cfg.mmd.n_points)]
-    start = first.flow.score_model.noise(x[idx], g)
+    start = first.flow.score_model.noise(random_subset(first.datamodule.x, int(cfg.mmd.n_points), g), g)
     curves = study.mmd_curves(groups, start, float(cfg.mmd.dt), int(cfg.mmd.steps),
                               float(cfg.mmd.bandwidth))
     times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
@@ -107,7 +102,7 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
                  x={k: times for k in curves},
                  bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
                         for k, c in curves.items()})
-    _write(out / "mmd_final.md", study.mmd_final_markdown(curves, times))
+    write_text_atomic(out / "mmd_final.md", study.mmd_final_markdown(curves, times))
     timings["mmd_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -134,7 +129,7 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
         "timings": timings, "commit": git_commit(),
     }
     write_json_atomic(summary, out / "summary.json")
-    _write(out / "report.md", report(cfg, sweep, summary, table, names, sizes, curves, times,
+    write_text_atomic(out / "report.md", report(cfg, sweep, summary, table, names, sizes, curves, times,
                                      umap_path is not None))
     log_to_wandb(cfg, sweep, summary, table, names, out)
     log.info("Evaluation written to %s", out)

@@ -24,13 +24,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(data), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
+    write_text_atomic(path, json.dumps(_jsonable(data), indent=2, sort_keys=True))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict:

@@ -7,7 +7,6 @@ adds Hydra, output files and logging.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable
@@ -15,9 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from eqflow.callbacks import flow_lyapunov
+from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
 from eqflow.flow import EquilibriumFlowModule, TrainingFreeFlow
-from eqflow.metrics import max_lyapunov, mmd_over_time, representation, similarity_table
+from eqflow.metrics import mmd_over_time, representation, similarity_table
 from eqflow.sweeps import Sweep
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,8 @@ def build_groups(sweep: Sweep, n_baselines: int | None = None, seed: int = 0) ->
 def fixed_points(sweep: Sweep, n_points: int, seed: int) -> torch.Tensor:
     """N data points scaled by sqrt(alpha) (the noised data's scale), drawn from ``seed``."""
     first = sweep.runs[0]
-    x = first.datamodule.x
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=g)[: min(n_points, len(x))]
-    return x[idx] * torch.sqrt(first.flow.alpha)
+    return random_subset(first.datamodule.x, n_points, g) * torch.sqrt(first.flow.alpha)
 
 
 @torch.no_grad()
@@ -130,12 +129,7 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
                          "source": "run"})
             continue
         g = torch.Generator().manual_seed(seed)
-        f64 = copy.deepcopy(run.flow).double().eval()
-        x = run.datamodule.x
-        idx = torch.randperm(len(x), generator=g)[: settings["n_trajectories"]]
-        start = x[idx].double() * torch.sqrt(f64.alpha)
-        res = max_lyapunov(f64.velocity, start, settings["dt"], settings["steps"],
-                           settings["burn_in"], bound=settings["bound"], generator=g)
+        res = flow_lyapunov(run.flow, run.datamodule.x, generator=g, **settings)
         rows.append({"run": name, "lyapunov": res["lyapunov"],
                      "speed_normalised": res["lyapunov_speed_normalised"], "source": "evaluate"})
     return rows

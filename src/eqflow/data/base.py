@@ -35,6 +35,12 @@ class Snapshots:
         return cls(((raw - shift) / scale).float(), shift.float(), scale.float())
 
 
+def random_subset(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``min(n, len(x))`` rows of ``x`` drawn without replacement from ``generator``."""
+    idx = torch.randperm(len(x), generator=generator)[: min(n, len(x))]
+    return x[idx]
+
+
 class SnapshotSystem(ABC):
     """A source of snapshots. Subclasses set ``dim`` and implement :meth:`generate`.
 
