@@ -30,8 +30,11 @@ def main(cfg: DictConfig) -> None:
             log.info("Metrics written to %s/metrics.json", cfg.paths.output_dir)
         else:
             summary = evaluate_sweep(cfg)
-            print(open(f"{cfg.paths.output_dir}/table1.md").read())
-            print(json.dumps(summary["chaos"], indent=2))
+            if "table2" in summary:
+                print(open(f"{cfg.paths.output_dir}/table2.md").read())
+            else:
+                print(open(f"{cfg.paths.output_dir}/table1.md").read())
+                print(json.dumps(summary["chaos"], indent=2))
     except (RunLoadError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(2)

@@ -18,7 +18,8 @@ from eqflow.callbacks import EndOfFitMetric
 from eqflow.data.base import random_subset
 from eqflow.results import read_metrics, write_json_atomic, write_text_atomic
 from eqflow.runs import load_run
-from eqflow.sweeps import load_sweep
+from eqflow.runs import load_config
+from eqflow.sweeps import load_sweep, run_dirs
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     ``cfg.paths.output_dir`` (Markdown, CSV, PNG, report.md, summary.json) and W&B."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if _pattern_sweep(cfg.sweep):
+        return evaluate_pattern_sweep(cfg)
     timings = {}
     t0 = time.perf_counter()
     sweep = load_sweep(cfg.sweep, cfg.paths.get("cache_dir"))
@@ -133,6 +136,74 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
                                      umap_path is not None))
     log_to_wandb(cfg, sweep, summary, table, names, out)
     log.info("Evaluation written to %s", out)
+    return summary
+
+
+def _pattern_sweep(path) -> bool:
+    """True when the runs under ``path`` measure pattern fidelity (Gray-Scott: Table 2)."""
+    from eqflow.pattern_study import is_pattern_run
+    from eqflow.runs import RunLoadError
+
+    for run_dir in run_dirs(path):
+        try:
+            return is_pattern_run(load_config(run_dir))
+        except (RunLoadError, OSError, ValueError):
+            continue
+    return False
+
+
+def evaluate_pattern_sweep(cfg: DictConfig) -> dict:
+    """Table 2 for the Gray-Scott runs under ``cfg.sweep``: Markdown, CSV, report.md, W&B."""
+    from eqflow import pattern_study as ps
+
+    out = Path(cfg.paths.output_dir)
+    root = Path(cfg.sweep)
+    dirs = run_dirs(root)
+    names = {d: (str(d.relative_to(root)) if d != root else d.name) for d in dirs}
+    start = time.perf_counter()
+    columns, failed = ps.collect(dirs, names, bool(cfg.patterns.recompute), out / "runs")
+    if not columns:
+        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
+                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    table = ps.summarise(columns)
+    md = ps.markdown(table, columns)
+    write_text_atomic(out / "table2.md", md)
+    write_text_atomic(out / "table2.csv", ps.csv_text(table))
+    summary = {"sweep": str(root), "failed": failed, "commit": git_commit(),
+               "table2": {p: {r: {"mean": m, "std": sd, "n": n} for r, (m, sd, n) in rows.items()}
+                          for p, rows in table.items()},
+               "above_random_mean_plus_std": ps.beats_baselines(table),
+               "timings": {"table2_s": time.perf_counter() - start}}
+    write_json_atomic(summary, out / "summary.json")
+    lines = [f"# Evaluation of `{root}`", "", f"- commit: `{summary['commit']}`",
+             f"- runs evaluated: {sum(len(c['runs']) for c in columns.values())}; "
+             f"left out: {len(failed)}", *(f"  - `{k}`: {v}" for k, v in failed.items()),
+             "", "## Table 2: fidelity to the Gray-Scott dynamics", "", md, "[CSV](table2.csv)", "",
+             "Training-free above the random baseline's mean + 1 std: "
+             + ", ".join(f"{p}: {'yes' if ok else 'no'}"
+                         for p, ok in summary["above_random_mean_plus_std"].items()), "",
+             "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.", "",
+             "## Configuration", "", "```yaml", OmegaConf.to_yaml(cfg).strip(), "```", ""]
+    write_text_atomic(out / "report.md", "\n".join(lines))
+    if cfg.wandb.enabled:
+        import wandb
+
+        run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+        group = str(run_cfg.get("name", "eqflow"))
+        run = wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
+                         name=f"{group}-evaluate", dir=str(out),
+                         mode="offline" if cfg.wandb.offline else "online",
+                         reinit="finish_previous")
+        try:
+            rows = [[p, r, m, sd, n] for p, rr in table.items() for r, (m, sd, n) in rr.items()]
+            run.log({"table2": wandb.Table(columns=["pattern", "row", "mean", "std", "n"],
+                                           data=rows)})
+            for p, rr in table.items():
+                for r, (m, _, _) in rr.items():
+                    run.summary[f"table2/{p}/{r}"] = m
+        finally:
+            run.finish()
+    log.info("Table 2 written to %s", out / "table2.md")
     return summary
 
 

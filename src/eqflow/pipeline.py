@@ -14,12 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from eqflow.cache import atomic_torch_save, cached
-from eqflow.callbacks import FigureCallback, LossHistory
+from eqflow.callbacks import FigureCallback, LossHistory, ScoreSamples
 from eqflow.checkpointing import AtomicCheckpointIO
 from eqflow.config import validate
 from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError
-from eqflow.results import read_metrics, update_metrics
+from eqflow.results import log_figure, read_metrics, update_metrics
 from eqflow.score import ScoreModule
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ def score_key(cfg: DictConfig) -> dict:
 
 def load_data(cfg: DictConfig) -> tuple[SnapshotSystem, Snapshots]:
     """Instantiate the system and draw (or load cached) snapshots from ``data_seed``."""
+    system, snapshots, _ = load_data_with_info(cfg)
+    return system, snapshots
+
+
+def load_data_with_info(cfg: DictConfig) -> tuple[SnapshotSystem, Snapshots, dict]:
+    """:func:`load_data`, plus how the data came: generation time, cache path and hit."""
     try:
         system = instantiate(cfg.data)
     except Exception as exc:
@@ -49,16 +55,20 @@ def load_data(cfg: DictConfig) -> tuple[SnapshotSystem, Snapshots]:
         g = torch.Generator().manual_seed(int(cfg.data_seed))
         start = time.perf_counter()
         snaps = system.generate(g)
+        seconds = time.perf_counter() - start
         log.info("Generated %d snapshots of %s in %.1f s", len(snaps.x), type(system).__name__,
-                 time.perf_counter() - start)
-        return snaps.to_dict()
+                 seconds)
+        return {**snaps.to_dict(), "generate_seconds": seconds}
 
+    info = {}
     if getattr(system, "cache_data", False):
-        record, _, _ = cached("data", data_key(cfg), build, cfg.paths.cache_dir,
-                              validate=Snapshots.from_dict)
+        record, path, hit = cached("data", data_key(cfg), build, cfg.paths.cache_dir,
+                                   validate=Snapshots.from_dict)
+        info = {"data/cache_path": str(path), "data/cache_hit": hit}
     else:
         record = build()
-    return system, Snapshots.from_dict(record)
+    info["data/generate_seconds"] = record.get("generate_seconds")
+    return system, Snapshots.from_dict(record), info
 
 
 def _trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
@@ -67,26 +77,36 @@ def _trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
 
 def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) -> tuple[ScoreModule, dict]:
     """The score model for this data + score config: from the cache, or trained and cached."""
-    dim = snapshots.x.shape[1]
+    x = snapshots.x
+    shape = {"dim": x.shape[1]} if x.ndim == 2 else {"channels": x.shape[1]}
+    score_dir = Path(cfg.paths.output_dir) / "score"
 
     def make() -> ScoreModule:
-        return instantiate(cfg.score.model, dim=dim, _convert_="all")
+        return instantiate(cfg.score.model, **shape, _convert_="all")
 
     def build() -> dict:
         pl.seed_everything(int(cfg.score.seed), workers=True, verbose=False)
         model = make()
-        dm = SnapshotDataModule(system, snapshots, cfg.score.batch_size, seed=int(cfg.score.seed))
+        dm = SnapshotDataModule(system, snapshots, cfg.score.batch_size, seed=int(cfg.score.seed),
+                                val_fraction=float(cfg.score.get("val_fraction", 0.0)))
         history = LossHistory("score/loss")
+        callbacks = [history]
+        if hasattr(model, "sample") and cfg.score.get("samples"):
+            callbacks.append(ScoreSamples(str(score_dir / "samples"), size=x.shape[-1],
+                                          seed=int(cfg.score.seed), **cfg.score.samples))
         trainer = _trainer(cfg, max_epochs=int(cfg.score.epochs), logger=False,
-                           callbacks=[history], enable_checkpointing=False,
-                           default_root_dir=str(Path(cfg.paths.output_dir) / "score"))
+                           callbacks=callbacks, enable_checkpointing=False,
+                           gradient_clip_val=cfg.score.get("gradient_clip_val"),
+                           num_sanity_val_steps=0, default_root_dir=str(score_dir))
         start = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         seconds = time.perf_counter() - start
         log.info("Trained the score model in %.1f s (final loss %.4f)", seconds,
                  history.values[-1] if history.values else float("nan"))
+        val = trainer.callback_metrics.get("score/val_loss")
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "loss_history": history.values, "train_seconds": seconds}
+                "loss_history": history.values, "train_seconds": seconds,
+                "val_loss": float(val) if val is not None else None}
 
     def check(record: dict) -> None:
         make().load_state_dict(record["state_dict"])
@@ -97,13 +117,21 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     model.eval()
     info = {"score/cache_path": str(path), "score/cache_hit": hit,
             "score/train_seconds": record["train_seconds"],
-            "score/final_loss": record["loss_history"][-1] if record["loss_history"] else None}
+            "score/final_loss": record["loss_history"][-1] if record["loss_history"] else None,
+            "score/val_loss": record.get("val_loss")}
     return model, {**info, "loss_history": record["loss_history"]}
 
 
-def build_flow(cfg: DictConfig, score: ScoreModule, dim: int):
+def build_flow(cfg: DictConfig, score: ScoreModule, x: torch.Tensor):
+    """The flow for data ``x``: (N, d) vectors, or (N, C, H, W) images (``spatial=True``)."""
+    extra = {}
+    if x.ndim == 4:
+        if not cfg.flow.model._target_.endswith("TrainingFreeFlow"):
+            raise ConfigError(f"flow={cfg.flow.model._target_} works on vectors; for image data "
+                              f"use flow=training_free")
+        extra["spatial"] = True
     # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
-    return instantiate(cfg.flow.model, score=score, dim=dim, _convert_="all")
+    return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -152,10 +180,10 @@ def train(cfg: DictConfig) -> RunResult:
                                 f"checkpoint written by a previous run, e.g. "
                                 f"outputs/runs/<name>/<time>/checkpoints/last.ckpt")
     start = time.perf_counter()
-    system, snapshots = load_data(cfg)
+    system, snapshots, data_info = load_data_with_info(cfg)
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    flow = build_flow(cfg, score, snapshots.x.shape[1])
+    flow = build_flow(cfg, score, snapshots.x)
     dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     for cb in callbacks:
@@ -165,11 +193,15 @@ def train(cfg: DictConfig) -> RunResult:
     loggers = build_loggers(cfg)
     overrides: dict = {"logger": loggers or False, "callbacks": callbacks,
                        "plugins": [AtomicCheckpointIO()]}
-    if not flow.trainable:
-        overrides.update(max_epochs=0, enable_checkpointing=False)
+    if not flow.trainable:  # nothing to fit: one device, straight to the end-of-fit metrics
+        overrides.update(max_epochs=0, enable_checkpointing=False, devices=1, strategy="auto")
         callbacks[:] = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
     trainer = _trainer(cfg, **overrides)
-    update_metrics(output_dir, {k: v for k, v in score_info.items() if k != "loss_history"})
+    update_metrics(output_dir, {**data_info,
+                                **{k: v for k, v in score_info.items() if k != "loss_history"}})
+    samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
+    if samples:  # the score model was trained in this run: show its last samples
+        log_figure(loggers, "score/samples", samples[-1])
     try:
         fit_start = time.perf_counter()
         trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))

@@ -109,3 +109,62 @@ def embedding(points: np.ndarray, labels: Sequence[str], path: str | Path, title
     ax.set_yticks([])
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _display(img: torch.Tensor, channel: int | None) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> an array for imshow: one channel, or RGB for 3 channels."""
+    img = img.detach().cpu().float()
+    if channel is None and img.shape[0] == 3:
+        return ((img.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+    return img[channel if channel is not None else 0].numpy()
+
+
+def image_grid(images: torch.Tensor, path: str | Path, title: str = "",
+               channel: int | None = None, columns: int = 4) -> Path:
+    """A grid of (N, C, H, W) images in [-1, 1]."""
+    n = len(images)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img in zip(axes.flat, images):
+        ax.imshow(_display(img, channel), cmap="viridis", vmin=-1, vmax=1)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def pattern_panels(panels: Mapping[str, torch.Tensor], path: str | Path, title: str = "",
+                   channel: int | None = 1) -> Path:
+    """Figure 3 layout: named (C, H, W) states side by side (e.g. initial / evolved under the
+    flow / evolved under the simulator); entries whose name starts with 'change' are drawn as
+    signed differences on their own colour scale."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, img) in zip(axes[0], panels.items()):
+        if name.startswith("change"):
+            arr = img.detach().cpu()[channel or 0].numpy()
+            lim = float(np.abs(arr).max()) or 1.0
+            ax.imshow(arr, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        else:
+            ax.imshow(_display(img, channel), cmap="viridis", vmin=-1, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | None = 1,
+              fps: int = 10) -> Path:
+    """A GIF of (C, H, W) frames in [-1, 1] (one channel through viridis, or RGB)."""
+    from PIL import Image
+
+    cmap = matplotlib.colormaps["viridis"]
+    images = []
+    for frame in frames:
+        arr = _display(frame, channel)
+        if arr.ndim == 2:
+            arr = cmap(np.clip((arr + 1) / 2, 0, 1))[..., :3]
+        images.append(Image.fromarray((arr * 255).astype(np.uint8)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path

@@ -92,3 +92,13 @@ def log_figure(loggers, key: str, path: str | os.PathLike) -> None:
     for logger in loggers:
         if hasattr(logger, "log_image"):
             logger.log_image(key=key, images=[str(path)])
+
+
+def log_video(loggers, key: str, path: str | os.PathLike) -> None:
+    """Send a saved animation (GIF or MP4) to every W&B logger as a video."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            fmt = Path(path).suffix.lstrip(".") or "gif"
+            logger.experiment.log({key: wandb.Video(str(path), format=fmt)})

@@ -56,7 +56,7 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
         raise RunLoadError(f"{weights} is unreadable ({type(exc).__name__}: {exc}); re-run the job")
     system, snapshots = load_data(cfg)
     score, _ = load_score(cfg, system, snapshots)
-    flow = build_flow(cfg, score, snapshots.x.shape[1])
+    flow = build_flow(cfg, score, snapshots.x)
     flow.load_state_dict(state)
     flow.eval()
     dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))

@@ -25,7 +25,33 @@ def score_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
-class ScoreModule(pl.LightningModule):
+def x0_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
+                      prediction: str) -> torch.Tensor:
+    """The denoised estimate x0_hat from an eps- or v-prediction."""
+    if prediction == "eps":
+        return (x - torch.sqrt(1 - alpha) * pred) / torch.sqrt(alpha)
+    if prediction == "v":
+        return torch.sqrt(alpha) * x - torch.sqrt(1 - alpha) * pred
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+
+class NoisingMixin:
+    """``noise(x0)``: clean samples taken to the score's noise level ``alpha``."""
+
+    alpha: torch.Tensor
+
+    def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``sqrt(a) x0 + sqrt(1 - a) eps`` with eps drawn from ``generator`` if given."""
+        if generator is None:
+            eps = torch.randn_like(x0)
+        else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
+            eps = torch.randn(x0.shape, generator=generator, device=generator.device,
+                              dtype=x0.dtype).to(x0.device)
+        a = self.alpha.to(x0)
+        return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+
+
+class ScoreModule(NoisingMixin, pl.LightningModule):
     """Low-dimensional DDPM with the published cosine schedule; ``.score(x)`` at level ``t``."""
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu",
@@ -45,16 +71,6 @@ class ScoreModule(pl.LightningModule):
     def alpha(self) -> torch.Tensor:
         """alpha_bar at the level ``t`` the score is evaluated at."""
         return self.alpha_bar[self.schedule.index(self.hparams.t)]
-
-    def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise clean samples to the score's level: ``sqrt(a) x0 + sqrt(1 - a) eps``."""
-        if generator is None:
-            eps = torch.randn_like(x0)
-        else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
-            eps = torch.randn(x0.shape, generator=generator, device=generator.device,
-                              dtype=x0.dtype).to(x0.device)
-        a = self.alpha.to(x0)
-        return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         a = self.alpha.to(x)

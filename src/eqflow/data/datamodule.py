@@ -23,13 +23,19 @@ class _Rows(Dataset):
 
 class SnapshotDataModule(pl.LightningDataModule):
     def __init__(self, system: SnapshotSystem, snapshots: Snapshots, batch_size: int = 2048,
-                 seed: int = 0, drop_last: bool = True):
+                 seed: int = 0, drop_last: bool = True, val_fraction: float = 0.0):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
         self.system, self.snapshots = system, snapshots
-        self.batch_size = min(int(batch_size), len(snapshots.x))
         self.seed, self.drop_last = seed, drop_last
+        n = len(snapshots.x)
+        n_val = int(round(val_fraction * n))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        self.batch_size = min(int(batch_size), len(self.train_rows))
 
     @property
     def x(self) -> torch.Tensor:
@@ -43,7 +49,17 @@ class SnapshotDataModule(pl.LightningDataModule):
         return self.system.true_field(self.snapshots)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the training rows (all rows when there is no validation split)."""
         generator = torch.Generator().manual_seed(self.seed)
-        sampler = BatchSampler(RandomSampler(range(len(self.x)), generator=generator),
+        rows = self.x if not len(self.val_rows) else self.x[self.train_rows]
+        sampler = BatchSampler(RandomSampler(range(len(rows)), generator=generator),
                                self.batch_size, self.drop_last)
-        return DataLoader(_Rows(self.x), sampler=sampler, batch_size=None)
+        return DataLoader(_Rows(rows), sampler=sampler, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out rows in order (an empty list when ``val_fraction`` is 0)."""
+        if not len(self.val_rows):
+            return []
+        rows = self.x[self.val_rows]
+        sampler = BatchSampler(range(len(rows)), self.batch_size, drop_last=False)
+        return DataLoader(_Rows(rows), sampler=sampler, batch_size=None)

@@ -137,3 +137,13 @@ class GrayScottSystem:
             return self.field(z * scale.to(z) + shift.to(z)) / scale.to(z)
 
         return field
+
+    def simulator(self, snapshots):
+        """``step(x, n)``: ``n`` simulator steps from states ``x`` in the snapshots' coordinates."""
+        shift, scale = snapshots.shift, snapshots.scale
+
+        def step(z: torch.Tensor, n: int) -> torch.Tensor:
+            raw = self.field.simulate(z * scale.to(z) + shift.to(z), n, self.dt)
+            return (raw - shift.to(z)) / scale.to(z)
+
+        return step

@@ -20,13 +20,19 @@ def integrate_ode(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, d
 def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
              score: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
              steps: int, eta: float, generator: torch.Generator | None = None,
-             callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+             callback: Callable[[int, torch.Tensor], None] | None = None,
+             drift_from_score: bool = False) -> torch.Tensor:
     """Irreversible Langevin SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW`` by Heun's method.
 
     One noise draw per step is shared by predictor and corrector. Returns the final state;
     ``callback(step, x)`` sees every state (for trajectories, EMA frames, animations).
+    With ``drift_from_score``, ``drift(x, s)`` receives the score already computed at ``x``, so
+    a field built from the score (v = D s) costs one score evaluation per drift evaluation.
     """
     def a(x):
+        if drift_from_score:
+            s = score(x)
+            return drift(x, s) + eta * s
         return drift(x) + eta * score(x)
 
     x = x0

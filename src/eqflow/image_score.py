@@ -1,0 +1,136 @@
+"""ImageScoreModule: the score of image data (Turing patterns, artificial life) from a
+diffusers U-Net with circular padding and a ``DDPMScheduler`` (PAPER_NOTES 3).
+
+It has the interface of :class:`eqflow.score.ScoreModule`: ``alpha``, ``noise(x0)``,
+``score(x)``, plus ``denoise(x)`` (the prediction x0_hat shown in animations) and
+``sample(n, size)`` (ancestral DDPM samples, logged during training).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from torch.optim.swa_utils import AveragedModel
+
+from eqflow.data.augment import periodic_symmetry
+from eqflow.errors import check_finite_loss
+from eqflow.nets.unet import circular_unet
+from eqflow.score import PREDICTIONS, NoisingMixin, score_from_prediction, x0_from_prediction
+
+_SCHEDULER_PREDICTION = {"eps": "epsilon", "v": "v_prediction"}
+
+
+class ExponentialAverage:
+    """``AveragedModel``'s update rule for an EMA of the weights (a picklable object, so the
+    module can be sent to DDP worker processes)."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+
+    def __call__(self, averaged: list, current: list, num_averaged) -> None:
+        for a, c in zip(averaged, current):
+            a.lerp_(c, 1 - self.decay)
+
+
+class ImageScoreModule(NoisingMixin, pl.LightningModule):
+    def __init__(self, channels: int, block_out_channels: Sequence[int] = (16, 32, 64),
+                 layers_per_block: int = 2, norm_num_groups: int = 8, prediction: str = "v",
+                 num_train_timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
+                 timestep: int = 10, lr: float = 1e-3, weight_decay: float = 0.01,
+                 warmup_steps: int = 500, ema_decay: float | None = None, augment: bool = True):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
+        if not 0 <= timestep < num_train_timesteps:
+            raise ValueError(f"score.model.timestep must lie in [0, {num_train_timesteps}), "
+                             f"got {timestep}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ValueError(f"score.model.ema_decay must lie in (0, 1) or be null, got {ema_decay}")
+        self.save_hyperparameters()
+        self.unet = circular_unet(channels, block_out_channels, layers_per_block, norm_num_groups)
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
+                                       beta_start=beta_start, beta_end=beta_end,
+                                       beta_schedule="linear",
+                                       prediction_type=_SCHEDULER_PREDICTION[prediction])
+        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float())
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = AveragedModel(self.unet, multi_avg_fn=ExponentialAverage(ema_decay),
+                                     use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    # -- the score ---------------------------------------------------------------------------
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.alphas_cumprod[self.hparams.timestep]
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The weights the score is read from: the EMA copy if kept, else the trained ones."""
+        return self.ema.module if self.ema is not None else self.unet
+
+    def predict(self, x: torch.Tensor, timestep: int | torch.Tensor,
+                network: torch.nn.Module | None = None) -> torch.Tensor:
+        t = torch.as_tensor(timestep, device=x.device).expand(x.shape[0])
+        return (network or self.network)(x, t).sample
+
+    def score(self, x: torch.Tensor, network: torch.nn.Module | None = None) -> torch.Tensor:
+        """s(x) at the score's level; ``network`` swaps in other weights of the same shape."""
+        a = self.alpha.to(x)
+        return score_from_prediction(self.predict(x, self.hparams.timestep, network), x, a,
+                                     self.hparams.prediction)
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """x0_hat: the clean image the network sees in ``x`` at the score's noise level."""
+        a = self.alpha.to(x)
+        return x0_from_prediction(self.predict(x, self.hparams.timestep), x, a,
+                                  self.hparams.prediction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` ancestral DDPM samples of ``size`` x ``size`` from pure noise, clamped to [-1, 1]."""
+        x = torch.randn(n, self.hparams.channels, size, size, generator=generator,
+                        device=generator.device if generator is not None else "cpu").to(self.device)
+        self.scheduler.set_timesteps(self.hparams.num_train_timesteps)
+        for t in self.scheduler.timesteps:
+            x = self.scheduler.step(self.predict(x, int(t)), int(t), x, generator=generator).prev_sample
+        return x.clamp(-1, 1)
+
+    # -- training ----------------------------------------------------------------------------
+    def diffusion_loss(self, x0: torch.Tensor) -> torch.Tensor:
+        k = torch.randint(0, self.hparams.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        eps = torch.randn_like(x0)
+        x_t = self.scheduler.add_noise(x0, eps, k)
+        target = eps if self.hparams.prediction == "eps" else self.scheduler.get_velocity(x0, eps, k)
+        return F.mse_loss(self.unet(x_t, k).sample, target)
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.hparams.augment:
+            x0 = periodic_symmetry(x0)
+        loss = self.diffusion_loss(x0)
+        check_finite_loss(loss, "score", self.global_step)
+        self.log("score/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
+        self.log("score/val_loss", self.diffusion_loss(x0), on_step=False, on_epoch=True,
+                 prog_bar=True, sync_dist=True)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.unet)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, min(hp.warmup_steps, total // 2),
+                                                    total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

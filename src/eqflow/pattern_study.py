@@ -1,0 +1,136 @@
+"""Table 2 across Gray-Scott runs (evaluate.py on a pattern run or sweep, PAPER_NOTES 6).
+
+Each run records its column (``table2/*`` in metrics.json, written by
+:class:`eqflow.callbacks.PatternFidelityCallback`); runs without it, or every run with
+``patterns.recompute=true``, are re-measured from their saved flow. Runs of the same pattern
+(e.g. a seed sweep) are pooled: the training-free value is their mean (std), a baseline's is
+the mean (std) over all its draws.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from eqflow.results import read_metrics
+from eqflow.runs import load_config
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = {  # PAPER_NOTES 6, Table 2: value or (mean, std) over 10 draws
+    "life": {"training-free": 0.271, "random": (0.021, 0.022), "random re-weight": (0.052, 0.032)},
+    "waves": {"training-free": 0.589, "random": (0.182, 0.221), "random re-weight": (0.105, 0.044)},
+    "spirals": {"training-free": 0.250, "random": (0.083, 0.090),
+                "random re-weight": (0.180, 0.106)},
+    "maze": {"training-free": 0.270, "random": (0.072, 0.104), "random re-weight": (0.031, 0.022)},
+}
+ROWS = ("training-free", "random", "random re-weight")
+
+
+def is_pattern_run(cfg: DictConfig) -> bool:
+    return bool((cfg.get("callbacks") or {}).get("patterns"))
+
+
+def pattern_name(cfg: DictConfig) -> str:
+    data = cfg.data
+    if data.get("feed") is not None:
+        return f"F={data.feed},k={data.kill}"
+    return str(data.get("preset"))
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    n = len(xs)
+    if not n:
+        return math.nan, math.nan
+    m = sum(xs) / n
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
+
+
+def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
+            scratch: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per pattern: {"training-free": [...], "random": [...], "random re-weight": [...],
+    "runs": [...], "gamma": [...]}; plus the runs left out, with the reason."""
+    from eqflow.evaluation import evaluate_run
+
+    columns: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for run_dir in run_dirs:
+        name = names[run_dir]
+        try:
+            cfg = load_config(run_dir)
+            metrics = read_metrics(run_dir)
+            if recompute or "table2/training_free" not in metrics:
+                log.info("Measuring Table 2 for %s", name)
+                metrics = evaluate_run(run_dir, scratch / name.replace("/", "_"))
+            if "table2/training_free" not in metrics:
+                raise ValueError("no table2/* values (its data has no simulator?)")
+        except Exception as exc:  # one bad run must not stop the table
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("Leaving out run %s: %s", name, failed[name])
+            continue
+        col = columns.setdefault(pattern_name(cfg), {r: [] for r in ROWS} | {"runs": [], "sign": []})
+        col["training-free"].append(float(metrics["table2/training_free"]))
+        col["random"].extend(float(v) for v in metrics["table2/random_draws"])
+        col["random re-weight"].extend(float(v) for v in metrics.get("table2/reweight_draws", []))
+        col["runs"].append(name)
+        col["sign"].append("+" if metrics["table2/training_free_plus"]
+                           >= metrics["table2/training_free_minus"] else "-")
+    return columns, failed
+
+
+def summarise(columns: dict[str, dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    return {p: {r: (*_mean_std(col[r]), len(col[r])) for r in ROWS} for p, col in columns.items()}
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if not n:
+        return "—"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ({std:.3f})"
+
+
+def _published(pattern: str, row: str) -> str:
+    value = PUBLISHED.get(pattern, {}).get(row)
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if isinstance(value, float) else f"{value[0]:.3f} ({value[1]:.3f})"
+
+
+def markdown(table: dict, columns: dict) -> str:
+    patterns = list(table)
+    head = "| | " + " | ".join(f"{p} (ours)" + " | " + f"{p} (published)" for p in patterns) + " |"
+    lines = [head, "|---|" + "---|---|" * len(patterns)]
+    for row in ROWS:
+        cells = [f"{_cell(*table[p][row])} | {_published(p, row)}" for p in patterns]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "|cos| between the change under the flow (EMA of the SDE trajectory at step 200, "
+              "minus the start) and under the simulator (20 steps, minus the start); best of the "
+              "two signs of the skew kernel. Baselines: mean (std) over their draws; several runs "
+              "of one pattern: mean (std) over runs.",
+              "", "Runs: " + "; ".join(f"{p}: {', '.join(columns[p]['runs'])} "
+                                        f"(sign {', '.join(columns[p]['sign'])})" for p in patterns)]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(table: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["pattern", "row", "mean", "std", "n", "published_mean", "published_std"])
+    for p, rows in table.items():
+        for row in ROWS:
+            pub = PUBLISHED.get(p, {}).get(row)
+            pm, ps = (pub, "") if isinstance(pub, float) else (pub or ("", ""))
+            writer.writerow([p, row, *rows[row], pm, ps])
+    return buf.getvalue()
+
+
+def beats_baselines(table: dict) -> dict[str, bool]:
+    """Per pattern: is the training-free value above the random baseline's mean + 1 std?"""
+    out = {}
+    for p, rows in table.items():
+        m, s, n = rows["random"]
+        out[p] = bool(n) and rows["training-free"][0] > m + s
+    return out

@@ -1,0 +1,182 @@
+"""The image side: circular U-Net score model, training-free image flows, the Langevin
+representation of Table 2, DDP score training, and Table 2 end to end on a tiny run."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from helpers import TINY_PATTERNS, compose_train
+
+from eqflow import pipeline
+from eqflow.data.augment import periodic_symmetry
+from eqflow.dynamics import sde_heun
+from eqflow.flow import TrainingFreeFlow
+from eqflow.image_score import ImageScoreModule
+from eqflow.metrics.patterns import langevin_representation, redrawn_network
+from eqflow.nets.unet import CircularUNet2DModel, padding_modes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_score(**kw) -> ImageScoreModule:
+    torch.manual_seed(0)
+    return ImageScoreModule(2, block_out_channels=(8, 16, 16), norm_num_groups=4, **kw)
+
+
+def test_circular_padding_everywhere_and_translation_equivariance():
+    model = small_score().eval()
+    assert padding_modes(model.unet) == {"circular"}
+    x = torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        shifted = model.score(torch.roll(x, (8, -16), (-2, -1)))
+        expected = torch.roll(model.score(x), (8, -16), (-2, -1))
+    # shifts by multiples of 8 commute with a 3-level U-Net on a periodic domain
+    assert torch.allclose(shifted, expected, atol=1e-4)
+
+
+def test_circular_padding_survives_save_and_load(tmp_path):
+    model = small_score(ema_decay=0.9).eval()
+    x = torch.randn(1, 2, 32, 32)
+    with torch.no_grad():
+        ref = model.score(x)
+    # our cache and Lightning checkpoints: rebuilt from hyper-parameters + state dict
+    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "score.ckpt")
+    loaded = ImageScoreModule.load_from_checkpoint(tmp_path / "score.ckpt").eval()
+    assert padding_modes(loaded.unet) == padding_modes(loaded.network) == {"circular"}
+    with torch.no_grad():
+        assert torch.allclose(loaded.score(x), ref)
+    # diffusers' own format
+    model.unet.save_pretrained(tmp_path / "unet")
+    again = CircularUNet2DModel.from_pretrained(tmp_path / "unet")
+    assert padding_modes(again) == {"circular"}
+    assert padding_modes(copy.deepcopy(model.unet)) == {"circular"}
+
+
+def test_unet_score_trains_and_points_back_to_the_data():
+    from eqflow.data.gray_scott import GrayScottSystem
+
+    snaps = GrayScottSystem("maze", size=32, n_samples=32, steps=300, progress=False).generate(
+        torch.Generator().manual_seed(0))
+    model = small_score(warmup_steps=2)
+    dm = pipeline.SnapshotDataModule(None, snaps, 8, val_fraction=0.25)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, gradient_clip_val=1.0)
+    trainer.fit(model, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["score/val_loss"])
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    x0 = snaps.x[:8]
+    eps = torch.randn(x0.shape, generator=g)
+    a = model.alpha
+    x = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    with torch.no_grad():
+        s = model.score(x)
+        x0_hat = model.denoise(x)
+    assert s.shape == x.shape and x0_hat.shape == x.shape
+    # the score points from the noised image back toward the clean one: s . eps < 0
+    assert ((s * eps).flatten(1).sum(1) < 0).all()
+    assert torch.allclose(x0_hat, (x + (1 - a) * s) / a.sqrt(), atol=1e-4)  # Tweedie
+
+
+@pytest.mark.parametrize("kernel,radius", [("gamma", 0), ("random", 0), ("random", 2)])
+def test_training_free_image_flow_is_orthogonal_to_the_score(kernel, radius):
+    score = small_score().double().eval()
+    flow = TrainingFreeFlow(score, dim=2, seed=3, kernel=kernel, radius=radius, spatial=True).double()
+    x = torch.randn(3, 2, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        v, s = flow.velocity(x), flow.score(x)
+    dots = (v * s).flatten(1).sum(1) / (v.flatten(1).norm(dim=1) * s.flatten(1).norm(dim=1))
+    assert dots.abs().max() < 1e-12
+    assert v.abs().max() > 0
+
+
+def test_heun_with_the_score_passed_to_the_drift_matches_the_plain_form():
+    D = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    score = lambda x: -x  # noqa: E731
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    plain = sde_heun(lambda x: score(x) @ D.T, score, x0, 0.05, 10, 0.3,
+                     generator=torch.Generator().manual_seed(2))
+    fused = sde_heun(lambda x, s: s @ D.T, score, x0, 0.05, 10, 0.3,
+                     generator=torch.Generator().manual_seed(2), drift_from_score=True)
+    assert torch.allclose(plain, fused)
+
+
+def test_langevin_representation_is_the_ema_of_the_path_minus_the_start():
+    # eta = 0 and a constant drift c: x_k = x0 + k dt c, so the EMA is computable by hand
+    c = torch.tensor([1.0, -2.0], dtype=torch.float64).view(1, 2, 1, 1)
+    x0 = torch.zeros(1, 2, 1, 1, dtype=torch.float64)
+    ema, dt, n = 0.9, 0.1, 3
+    rec = langevin_representation(lambda x, s: c.expand_as(x), torch.zeros_like, x0, eta=0.0,
+                                  dt=dt, steps=5, ema=ema, ema_until=n)
+    m = 0.0
+    for k in range(1, n + 1):
+        m = ema * m + (1 - ema) * k * dt
+    assert torch.allclose(rec.representation, m * c)
+    assert torch.allclose(rec.final, 5 * dt * c)
+
+
+def test_redrawn_network_keeps_each_tensors_mean_and_std():
+    net = torch.nn.Linear(200, 100)
+    before = [p.detach().clone() for p in net.parameters()]
+    new = redrawn_network(net, torch.Generator().manual_seed(0))
+    for old, p, q in zip(before, net.parameters(), new.parameters()):
+        assert torch.equal(old, p)  # the original is untouched
+        assert not torch.equal(p, q)
+        assert abs(float(q.mean() - p.mean())) < 0.1 * float(p.std())
+        assert float(q.std()) == pytest.approx(float(p.std()), rel=0.1)
+
+
+def test_periodic_symmetry_only_moves_pixels():
+    x = torch.randn(3, 2, 8, 8)
+    y = periodic_symmetry(x, torch.Generator().manual_seed(0))
+    assert torch.equal(periodic_symmetry(x, torch.Generator().manual_seed(0)), y)
+    for a, b in zip(x, y):  # each image keeps its pixel values, channels stay together
+        assert torch.equal(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values)
+
+
+def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
+    cfg = compose_train([*TINY_PATTERNS, "logger=none", "trainer=ddp", "trainer.accelerator=cpu",
+                         "trainer.devices=2", "score.samples=null"], tmp_path, tiny=False)
+    system, snaps = pipeline.load_data(cfg)
+    score, info = pipeline.load_score(cfg, system, snaps)
+    fresh = pipeline.instantiate(cfg.score.model, channels=2, _convert_="all")
+    trained = dict(score.unet.named_parameters())
+    changed = [k for k, p in fresh.unet.named_parameters() if not torch.equal(p, trained[k])]
+    assert changed, "DDP fit returned without trained weights"
+    assert not info["score/cache_hit"]
+
+
+def test_table2_on_a_tiny_gray_scott_run(tmp_path):
+    cfg = compose_train([*TINY_PATTERNS, "logger=csv"], tmp_path, tiny=False)
+    result = pipeline.train(cfg)
+    (result.output_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")  # as a Hydra run leaves it
+    m = result.metrics
+    for key in ("table2/training_free", "table2/random_mean", "table2/reweight_mean"):
+        assert 0 <= m[key] <= 1
+    assert m["table2/training_free"] == max(m["table2/training_free_plus"],
+                                            m["table2/training_free_minus"])
+    assert len(m["table2/random_draws"]) == len(m["table2/reweight_draws"]) == 3
+    figs = result.output_dir / "figures"
+    assert (figs / "patterns.png").exists() and (figs / "sde.gif").exists()
+    assert list((result.output_dir / "score" / "samples").glob("samples_epoch*.png"))
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
+                           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
+                           "wandb.enabled=false"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (out / "table2.md").read_text()
+    assert "maze (ours)" in table and "0.270" in table  # ours beside the published value
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["table2"]["maze"]["training-free"]["mean"] == pytest.approx(
+        m["table2/training_free"])
+    assert summary["table2"]["maze"]["random"]["n"] == 3
