@@ -29,8 +29,28 @@ def _container(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def file_fingerprints(tree: Any) -> dict[str, str]:
+    """sha256 of every existing file a config names (an icon's bytes, not just its path)."""
+    import hashlib
+
+    found = {}
+    values = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list) else [tree]
+    for value in values:
+        if isinstance(value, (dict, list)):
+            found.update(file_fingerprints(value))
+        elif isinstance(value, str) and os.path.isfile(os.path.expanduser(value)):
+            found[value] = hashlib.sha256(Path(value).expanduser().read_bytes()).hexdigest()
+    return found
+
+
 def data_key(cfg: DictConfig) -> dict:
-    return {"data": _container(cfg.data), "seed": int(cfg.data_seed)}
+    """What the cached snapshots depend on: the data config, its seed and the files it names."""
+    data = _container(cfg.data)
+    key = {"data": data, "seed": int(cfg.data_seed)}
+    files = file_fingerprints(data)
+    if files:
+        key["files"] = files
+    return key
 
 
 def score_key(cfg: DictConfig) -> dict:

@@ -1,0 +1,116 @@
+"""Finding creatures in frames and following them (artificial life, PAPER_NOTES 6).
+
+Detection: pixels farther than ``threshold`` from the background colour, connected components
+by scikit-image, merged across the periodic edges, with circular-mean centroids. Linking:
+optimal frame-to-frame assignment (scipy's Hungarian solver) on periodic distances, gated by
+``max_step``. Statistics: per-track speed, the group's mean speed and the polarisation
+|mean of unit velocity vectors| (1: all move the same way, ~0: no common direction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from skimage.measure import label
+
+
+def foreground(frame: np.ndarray, background=(1.0, 1.0, 1.0), threshold: float = 0.25) -> np.ndarray:
+    """(H, W) mask of pixels whose RGB (frame (H, W, 3) in [0, 1]) differs from the background."""
+    diff = np.linalg.norm(frame - np.asarray(background)[None, None, :], axis=-1)
+    return diff > threshold
+
+
+def detect(mask: np.ndarray, min_area: int = 4) -> np.ndarray:
+    """Centroids (n, 2) as (row, col) of the blobs of ``mask`` on a periodic canvas."""
+    h, w = mask.shape
+    labels = label(mask, connectivity=1)
+    parent = list(range(labels.max() + 1))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in [(labels[0], labels[-1]), (labels[:, 0], labels[:, -1])]:  # wrap the edges
+        for x, y in zip(a, b):
+            if x and y:
+                parent[find(x)] = find(y)
+    roots = np.array([find(i) for i in range(len(parent))])[labels]
+    rows, cols = np.nonzero(mask)
+    ids = roots[rows, cols]
+    centres = []
+    for i in np.unique(ids):
+        sel = ids == i
+        if sel.sum() < min_area:
+            continue
+        centres.append([_circular_mean(rows[sel], h), _circular_mean(cols[sel], w)])
+    return np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+
+
+def _circular_mean(coords: np.ndarray, period: int) -> float:
+    angle = coords * (2 * np.pi / period)
+    mean = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())
+    return float((mean * period / (2 * np.pi)) % period)
+
+
+def periodic_delta(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """b - a on the torus, each component in [-size/2, size/2)."""
+    period = np.asarray(size, dtype=np.float64)
+    return (b - a + period / 2) % period - period / 2
+
+
+@dataclass
+class Track:
+    start: int                      # frame index of the first position
+    positions: list = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.positions) - 1
+
+
+def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -> list[Track]:
+    """Tracks through consecutive frames; a detection farther than ``max_step`` from every
+    open track starts a new one."""
+    tracks: list[Track] = []
+    open_tracks: list[Track] = []
+    for t, points in enumerate(detections):
+        matched_tracks, matched_points = set(), set()
+        if open_tracks and len(points):
+            last = np.array([tr.positions[-1] for tr in open_tracks])
+            cost = np.linalg.norm(periodic_delta(last[:, None], points[None], size), axis=-1)
+            for i, j in zip(*linear_sum_assignment(cost)):
+                if cost[i, j] <= max_step:
+                    open_tracks[i].positions.append(points[j])
+                    matched_tracks.add(i)
+                    matched_points.add(j)
+        open_tracks = [tr for i, tr in enumerate(open_tracks) if i in matched_tracks]
+        for j, p in enumerate(points):
+            if j not in matched_points:
+                track = Track(t, [p])
+                tracks.append(track)
+                open_tracks.append(track)
+    return tracks
+
+
+def motion_statistics(tracks: list[Track], size: tuple[int, int], dt: float,
+                      min_length: int = 3) -> dict:
+    """Mean speed per track (pixels per unit time), the group's mean speed and polarisation."""
+    speeds, per_frame = [], {}
+    for track in tracks:
+        if len(track.positions) < min_length:
+            continue
+        pos = np.asarray(track.positions)
+        steps = periodic_delta(pos[:-1], pos[1:], size)
+        speeds.append(float(np.linalg.norm(steps, axis=1).mean() / dt))
+        for k, step in enumerate(steps):
+            norm = np.linalg.norm(step)
+            if norm > 0:
+                per_frame.setdefault(track.start + k, []).append(step / norm)
+    polarisation = [float(np.linalg.norm(np.mean(v, axis=0))) for v in per_frame.values()
+                    if len(v) > 1]
+    return {"n_tracks": len(speeds), "track_speeds": speeds,
+            "mean_speed": float(np.mean(speeds)) if speeds else float("nan"),
+            "polarisation": float(np.mean(polarisation)) if polarisation else float("nan")}

@@ -1,0 +1,115 @@
+"""Artificial-life scatters: placement, wrap-around, determinism, icons and their errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eqflow.data.alife import AlifeSystem, wrapped_indices
+from eqflow.data.icons import BUILTIN, load_icon
+from eqflow.pipeline import file_fingerprints
+
+
+@pytest.mark.parametrize("icon", BUILTIN)
+def test_placed_masks_never_overlap(icon):
+    system = AlifeSystem(icon, canvas=48, icon_size=24, n_icons=12, attempts=3, progress=False)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        image, masks = system.place(rng)
+        assert masks, "nothing was placed"
+        assert np.sum(masks, axis=0).max() == 1  # every pixel belongs to at most one icon
+        assert image.shape == (48, 48, 3) and image.min() >= 0 and image.max() <= 1
+        # away from every icon (2 pixels beyond its mask, on the torus) the canvas is background
+        near = np.sum(masks, axis=0) > 0
+        near = np.any([np.roll(near, (dy, dx), (0, 1)) for dy in range(-2, 3)
+                       for dx in range(-2, 3)], axis=0)
+        assert (image[~near] == 1.0).all()
+
+
+def test_icons_wrap_around_the_edges():
+    rows, cols = wrapped_indices(-3, 30, 6, 6, 32, 32)
+    assert rows.tolist() == [29, 30, 31, 0, 1, 2] and cols.tolist() == [30, 31, 0, 1, 2, 3]
+    system = AlifeSystem("dot", canvas=32, icon_size=16, n_icons=40, attempts=4, progress=False)
+    full_size = (load_icon("dot", 16)[..., 3] > 0.5).sum()
+    wrapped = 0
+    for seed in range(10):
+        _, masks = system.place(np.random.default_rng(seed))
+        for m in masks:  # an icon cut by an edge shows on both sides of the canvas
+            if (m[0].any() and m[-1].any()) or (m[:, 0].any() and m[:, -1].any()):
+                wrapped += 1
+                # and it is whole: as many pixels as an icon placed in the middle
+                assert m.sum() == pytest.approx(full_size, rel=0.15)
+    assert wrapped > 0
+
+
+def test_same_seed_same_dataset_and_range():
+    system = AlifeSystem("firefly", canvas=32, icon_size=16, n_samples=6, progress=False)
+    a = system.generate(torch.Generator().manual_seed(3))
+    b = system.generate(torch.Generator().manual_seed(3))
+    c = system.generate(torch.Generator().manual_seed(4))
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    assert a.x.shape == (6, 3, 32, 32) and a.x.min() >= -1 and a.x.max() <= 1
+
+
+def test_builtin_icons_have_alpha_and_the_firefly_is_asymmetric():
+    for name in BUILTIN:
+        icon = load_icon(name, 32)
+        assert icon.shape == (32, 32, 4) and icon[..., 3].any()
+    fly = load_icon("firefly", 32)[..., :3]
+    assert not np.allclose(fly, fly[:, ::-1]) and not np.allclose(fly, fly[::-1, ::-1])
+    dot = load_icon("dot", 32)[..., :3]
+    assert np.allclose(dot, dot[:, ::-1]) and np.allclose(dot, dot[::-1])
+
+
+def test_bad_icons_get_errors_that_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="RGBA PNG"):
+        load_icon(str(tmp_path / "missing.png"))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        load_icon(str(tmp_path / "notes.png"))
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "opaque.png")
+    with pytest.raises(ValueError, match="no alpha channel"):
+        load_icon(str(tmp_path / "opaque.png"))
+    rgba = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
+    rgba.paste((0, 200, 0, 255), (5, 5, 35, 15))
+    rgba.save(tmp_path / "ok.png")
+    icon = load_icon(str(tmp_path / "ok.png"), 16)
+    assert icon.shape == (8, 16, 4)
+    with pytest.raises(ValueError, match="larger than the 16-pixel canvas"):
+        AlifeSystem(str(tmp_path / "ok.png"), canvas=16, icon_size=16, progress=False)
+
+
+def test_cache_key_follows_the_icons_bytes(tmp_path):
+    path = tmp_path / "icon.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 255)).save(path)
+    first = file_fingerprints({"icon": str(path), "canvas": 64})
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(path)
+    assert file_fingerprints({"icon": str(path), "canvas": 64}) != first
+    assert file_fingerprints({"icon": "firefly"}) == {}
+
+
+def test_tracker_recovers_a_disc_that_moves_across_the_edge():
+    from eqflow.metrics.tracking import detect, foreground, link, motion_statistics
+
+    size, radius, dt = 40, 4, 0.5
+    yy, xx = np.mgrid[0:size, 0:size]
+    true = [np.array([20.0 + 0.5 * k, (30.0 + 2.0 * k) % size]) for k in range(12)]
+    detections = []
+    for centre in true:
+        dy = (yy - centre[0] + size / 2) % size - size / 2
+        dx = (xx - centre[1] + size / 2) % size - size / 2
+        frame = np.ones((size, size, 3))
+        frame[dy ** 2 + dx ** 2 <= radius ** 2] = (0.1, 0.2, 0.8)
+        detections.append(detect(foreground(frame)))
+        assert len(detections[-1]) == 1  # one blob, even when the edge cuts it in two
+    (track,) = link(detections, (size, size), max_step=5)
+    found = np.array(track.positions)
+    err = (found - np.array(true) + size / 2) % size - size / 2
+    assert np.abs(err).max() < 0.3
+    stats = motion_statistics([track], (size, size), dt)
+    assert stats["mean_speed"] == pytest.approx(np.hypot(0.5, 2.0) / dt, rel=0.05)
+    # a second disc moving the opposite way: two tracks, no common direction
+    other = [np.array([5.0, (20.0 - 2.0 * k) % size]) for k in range(12)]
+    both = [np.vstack([a, b]) for a, b in zip(detections, other)]
+    tracks = link(both, (size, size), max_step=5)
+    assert len(tracks) == 2
+    assert motion_statistics(tracks, (size, size), dt)["polarisation"] < 0.3
