@@ -32,6 +32,8 @@ def main(cfg: DictConfig) -> None:
             summary = evaluate_sweep(cfg)
             if "table2" in summary:
                 print(open(f"{cfg.paths.output_dir}/table2.md").read())
+            elif "icons" in summary:
+                print(open(f"{cfg.paths.output_dir}/creatures.md").read())
             else:
                 print(open(f"{cfg.paths.output_dir}/table1.md").read())
                 print(json.dumps(summary["chaos"], indent=2))

@@ -107,9 +107,53 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
     assert np.abs(err).max() < 0.3
     stats = motion_statistics([track], (size, size), dt)
     assert stats["mean_speed"] == pytest.approx(np.hypot(0.5, 2.0) / dt, rel=0.05)
+    assert stats["mean_path_speed"] == pytest.approx(stats["mean_speed"], rel=0.05)  # straight
+    # jitter raises the path speed, not the drift speed
+    rng = np.random.default_rng(0)
+    shaky = [p + rng.normal(0, 0.5, 2) for p in found]
+    from eqflow.metrics.tracking import Track
+
+    noisy = motion_statistics([Track(0, shaky)], (size, size), dt)
+    assert noisy["mean_path_speed"] > 1.2 * noisy["mean_speed"]
+    assert noisy["mean_speed"] == pytest.approx(stats["mean_speed"], rel=0.15)
     # a second disc moving the opposite way: two tracks, no common direction
     other = [np.array([5.0, (20.0 - 2.0 * k) % size]) for k in range(12)]
     both = [np.vstack([a, b]) for a, b in zip(detections, other)]
     tracks = link(both, (size, size), max_step=5)
     assert len(tracks) == 2
     assert motion_statistics(tracks, (size, size), dt)["polarisation"] < 0.3
+
+
+def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
+    from helpers import compose_train
+
+    from eqflow import pipeline
+
+    cfg = compose_train(["experiment=alife", "icon=dot", "logger=none", "data.canvas=32",
+                         "data.icon_size=12", "data.n_samples=16", "score.epochs=1",
+                         "score.batch_size=8", "trainer.enable_progress_bar=false",
+                         "callbacks.creatures.steps=40", "callbacks.creatures.frame_every=5"],
+                        tmp_path, tiny=False)
+    assert cfg.data.icon == "dot"
+    result = pipeline.train(cfg)
+    m = result.metrics
+    assert m["creatures/n_tracks"] == len(m["creatures/track_speeds"])
+    assert m["creatures/mean_count"] >= 0
+    figs = result.output_dir / "figures"
+    assert (figs / "creatures.gif").exists() and (figs / "creatures.png").exists()
+    # evaluate.py on it: the speed table by icon
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    (result.output_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
+                           f"hydra.run.dir={out}", "wandb.enabled=false"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| dot | 1 |" in (out / "creatures.md").read_text()

@@ -27,6 +27,26 @@ def test_paper_configs_keep_published_settings(tmp_path):
     assert cfg.flow.batch_size == 2048 and cfg.flow.model.lr == 0.01
 
 
+def test_image_paper_configs_keep_published_settings(tmp_path):
+    cfg = compose_train(["experiment=gray_scott_spirals_paper"], tmp_path, tiny=False)
+    assert (cfg.data.size, cfg.data.n_samples, cfg.data.steps) == (128, 8192, 10000)
+    assert cfg.data.preset == "spirals" and cfg.flow.model.kernel == "gamma"
+    m = cfg.score.model
+    assert list(m.block_out_channels) == [16, 32, 64] and m.norm_num_groups == 8
+    assert (m.num_train_timesteps, m.beta_start, m.beta_end, m.prediction, m.timestep) == (
+        100, 1e-4, 0.1, "v", 10)
+    assert (m.lr, m.weight_decay, m.warmup_steps) == (1e-3, 0.01, 500)
+    assert (cfg.score.epochs, cfg.score.batch_size, cfg.score.val_fraction,
+            cfg.score.gradient_clip_val) == (100, 64, 0.1, 1.0)
+    p = cfg.callbacks.patterns
+    assert (p.eta, p.dt, p.steps, p.ema, p.ema_until, p.truth_steps, p.n_draws) == (
+        0.1, 0.01, 300, 0.9, 200, 20, 10)
+    cfg = compose_train(["experiment=alife_paper", "icon=taiji"], tmp_path, tiny=False)
+    assert (cfg.data.canvas, cfg.data.icon_size, cfg.data.n_samples, cfg.data.icon) == (
+        128, 64, 8192, "taiji")
+    assert cfg.score.epochs == 20 and cfg.callbacks.creatures.steps == 2000
+
+
 @pytest.mark.parametrize("override,key", [
     ("flow.model.lr=-1", "flow.model.lr"),
     ("trainer.max_epochs=abc", "trainer.max_epochs"),
@@ -34,9 +54,22 @@ def test_paper_configs_keep_published_settings(tmp_path):
     ("score.model.t=1.5", "score.model.t"),
     ("seed=-3", "seed"),
     ("data.n_samples=0", "data.n_samples"),
+    ("+score.val_fraction=1.5", "score.val_fraction"),
 ])
 def test_bad_values_are_named(override, key, tmp_path):
     cfg = compose_train([override], tmp_path)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("score.model.ema_decay=1.5", "score.model.ema_decay"),
+    ("callbacks.patterns.ema=1.0", "callbacks.patterns.ema"),
+    ("flow.model.kernel=hexagonal", "flow.model.kernel"),
+    ("data.size=4", "data.size"),
+])
+def test_bad_image_values_are_named(override, key, tmp_path):
+    cfg = compose_train(["experiment=gray_scott_waves", override], tmp_path, tiny=False)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
 
@@ -56,7 +89,10 @@ def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
 
     cfg = compose_train([f"experiment={experiment}", "flow=training_free"], tmp_path, tiny=False)
     validate(cfg)
-    flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=3)
+    image = experiment.startswith(("gray_scott", "alife"))
+    dim = 2 if experiment.startswith("gray_scott") else 3
+    flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=dim,
+                       **({"spatial": True} if image else {}))
     assert not flow.trainable
 
 

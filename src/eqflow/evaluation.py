@@ -64,8 +64,11 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     ``cfg.paths.output_dir`` (Markdown, CSV, PNG, report.md, summary.json) and W&B."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if _pattern_sweep(cfg.sweep):
+    kind = _sweep_kind(cfg.sweep)
+    if kind == "patterns":
         return evaluate_pattern_sweep(cfg)
+    if kind == "creatures":
+        return evaluate_creature_sweep(cfg)
     timings = {}
     t0 = time.perf_counter()
     sweep = load_sweep(cfg.sweep, cfg.paths.get("cache_dir"))
@@ -139,17 +142,47 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     return summary
 
 
-def _pattern_sweep(path) -> bool:
-    """True when the runs under ``path`` measure pattern fidelity (Gray-Scott: Table 2)."""
+def _sweep_kind(path) -> str:
+    """``patterns`` (Gray-Scott: Table 2), ``creatures`` (artificial life: speeds) or ``flows``
+    (Table 1 study), from the first readable run config under ``path``."""
+    from eqflow.creature_study import is_creature_run
     from eqflow.pattern_study import is_pattern_run
     from eqflow.runs import RunLoadError
 
     for run_dir in run_dirs(path):
         try:
-            return is_pattern_run(load_config(run_dir))
+            cfg = load_config(run_dir)
         except (RunLoadError, OSError, ValueError):
             continue
-    return False
+        if is_pattern_run(cfg):
+            return "patterns"
+        return "creatures" if is_creature_run(cfg) else "flows"
+    return "flows"
+
+
+def evaluate_creature_sweep(cfg: DictConfig) -> dict:
+    """Speed and polarisation per icon over the artificial-life runs under ``cfg.sweep``."""
+    from eqflow import creature_study as cs
+
+    out = Path(cfg.paths.output_dir)
+    root = Path(cfg.sweep)
+    dirs = run_dirs(root)
+    names = {d: (str(d.relative_to(root)) if d != root else d.name) for d in dirs}
+    icons, failed = cs.collect(dirs, names)
+    if not icons:
+        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has creature statistics: "
+                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    md = cs.markdown(icons)
+    write_text_atomic(out / "creatures.md", md)
+    summary = {"sweep": str(root), "failed": failed, "commit": git_commit(), "icons": icons}
+    write_json_atomic(summary, out / "summary.json")
+    write_text_atomic(out / "report.md", "\n".join([
+        f"# Evaluation of `{root}`", "", f"- commit: `{summary['commit']}`",
+        f"- left out: {len(failed)}", *(f"  - `{k}`: {v}" for k, v in failed.items()), "",
+        "## Creature motion per icon (mean ± std over runs)", "", md,
+        "Each run's animation and Figure 5 panels are in its own `figures/` folder.", ""]))
+    log.info("Creature table written to %s", out / "creatures.md")
+    return summary
 
 
 def evaluate_pattern_sweep(cfg: DictConfig) -> dict:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from eqflow.results import read_metrics
-from eqflow.runs import load_config
+from eqflow.runs import runs_with_metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +55,14 @@ def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
     "runs": [...], "gamma": [...]}; plus the runs left out, with the reason."""
     from eqflow.evaluation import evaluate_run
 
+    def measure(run_dir: Path, name: str) -> dict:
+        log.info("Measuring Table 2 for %s", name)
+        return evaluate_run(run_dir, scratch / name.replace("/", "_"))
+
+    runs, failed = runs_with_metrics(run_dirs, names, "table2/training_free",
+                                     "its data has no simulator", measure, remeasure=recompute)
     columns: dict[str, dict] = {}
-    failed: dict[str, str] = {}
-    for run_dir in run_dirs:
-        name = names[run_dir]
-        try:
-            cfg = load_config(run_dir)
-            metrics = read_metrics(run_dir)
-            if recompute or "table2/training_free" not in metrics:
-                log.info("Measuring Table 2 for %s", name)
-                metrics = evaluate_run(run_dir, scratch / name.replace("/", "_"))
-            if "table2/training_free" not in metrics:
-                raise ValueError("no table2/* values (its data has no simulator?)")
-        except Exception as exc:  # one bad run must not stop the table
-            failed[name] = f"{type(exc).__name__}: {exc}"
-            log.warning("Leaving out run %s: %s", name, failed[name])
-            continue
+    for name, cfg, metrics in runs:
         col = columns.setdefault(pattern_name(cfg), {r: [] for r in ROWS} | {"runs": [], "sign": []})
         col["training-free"].append(float(metrics["table2/training_free"]))
         col["random"].extend(float(v) for v in metrics["table2/random_draws"])

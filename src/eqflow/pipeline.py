@@ -113,7 +113,9 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
         callbacks = [history]
         if hasattr(model, "sample") and cfg.score.get("samples"):
             callbacks.append(ScoreSamples(str(score_dir / "samples"), size=x.shape[-1],
-                                          seed=int(cfg.score.seed), **cfg.score.samples))
+                                          seed=int(cfg.score.seed),
+                                          channel=None if x.shape[1] == 3 else 1,
+                                          **cfg.score.samples))
         trainer = _trainer(cfg, max_epochs=int(cfg.score.epochs), logger=False,
                            callbacks=callbacks, enable_checkpointing=False,
                            gradient_clip_val=cfg.score.get("gradient_clip_val"),
@@ -217,6 +219,8 @@ def train(cfg: DictConfig) -> RunResult:
         overrides.update(max_epochs=0, enable_checkpointing=False, devices=1, strategy="auto")
         callbacks[:] = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
     trainer = _trainer(cfg, **overrides)
+    if not flow.trainable:  # a zero-epoch fit need not place the module; the metrics run on it
+        flow.to(trainer.strategy.root_device)
     update_metrics(output_dir, {**data_info,
                                 **{k: v for k, v in score_info.items() if k != "loss_history"}})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))

@@ -168,3 +168,84 @@ def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | N
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
+
+
+def _rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
+    arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if arr.shape[0] == 3:  # (3, H, W) in [-1, 1]
+        arr = (arr.transpose(1, 2, 0) + 1) / 2
+    return (np.clip(arr, 0, 1) * 255).astype(np.uint8)
+
+
+def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps: int = 15,
+                      scale: int = 3) -> list[Path]:
+    """A GIF (and an MP4 when ffmpeg is on the PATH) of RGB frames with each track's path so far
+    drawn over them. ``tracks``: objects with ``start`` and ``positions`` [(row, col), ...]."""
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    colours = [tuple(int(255 * c) for c in plt.cm.tab10(i)[:3]) for i in range(10)]
+    images = []
+    for t, frame in enumerate(frames):
+        img = Image.fromarray(_rgb_uint8(frame)).resize(
+            (scale * frame.shape[-1], scale * frame.shape[-2]), Image.Resampling.NEAREST)
+        draw = ImageDraw.Draw(img)
+        h, w = frame.shape[-2] * scale, frame.shape[-1] * scale
+        for i, track in enumerate(tracks):
+            upto = t - track.start + 1
+            if upto < 2:
+                continue
+            pts = [(c * scale, r * scale) for r, c in track.positions[:upto]]
+            for a, b in zip(pts[:-1], pts[1:]):
+                if abs(a[0] - b[0]) < w / 2 and abs(a[1] - b[1]) < h / 2:  # skip edge wraps
+                    draw.line([a, b], fill=colours[i % 10], width=2)
+        images.append(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    written = [path]
+    if shutil.which("ffmpeg"):
+        from matplotlib.animation import FFMpegWriter
+
+        fig = plt.figure(figsize=(images[0].width / 100, images[0].height / 100), dpi=100)
+        ax = fig.add_axes([0, 0, 1, 1])
+        ax.axis("off")
+        shown = ax.imshow(np.asarray(images[0]))
+        writer = FFMpegWriter(fps=fps)
+        mp4 = path.with_suffix(".mp4")
+        with writer.saving(fig, str(mp4), dpi=100):
+            for img in images:
+                shown.set_data(np.asarray(img))
+                writer.grab_frame()
+        plt.close(fig)
+        written.append(mp4)
+    return written
+
+
+def creatures_figure(icon: np.ndarray, sample: torch.Tensor, frames: Sequence, tracks: Sequence,
+                     path: str | Path, title: str = "") -> Path:
+    """Figure 5 layout: the icon, one training scatter, and three simulation frames with the
+    tracks drawn up to each frame."""
+    picks = [len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1]
+    fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
+    axes[0].imshow(icon[..., :3] * icon[..., 3:] + (1 - icon[..., 3:]))
+    axes[0].set_title("icon", fontsize=9)
+    axes[1].imshow(_rgb_uint8(sample))
+    axes[1].set_title("a training scatter", fontsize=9)
+    for ax, t in zip(axes[2:], picks):
+        frame = frames[t]
+        ax.imshow(_rgb_uint8(frame))
+        h, w = frame.shape[-2:]
+        for i, track in enumerate(tracks):
+            pts = np.asarray(track.positions[: max(0, t - track.start + 1)])
+            if len(pts) < 2:
+                continue
+            jumps = np.nonzero((np.abs(np.diff(pts, axis=0)) > [h / 2, w / 2]).any(1))[0] + 1
+            for seg in np.split(pts, jumps):
+                ax.plot(seg[:, 1], seg[:, 0], lw=1.2, color=plt.cm.tab10(i % 10))
+        ax.set_title(f"frame {t}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -61,3 +61,28 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
     flow.eval()
     dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
     return LoadedRun(run_dir, cfg, dm, flow, read_metrics(run_dir))
+
+
+def runs_with_metrics(run_dirs: list[Path], names: dict[Path, str], key: str, missing: str,
+                      measure=None, remeasure: bool = False,
+                      ) -> tuple[list[tuple[str, DictConfig, dict]], dict[str, str]]:
+    """``(name, config, metrics)`` of each run whose metrics.json holds ``key``; a run without it
+    (every run, with ``remeasure``) is measured by ``measure(run_dir, name)`` when given. Runs that cannot be read, or still lack
+    ``key``, go to the second value with the reason (``missing`` says what their lack means):
+    one bad run never stops a table."""
+    found, failed = [], {}
+    for run_dir in run_dirs:
+        name = names[run_dir]
+        try:
+            cfg = load_config(run_dir)
+            metrics = read_metrics(run_dir)
+            if measure is not None and (remeasure or key not in metrics):
+                metrics = measure(run_dir, name)
+            if key not in metrics:
+                raise ValueError(f"no {key}: {missing}")
+        except Exception as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("Leaving out run %s: %s", name, failed[name])
+            continue
+        found.append((name, cfg, metrics))
+    return found, failed

@@ -91,7 +91,8 @@ class GrayScottSystem:
     from the published random-disc start, stored as 2 channels scaled to [-1, 1] (x = 2 s - 1).
 
     The ground truth is the Gray-Scott field in those coordinates. Generation is cached on disk
-    (``cache_data``) by a hash of every setting; ``chunk`` simulations run as one batch.
+    (``cache_data``) by a hash of every setting; ``chunk`` simulations run as one batch, on
+    ``device`` (``auto``: the GPU when there is one; the initial discs are always drawn on the CPU).
     """
 
     cache_data = True
@@ -99,7 +100,7 @@ class GrayScottSystem:
     def __init__(self, preset: str | None = "waves", feed: float | None = None,
                  kill: float | None = None, du: float = 0.16, dv: float = 0.08, size: int = 64,
                  n_samples: int = 1024, steps: int = 5000, dt: float = 1.0, chunk: int = 256,
-                 progress: bool = True):
+                 progress: bool = True, device: str = "auto"):
         if (feed is None) != (kill is None):
             raise ValueError("data.feed and data.kill go together; set both or neither")
         if feed is None:
@@ -112,6 +113,7 @@ class GrayScottSystem:
                 raise ValueError(f"data.{name} must be > 0, got {value}")
         self.size, self.n_samples, self.steps, self.dt = size, n_samples, steps, dt
         self.chunk, self.progress = chunk, progress
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dim = 2 * size * size
 
     def generate(self, generator: torch.Generator):
@@ -123,8 +125,8 @@ class GrayScottSystem:
         bar = tqdm(total=self.n_samples, desc="Gray-Scott samples", disable=not self.progress)
         for start in range(0, self.n_samples, self.chunk):
             n = min(self.chunk, self.n_samples - start)
-            state = initial_state(n, self.size, generator)
-            out.append(self.field.simulate(state, self.steps, self.dt))
+            state = initial_state(n, self.size, generator).to(self.device)
+            out.append(self.field.simulate(state, self.steps, self.dt).cpu())
             bar.update(n)
         bar.close()
         raw = torch.cat(out)

@@ -38,7 +38,9 @@ def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
     x = x0
     noise_scale = (2 * eta * dt) ** 0.5
     for k in range(steps):
-        e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # drawn where the generator lives (a CPU generator also serves CUDA states)
+        e = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                        device=generator.device if generator is not None else x.device).to(x.device)
         ax = a(x)
         x_hat = x + ax * dt + noise_scale * e
         x = x + 0.5 * (ax + a(x_hat)) * dt + noise_scale * e

@@ -165,11 +165,16 @@ def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.T
 
     reweight_cos: list[float] = []
     if reweight and hasattr(score_model, "network"):
-        for _ in range(n_draws):
-            net = redrawn_network(score_model.network, generator or torch.Generator())
-            drift = matched_norm(lambda x, net=net: score_model.score(x, network=net),
-                                 channels ** -0.5)
-            rec = langevin_representation(drift, flow.score, x0, steps=ema_until, **kw)
-            reweight_cos.append(float(abs_cosine(rec.representation, truth)[0]))
+        # one SDE over a batch of n_draws copies; copy i moves by its own redrawn network
+        nets = [redrawn_network(score_model.network, generator or torch.Generator())
+                for _ in range(n_draws)]
+
+        def redrawn_field(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([score_model.score(x[i:i + 1], network=net)
+                              for i, net in enumerate(nets)])
+
+        rec = langevin_representation(matched_norm(redrawn_field, channels ** -0.5), flow.score,
+                                      batch, steps=ema_until, **kw)
+        reweight_cos = abs_cosine(rec.representation, truth).tolist()
     return PatternFidelity(plus_cos, minus_cos, random_cos, reweight_cos, record, truth)
 
