@@ -163,3 +163,18 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     assert summary["table1"]["training-free | score"]["mean"] < 1e-5  # v = D s is orthogonal to s
     # in 2-D every skew matrix is +-(rotation by 90 deg): the flows agree up to sign, |cos| = 1
     assert summary["table1"]["training-free | training-free"]["mean"] == pytest.approx(1.0)
+
+
+def test_run_dirs_follows_links_and_skips_evaluate_outputs(tmp_path):
+    from eqflow.sweeps import run_dirs
+
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name / ".hydra").mkdir(parents=True)
+        (tmp_path / "runs" / name / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "first").symlink_to(tmp_path / "runs" / "a")
+    (table / "second").symlink_to(tmp_path / "runs" / "b")
+    (table / "evaluate" / "x" / ".hydra").mkdir(parents=True)
+    (table / "evaluate" / "x" / ".hydra" / "config.yaml").write_text("sweep: here\n")
+    assert sorted(p.name for p in run_dirs(table)) == ["first", "second"]

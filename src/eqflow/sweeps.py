@@ -6,6 +6,7 @@ and the rest are returned.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,15 +17,17 @@ log = logging.getLogger(__name__)
 
 def run_dirs(path: str | Path) -> list[Path]:
     """The run directories under ``path`` (those holding ``.hydra/config.yaml``), sorted by
-    job number where the names are numbers. ``path`` may itself be one run."""
+    job number where the names are numbers. ``path`` may itself be one run, or a folder of
+    symbolic links to runs (to put separate runs in one table)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"sweep={path} is not a directory; pass a run or multirun folder, "
                                 f"e.g. outputs/multirun/lorenz/<date time>")
     if (path / ".hydra" / "config.yaml").exists():
         return [path]
-    found = sorted({p.parent.parent for p in path.glob("**/.hydra/config.yaml")
-                    if _is_train_config(p)},
+    configs = [Path(root) / "config.yaml" for root, _, files in os.walk(path, followlinks=True)
+               if Path(root).name == ".hydra" and "config.yaml" in files]  # links to runs too
+    found = sorted({p.parent.parent for p in configs if _is_train_config(p)},
                    key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else 1 << 30, str(p)))
     if not found:
         raise FileNotFoundError(f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
