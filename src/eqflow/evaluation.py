@@ -19,7 +19,7 @@ from eqflow.data.base import random_subset
 from eqflow.results import read_metrics, write_json_atomic, write_text_atomic
 from eqflow.runs import load_run
 from eqflow.runs import load_config
-from eqflow.sweeps import load_sweep, run_dirs
+from eqflow.sweeps import load_sweep, named_run_dirs, run_dirs
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def evaluate_creature_sweep(cfg: DictConfig) -> dict:
 
     out = Path(cfg.paths.output_dir)
     root = Path(cfg.sweep)
-    dirs = run_dirs(root)
-    names = {d: (str(d.relative_to(root)) if d != root else d.name) for d in dirs}
+    names = named_run_dirs(root)
+    dirs = list(names)
     icons, failed = cs.collect(dirs, names)
     if not icons:
         raise RuntimeError(f"none of the {len(dirs)} runs under {root} has creature statistics: "
@@ -191,8 +191,8 @@ def evaluate_pattern_sweep(cfg: DictConfig) -> dict:
 
     out = Path(cfg.paths.output_dir)
     root = Path(cfg.sweep)
-    dirs = run_dirs(root)
-    names = {d: (str(d.relative_to(root)) if d != root else d.name) for d in dirs}
+    names = named_run_dirs(root)
+    dirs = list(names)
     start = time.perf_counter()
     columns, failed = ps.collect(dirs, names, bool(cfg.patterns.recompute), out / "runs")
     if not columns:
@@ -223,10 +223,7 @@ def evaluate_pattern_sweep(cfg: DictConfig) -> dict:
 
         run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
         group = str(run_cfg.get("name", "eqflow"))
-        run = wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
-                         name=f"{group}-evaluate", dir=str(out),
-                         mode="offline" if cfg.wandb.offline else "online",
-                         reinit="finish_previous")
+        run = _evaluate_wandb_run(cfg, group, out)
         try:
             rows = [[p, r, m, sd, n] for p, rr in table.items() for r, (m, sd, n) in rr.items()]
             run.log({"table2": wandb.Table(columns=["pattern", "row", "mean", "std", "n"],
@@ -288,11 +285,7 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
     run_cfg = sweep.runs[0].cfg
     wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
     group = str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow"))  # the runs' own group
-    run = wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
-                     name=f"{group}-evaluate", dir=str(out),
-                     mode="offline" if cfg.wandb.offline else "online",
-                     config=json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True),
-                                                  default=str)), reinit="finish_previous")
+    run = _evaluate_wandb_run(cfg, group, out)
     try:
         rows = [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]
         run.log({"table1": wandb.Table(columns=["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
@@ -308,3 +301,14 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
             run.summary[f"table1/{key}"] = v["mean"]
     finally:
         run.finish()
+
+
+def _evaluate_wandb_run(cfg: DictConfig, group: str, out: Path):
+    """The W&B run of job type ``evaluate`` in the runs' group, with the evaluate config."""
+    import wandb
+
+    return wandb.init(project=cfg.wandb.project, group=group, job_type="evaluate",
+                      name=f"{group}-evaluate", dir=str(out),
+                      mode="offline" if cfg.wandb.offline else "online",
+                      config=json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True),
+                                                   default=str)), reinit="finish_previous")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from eqflow.results import mean_std
 from eqflow.runs import runs_with_metrics
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,6 @@ def pattern_name(cfg: DictConfig) -> str:
     if data.get("feed") is not None:
         return f"F={data.feed},k={data.kill}"
     return str(data.get("preset"))
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    if not n:
-        return math.nan, math.nan
-    m = sum(xs) / n
-    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
 
 
 def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
@@ -74,7 +66,7 @@ def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
 
 
 def summarise(columns: dict[str, dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    return {p: {r: (*_mean_std(col[r]), len(col[r])) for r in ROWS} for p, col in columns.items()}
+    return {p: {r: (*mean_std(col[r]), len(col[r])) for r in ROWS} for p, col in columns.items()}
 
 
 def _cell(mean: float, std: float, n: int) -> str:

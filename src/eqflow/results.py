@@ -102,3 +102,12 @@ def log_video(loggers, key: str, path: str | os.PathLike) -> None:
 
             fmt = Path(path).suffix.lstrip(".") or "gif"
             logger.experiment.log({key: wandb.Video(str(path), format=fmt)})
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample std of the finite values (std 0 for one value, NaNs for none)."""
+    xs = [float(x) for x in values if math.isfinite(float(x))]
+    if not xs:
+        return math.nan, math.nan
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)

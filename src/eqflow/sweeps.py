@@ -55,7 +55,18 @@ class Sweep:
         return [self.name_of(r.run_dir) for r in self.runs]
 
     def name_of(self, run_dir: Path) -> str:
-        return str(run_dir.relative_to(self.root)) if run_dir != self.root else run_dir.name
+        return run_name(self.root, run_dir)
+
+
+def run_name(root: Path, run_dir: Path) -> str:
+    """A run's name within its sweep: its path below the sweep folder (or its own name)."""
+    return str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+
+
+def named_run_dirs(path: str | Path) -> dict[Path, str]:
+    """:func:`run_dirs` with each run's name within the sweep."""
+    root = Path(path)
+    return {d: run_name(root, d) for d in run_dirs(root)}
 
 
 def load_sweep(path: str | Path, cache_dir: str | None = None) -> Sweep:
