@@ -142,6 +142,34 @@ def test_periodic_symmetry_only_moves_pixels():
         assert torch.equal(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values)
 
 
+def _shifts_and_rotations(img: torch.Tensor) -> list[torch.Tensor]:
+    h, w = img.shape[-2:]
+    return [torch.rot90(torch.roll(img, (i, j), (-2, -1)), k, (-2, -1))
+            for i in range(h) for j in range(w) for k in range(4)]
+
+
+def test_periodic_symmetry_without_mirror_keeps_a_chiral_image_chiral():
+    chiral = torch.zeros(1, 1, 5, 5)
+    chiral[0, 0, 1, 1:4] = 1.0  # an "L": no rotation or shift of it equals its mirror image
+    chiral[0, 0, 2, 1] = 1.0  # arms of unequal length
+    mirrored = chiral.flip(-1)
+    assert not any(torch.equal(mirrored[0], m) for m in _shifts_and_rotations(chiral[0]))
+    gen = torch.Generator().manual_seed(0)
+    seen_mirror = False
+    for _ in range(40):
+        kept = periodic_symmetry(chiral, gen, mirror=False)[0]
+        assert any(torch.equal(kept, m) for m in _shifts_and_rotations(chiral[0]))
+        full = periodic_symmetry(chiral, gen)[0]
+        seen_mirror |= not any(torch.equal(full, m) for m in _shifts_and_rotations(chiral[0]))
+    assert seen_mirror  # the full dihedral augmentation does mirror
+
+
+def test_alife_score_is_augmented_without_mirrors():
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load("conf/experiment/alife.yaml")
+    assert cfg.score.model.augment_mirror is False
+
+
 def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
     cfg = compose_train([*TINY_PATTERNS, "logger=none", "trainer=ddp", "trainer.accelerator=cpu",
                          "trainer.devices=2", "score.samples=null"], tmp_path, tiny=False)

@@ -88,6 +88,7 @@ RULES: dict[str, Rule] = {
     "score.model.warmup_steps": INT_NONNEG,
     "score.model.ema_decay": Rule(float, gt=0, lt=1, nullable=True),
     "score.model.augment": Rule(bool),
+    "score.model.augment_mirror": Rule(bool),
     "data.size": Rule(int, ge=8),
     "data.steps": INT_POS,
     "data.chunk": INT_POS,

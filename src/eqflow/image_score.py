@@ -41,7 +41,8 @@ class ImageScoreModule(NoisingMixin, pl.LightningModule):
                  layers_per_block: int = 2, norm_num_groups: int = 8, prediction: str = "v",
                  num_train_timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
                  timestep: int = 10, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 500, ema_decay: float | None = None, augment: bool = True):
+                 warmup_steps: int = 500, ema_decay: float | None = None, augment: bool = True,
+                 augment_mirror: bool = True):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
@@ -113,7 +114,7 @@ class ImageScoreModule(NoisingMixin, pl.LightningModule):
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.hparams.augment:
-            x0 = periodic_symmetry(x0)
+            x0 = periodic_symmetry(x0, mirror=self.hparams.augment_mirror)
         loss = self.diffusion_loss(x0)
         check_finite_loss(loss, "score", self.global_step)
         self.log("score/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)

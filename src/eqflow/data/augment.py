@@ -4,12 +4,16 @@ from __future__ import annotations
 import torch
 
 
-def periodic_symmetry(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each (C, H, W) image of the batch rolled by a random periodic shift, then one random
-    element of the dihedral group (rotations by 90 degrees, mirror) applied to the batch.
+def periodic_symmetry(x: torch.Tensor, generator: torch.Generator | None = None,
+                      mirror: bool = True) -> torch.Tensor:
+    """Each (C, H, W) image of the batch rolled by a random periodic shift, then a random
+    rotation by a multiple of 90 degrees and, if ``mirror``, a random mirror applied to the batch.
 
-    On a periodic square domain with isotropic dynamics (Gray-Scott, scattered icons) these
-    maps send samples of the distribution to samples of the same distribution.
+    On a periodic square domain these maps send samples of the distribution to samples of the
+    same distribution when the distribution has the symmetry: shifts and rotations hold for
+    Gray-Scott patterns and for icons scattered at random angles; mirrors hold for Gray-Scott
+    (the equations are mirror-symmetric) but not for scatters of a chiral icon (a mirrored
+    firefly or taiji is another icon), so ``mirror=False`` there.
     """
     if x.ndim != 4:
         raise ValueError(f"periodic_symmetry expects (B, C, H, W) images, got {tuple(x.shape)}")
@@ -21,6 +25,6 @@ def periodic_symmetry(x: torch.Tensor, generator: torch.Generator | None = None)
     if h == w:
         k = int(torch.randint(0, 4, (1,), generator=generator, device=dev))
         out = torch.rot90(out, k, (-2, -1))
-    if bool(torch.randint(0, 2, (1,), generator=generator, device=dev)):
+    if mirror and bool(torch.randint(0, 2, (1,), generator=generator, device=dev)):
         out = out.flip(-1)
     return out
