@@ -157,3 +157,24 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| dot | 1 |" in (out / "creatures.md").read_text()
+
+
+def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
+    from eqflow.callbacks import CreatureCallback
+
+    images = torch.arange(3 * 2 * 4 * 4, dtype=torch.float32).reshape(3, 2, 4, 4)
+    cb = CreatureCallback(str(tmp_path), start="data", seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = cb.start_state(images, 8, torch.tensor(1.0), g)  # alpha 1: no noise
+    assert x.shape == (1, 2, 8, 8)
+    for i in (0, 4):  # every 4 x 4 tile is one whole training image
+        for j in (0, 4):
+            tile = x[0, :, i:i + 4, j:j + 4]
+            assert any(torch.equal(tile, img) for img in images)
+    noised = cb.start_state(images, 8, torch.tensor(0.9), torch.Generator().manual_seed(0))
+    residual = (noised - 0.9 ** 0.5 * x) / 0.1 ** 0.5  # the same tiles, plus unit Gaussian noise
+    assert 0.7 < float(residual.std()) < 1.3
+    published = CreatureCallback(str(tmp_path), seed=0).start_state(images, 8, torch.tensor(1.0), g)
+    assert published.abs().max() <= 1 and published.std() > 0.4  # uniform noise in [-1, 1]
+    with pytest.raises(ValueError, match="noise"):
+        CreatureCallback(str(tmp_path), start="zeros")

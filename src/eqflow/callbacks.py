@@ -297,18 +297,41 @@ class CreatureCallback(EndOfFitMetric):
     polarisation; a GIF (and MP4 where ffmpeg exists) with the tracks, and the Figure 5 panels.
 
     The EMA runs over the kept frames with decay ``ema ** frame_every``, the same smoothing
-    per unit time as an EMA over every step."""
+    per unit time as an EMA over every step.
+
+    ``start``: ``noise`` (published: uniform in [-1, 1]) or ``data``: a ``scale`` x ``scale``
+    mosaic of training scatters noised to the score's level, so the creatures exist from the
+    first frame and the run shows how they move rather than how they form."""
+
+    STARTS = ("noise", "data")
 
     name = "creatures"
 
     def __init__(self, output_dir: str, scale: int = 2, steps: int = 2000, dt: float = 0.05,
                  eta: float = 0.1, ema: float = 0.99, frame_every: int = 10,
                  threshold: float = 0.25, min_area: int = 4, max_step: float | None = None,
-                 min_track_frames: int = 5, **kw):
+                 min_track_frames: int = 5, start: str = "noise", **kw):
         super().__init__(output_dir, **kw)
+        if start not in self.STARTS:
+            raise ValueError(f"callbacks.creatures.start={start!r}: choose one of {self.STARTS}")
+        self.start = start
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
+
+    def start_state(self, images: torch.Tensor, size: int, alpha: torch.Tensor,
+                    g: torch.Generator) -> torch.Tensor:
+        """The SDE's (1, C, size, size) start: uniform noise, or a mosaic of training images
+        noised as x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+        c, h, w = images.shape[1:]
+        if self.start == "noise":
+            return torch.rand(1, c, size, size, generator=g) * 2 - 1
+        rows, cols = -(-size // h), -(-size // w)
+        pick = torch.randint(0, len(images), (rows * cols,), generator=g)
+        tiles = images[pick].float().cpu().reshape(rows, cols, c, h, w)
+        mosaic = tiles.permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)[:, :size, :size]
+        eps = torch.randn(mosaic.shape, generator=g)
+        return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
     def measure(self, trainer, flow, datamodule) -> dict:
         from eqflow.dynamics.integrators import sde_heun
@@ -317,7 +340,7 @@ class CreatureCallback(EndOfFitMetric):
         system = datamodule.system
         size = int(system.canvas * self.scale)
         g = self.generator()
-        x0 = (torch.rand(1, datamodule.dim, size, size, generator=g) * 2 - 1).to(flow.device)
+        x0 = self.start_state(datamodule.x, size, flow.score_model.alpha.cpu(), g).to(flow.device)
         decay = self.ema ** self.frame_every
         frames, state = [], {"ema": None}
 

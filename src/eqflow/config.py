@@ -98,6 +98,7 @@ RULES: dict[str, Rule] = {
     "data.attempts": INT_POS,
     "icon": Rule(str),
     "callbacks.creatures.scale": INT_POS,
+    "callbacks.creatures.start": Rule(str, choices=("noise", "data")),
     "callbacks.creatures.steps": INT_POS,
     "callbacks.creatures.dt": NUM_POS,
     "callbacks.creatures.eta": NUM_NONNEG,
