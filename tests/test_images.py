@@ -166,7 +166,7 @@ def test_periodic_symmetry_without_mirror_keeps_a_chiral_image_chiral():
 
 def test_alife_score_is_augmented_without_mirrors():
     from omegaconf import OmegaConf
-    cfg = OmegaConf.load("conf/experiment/alife.yaml")
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "experiment" / "alife.yaml")
     assert cfg.score.model.augment_mirror is False
 
 
