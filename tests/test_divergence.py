@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.func import jvp
 
-from eqflow.dynamics import divergence, divergence_estimates
+from eqflow.dynamics import divergence, divergence_estimates, hutchinson_variance, jacobian
+from eqflow.flow import EquilibriumFlowModule
 from eqflow.nets import FlowMLP, NonAffineBatchNorm
 
 
@@ -82,3 +83,52 @@ def test_batch_norm_output_is_zero_mean_unit_scale_and_eval_uses_running_stats()
     bn.eval()
     single = bn(h[:1])  # one sample works in eval mode (no batch statistics)
     torch.testing.assert_close(single, (h[:1] - h.mean(0)) / torch.sqrt(h.var(0) + bn.eps))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_jacobian_matches_autograd(dim):
+    torch.manual_seed(dim)
+    net = FlowMLP(dim).double()
+    x = torch.randn(5, dim, dtype=torch.float64)
+    fx, jac = jacobian(net.pre_norm, x)
+    torch.testing.assert_close(fx, net.pre_norm(x))
+    for b in range(5):
+        dense = torch.autograd.functional.jacobian(lambda y: net.pre_norm(y[None])[0], x[b])
+        torch.testing.assert_close(jac[b], dense)
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+def test_hutchinson_variance_matches_the_spread_of_the_estimates(probe):
+    torch.manual_seed(0)
+    net = FlowMLP(3).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    _, jac = jacobian(net.pre_norm, x)
+    g = torch.Generator().manual_seed(2)
+    _, est = divergence_estimates(net.pre_norm, x, "hutchinson", n_probes=40000, probe=probe,
+                                  generator=g)
+    predicted = hutchinson_variance(jac, probe)
+    # the sample variance of 40 000 draws is within a few per cent of the true one
+    torch.testing.assert_close(est.var(0), predicted, rtol=0.06, atol=1e-10)
+    assert not torch.allclose(hutchinson_variance(jac, "gaussian"),
+                              hutchinson_variance(jac, "rademacher"))
+
+
+def test_expected_flow_loss_is_the_mean_of_the_squared_hutchinson_loss():
+    torch.manual_seed(0)
+    kw = dict(dim=3, divergence="hutchinson", n_probes=4)
+    squared = EquilibriumFlowModule(torch.nn.Linear(3, 3), estimator="squared", **kw).double()
+    expected = EquilibriumFlowModule(torch.nn.Linear(3, 3), estimator="expected", **kw).double()
+    expected.net.load_state_dict(squared.net.state_dict())
+    squared.eval(), expected.eval()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    s = -x  # the score of N(0, I)
+    draws = torch.stack([squared.continuity_loss(x, s)["loss"] for _ in range(3000)])
+    closed_form = expected.continuity_loss(x, s)["loss"]
+    assert (draws.mean() - closed_form).abs() < 4 * draws.std() / len(draws) ** 0.5
+    assert draws.std() > 0.05 * closed_form  # the sampled loss is noisy; the closed form is not
+
+
+def test_expected_estimator_needs_hutchinson():
+    with pytest.raises(ValueError, match="expected.*hutchinson"):
+        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, divergence="exact",
+                              estimator="expected")

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -40,6 +42,18 @@ def test_lyapunov_of_linear_stable_system_is_its_leading_eigenvalue():
     res = max_lyapunov(lambda x: x @ a.T, torch.randn(4, 2, dtype=torch.float64), 0.01, 3000)
     assert res["lyapunov"] < 0
     assert abs(res["lyapunov"] + 1.0) < 1e-3
+
+
+def test_lyapunov_of_a_flow_that_comes_to_rest_has_no_speed_normalised_value():
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    res = max_lyapunov(lambda x: -x, x0, dt=0.1, steps=5000, burn_in=500)
+    assert abs(res["lyapunov"] + 1.0) < 1e-3  # the raw exponent still says: a stable point
+    assert res["n_at_rest"] == 4 and res["mean_speed"] < 1e-3
+    assert math.isnan(res["lyapunov_speed_normalised"])
+    # a rotation keeps its speed: nothing at rest, the normalised exponent is a number (~0)
+    rot = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    res = max_lyapunov(lambda x: x @ rot.T, x0, dt=0.1, steps=2000)
+    assert res["n_at_rest"] == 0 and abs(res["lyapunov_speed_normalised"]) < 1e-2
 
 
 def test_lyapunov_drops_escaping_trajectories():

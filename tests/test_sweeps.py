@@ -1,10 +1,12 @@
 """Seed sweeps through Hydra's launchers, and evaluate.py on them (tiny settings)."""
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -178,3 +180,18 @@ def test_run_dirs_follows_links_and_skips_evaluate_outputs(tmp_path):
     (table / "evaluate" / "x" / ".hydra").mkdir(parents=True)
     (table / "evaluate" / "x" / ".hydra" / "config.yaml").write_text("sweep: here\n")
     assert sorted(p.name for p in run_dirs(table)) == ["first", "second"]
+
+
+def test_chaos_rows_drop_the_speed_normalised_exponent_of_flows_at_rest():
+    def run(lam, normalised, speed):
+        return SimpleNamespace(metrics={"lyapunov/max": lam, "lyapunov/speed_normalised": normalised,
+                                        "lyapunov/mean_speed": speed})
+
+    # a flow recorded before the floor: its trajectories stopped, lam / speed blew up
+    sweep = SimpleNamespace(runs=[run(0.003, 0.01, 0.26), run(-0.25, -1.4e8, 1.8e-9)],
+                            names=["moving", "stopped"])
+    rows = study.chaos(sweep)
+    assert rows[0]["speed_normalised"] == 0.01 and math.isnan(rows[1]["speed_normalised"])
+    summary = study.chaos_summary(rows)
+    assert summary["n_at_rest"] == 1 and summary["share_positive"] == 0.5
+    assert summary["speed_normalised_min"] == summary["speed_normalised_max"] == 0.01

@@ -133,11 +133,15 @@ class LyapunovCallback(EndOfFitMetric):
         if res["n_kept"] < res["n_total"]:
             log.warning("Lyapunov: %d of %d trajectories left |x| < %s and were dropped",
                         res["n_total"] - res["n_kept"], res["n_total"], self.bound)
+        if res["n_at_rest"]:
+            log.warning("Lyapunov: %d of %d trajectories came to rest on a fixed point of the flow "
+                        "(mean speed < 1e-3); a flow that preserves p has no attracting points",
+                        res["n_at_rest"], res["n_kept"])
         return {"lyapunov/max": res["lyapunov"],
                 "lyapunov/speed_normalised": res["lyapunov_speed_normalised"],
                 "lyapunov/mean_speed": res["mean_speed"],
                 "lyapunov/per_trajectory": res["per_trajectory"],
-                "lyapunov/n_kept": res["n_kept"]}
+                "lyapunov/n_kept": res["n_kept"], "lyapunov/n_at_rest": res["n_at_rest"]}
 
 
 class FidelityCallback(EndOfFitMetric):

@@ -112,7 +112,7 @@ RULES: dict[str, Rule] = {
     "flow.model.divergence": Rule(str, choices=("exact", "hutchinson")),
     "flow.model.n_probes": INT_POS,
     "flow.model.probe": Rule(str, choices=("gaussian", "rademacher")),
-    "flow.model.estimator": Rule(str, choices=("squared", "product")),
+    "flow.model.estimator": Rule(str, choices=("squared", "product", "expected")),
     "flow.model.n_freqs": INT_NONNEG,
     "flow.model.activation": Rule(str, choices=("silu", "tanh", "gelu")),
     "flow.model.norm_momentum": Rule(float, gt=0, le=1),

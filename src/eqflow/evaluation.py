@@ -16,12 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from eqflow import plots, study
 from eqflow.callbacks import EndOfFitMetric
 from eqflow.data.base import random_subset
+from eqflow.metrics.lyapunov import REST_SPEED
 from eqflow.results import read_metrics, write_json_atomic, write_text_atomic
 from eqflow.runs import load_run
 from eqflow.runs import load_config
 from eqflow.sweeps import load_sweep, named_run_dirs, run_dirs
 
 log = logging.getLogger(__name__)
+CHAOS_COLUMNS = ["run", "lyapunov", "speed_normalised", "mean_speed", "source"]
 
 
 def evaluate_run(run_dir: str | Path, output_dir: str | Path, loggers: list | None = None) -> dict:
@@ -89,8 +91,9 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     rows = study.chaos(sweep, bool(cfg.chaos.recompute),
                        OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed))
     summary_chaos = study.chaos_summary(rows)
-    write_text_atomic(out / "chaos.csv", "run,lyapunov,speed_normalised,source\n" + "".join(
-        f"{r['run']},{r['lyapunov']:.6g},{r['speed_normalised']:.6g},{r['source']}\n" for r in rows))
+    write_text_atomic(out / "chaos.csv", ",".join(CHAOS_COLUMNS) + "\n" + "".join(
+        f"{r['run']},{r['lyapunov']:.6g},{r['speed_normalised']:.6g},{r['mean_speed']:.6g},"
+        f"{r['source']}\n" for r in rows))
     plots.histogram({"raw": [r["lyapunov"] for r in rows],
                      "speed-normalised": [r["speed_normalised"] for r in rows]},
                     out / "lyapunov_hist.png", "largest Lyapunov exponent")
@@ -264,7 +267,9 @@ def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bo
         lines += [f"- positive: {100 * ch['share_positive']:.0f} % of {ch['n_finite']}",
                   f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
                   f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
-                  f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g}",
+                  f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "
+                  f"whose trajectories came to rest, mean speed < {REST_SPEED:g}, have none: "
+                  f"{ch['n_at_rest']} of {ch['n']})",
                   "", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
     lines += ["", "## Distribution preservation: MMD² to the start set", "",
               study.mmd_final_markdown(curves, times), "![MMD over time](mmd.png)", ""]
@@ -290,8 +295,9 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
         rows = [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]
         run.log({"table1": wandb.Table(columns=["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
                                        data=rows),
-                 "chaos": wandb.Table(columns=["run", "lyapunov", "speed_normalised", "source"],
-                                      data=[list(r.values()) for r in summary["chaos_rows"]]),
+                 "chaos": wandb.Table(columns=CHAOS_COLUMNS,
+                                      data=[[r[c] for c in CHAOS_COLUMNS]
+                                            for r in summary["chaos_rows"]]),
                  **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}})
         for k, v in summary["chaos"].items():
             run.summary[f"chaos/{k}"] = v

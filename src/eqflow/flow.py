@@ -7,13 +7,20 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
-from eqflow.dynamics.divergence import METHODS, PROBES, divergence_estimates
+from eqflow.dynamics.divergence import (METHODS, PROBES, divergence_estimates,
+                                        hutchinson_variance, jacobian)
 from eqflow.errors import check_finite_loss
 from eqflow.nets import FlowMLP
 from eqflow.nets.skew_conv import circular_conv, gamma_kernel, random_skew_kernel
 from eqflow.score import ScoreModule
 
-ESTIMATORS = ("squared", "product")
+# How the Hutchinson residual enters the loss:
+# squared  (published) (mean of K estimates + v.s)^2, whose mean over probes is the exact
+#          residual^2 plus Var/K, a penalty on the Jacobian's symmetric part;
+# product  two independent halves multiplied: unbiased for the exact residual^2, no penalty;
+# expected the squared loss averaged over the probes in closed form from the full Jacobian
+#          (d JVPs instead of K): the same objective without the probe noise.
+ESTIMATORS = ("squared", "product", "expected")
 
 
 class _FlowBase(pl.LightningModule):
@@ -68,6 +75,9 @@ class EquilibriumFlowModule(_FlowBase):
         if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
             raise ValueError("flow.estimator=product needs flow.divergence=hutchinson and "
                              "flow.n_probes >= 2 (two independent halves of the probes)")
+        if estimator == "expected" and divergence != "hutchinson":
+            raise ValueError("flow.estimator=expected is the mean of the Hutchinson loss over its "
+                             "probes; it needs flow.divergence=hutchinson")
         self.save_hyperparameters(ignore=["score"])
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
 
@@ -86,6 +96,13 @@ class EquilibriumFlowModule(_FlowBase):
         def v_fn(y):  # per-sample field; the batch statistics enter as constants
             return (self.net.pre_norm(y) - mean) / std
 
+        if hp.estimator == "expected":
+            v, jac = jacobian(v_fn, x)
+            div = torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)
+            v_dot_s = (v * s).sum(-1)
+            residual = (div + v_dot_s) ** 2 + hutchinson_variance(jac, hp.probe) / hp.n_probes
+            return {"loss": residual.mean(), "div": div.abs().mean(),
+                    "v_dot_s": v_dot_s.abs().mean()}
         v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe)
         v_dot_s = (v * s).sum(-1)
         if hp.estimator == "product":

@@ -19,6 +19,7 @@ from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
 from eqflow.flow import EquilibriumFlowModule, TrainingFreeFlow
 from eqflow.metrics import mmd_over_time, representation, similarity_table
+from eqflow.metrics.lyapunov import REST_SPEED
 from eqflow.sweeps import Sweep
 
 log = logging.getLogger(__name__)
@@ -124,14 +125,18 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     for run, name in zip(sweep.runs, sweep.names):
         m = run.metrics
         if not recompute and _finite(m.get("lyapunov/max")):
+            speed = float(m.get("lyapunov/mean_speed", math.nan))
+            normalised = float(m["lyapunov/speed_normalised"])
+            if speed < REST_SPEED:  # recorded before the rest floor existed
+                normalised = math.nan
             rows.append({"run": name, "lyapunov": float(m["lyapunov/max"]),
-                         "speed_normalised": float(m["lyapunov/speed_normalised"]),
-                         "source": "run"})
+                         "speed_normalised": normalised, "mean_speed": speed, "source": "run"})
             continue
         g = torch.Generator().manual_seed(seed)
         res = flow_lyapunov(run.flow, run.datamodule.x, generator=g, **settings)
         rows.append({"run": name, "lyapunov": res["lyapunov"],
-                     "speed_normalised": res["lyapunov_speed_normalised"], "source": "evaluate"})
+                     "speed_normalised": res["lyapunov_speed_normalised"],
+                     "mean_speed": res["mean_speed"], "source": "evaluate"})
     return rows
 
 
@@ -141,7 +146,9 @@ def chaos_summary(rows: list[dict]) -> dict:
                         dtype=torch.float64)
     if not len(vals):
         return {"n": 0}
+    at_rest = sum(1 for r in rows if _finite(r.get("mean_speed")) and r["mean_speed"] < REST_SPEED)
     return {"n": len(rows), "n_finite": len(vals), "share_positive": float((vals > 0).double().mean()),
+            "n_at_rest": at_rest,
             "median": float(vals.median()), "min": float(vals.min()), "max": float(vals.max()),
             "speed_normalised_median": float(norm.median()) if len(norm) else math.nan,
             "speed_normalised_min": float(norm.min()) if len(norm) else math.nan,

@@ -43,11 +43,8 @@ def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
     if x.ndim != 2:
         raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
     if method == "exact":
-        d = x.shape[1]
-        basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, *x.shape)
-        fx, jz = _jvps(f, x, basis)
-        trace = torch.diagonal(jz, dim1=0, dim2=2).sum(-1)  # jz[i, b, i] summed over i
-        return fx, trace[None]
+        fx, jac = jacobian(f, x)
+        return fx, torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)[None]
     if method == "hutchinson":
         if n_probes < 1:
             raise ValueError(f"n_probes must be >= 1, got {n_probes}")
@@ -55,6 +52,31 @@ def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
         fx, jz = _jvps(f, x, z)
         return fx, (z * jz).sum(-1)
     raise ValueError(f"unknown divergence method {method!r}; choose one of {METHODS}")
+
+
+def jacobian(f: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(x), J)`` with ``J[b, i, j] = d f_i / d x_j`` at each row of ``x`` (d JVPs)."""
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
+    d = x.shape[1]
+    basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, *x.shape)
+    fx, columns = _jvps(f, x, basis)  # columns[j, b, :] = J[b, :, j]
+    return fx, columns.permute(1, 2, 0)
+
+
+def hutchinson_variance(jac: torch.Tensor, probe: str = "gaussian") -> torch.Tensor:
+    """Variance of one Hutchinson estimate ``z^T J z`` given the Jacobians ``jac`` (B, d, d).
+
+    With S the symmetric part of J: Gaussian probes give 2 ||S||_F^2 (= ||J||_F^2 + tr(J^2)),
+    Rademacher probes 2 ||S||_F^2 - 2 sum_i J_ii^2 (the diagonal is estimated exactly).
+    """
+    sym = 0.5 * (jac + jac.transpose(-1, -2))
+    var = 2 * sym.pow(2).sum((-1, -2))
+    if probe == "gaussian":
+        return var
+    if probe == "rademacher":
+        return var - 2 * torch.diagonal(jac, dim1=-2, dim2=-1).pow(2).sum(-1)
+    raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
 
 
 def divergence(f: Callable, x: torch.Tensor, method: str = "exact", n_probes: int = 10,

@@ -5,6 +5,9 @@ from collections.abc import Callable
 
 import torch
 
+# mean speed below which a trajectory counts as having come to rest on a fixed point
+REST_SPEED = 1e-3
+
 
 def rk4_step(f: Callable, x: torch.Tensor, dt: float) -> torch.Tensor:
     k1 = f(x)
@@ -17,7 +20,8 @@ def rk4_step(f: Callable, x: torch.Tensor, dt: float) -> torch.Tensor:
 @torch.no_grad()
 def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
                  steps: int, burn_in: int = 0, renorm_every: int = 1, perturbation: float = 1e-8,
-                 bound: float | None = None, generator: torch.Generator | None = None) -> dict:
+                 bound: float | None = None, generator: torch.Generator | None = None,
+                 rest_speed: float = REST_SPEED) -> dict:
     """Largest Lyapunov exponent of ``dx/dt = f(x)`` from the starts ``x0`` (B, d).
 
     Benettin's method: every start is paired with a twin displaced by ``perturbation`` along a
@@ -28,7 +32,9 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     Trajectories that leave the box ``max_i |x_i| < bound`` or turn non-finite are dropped. Returns the
     mean exponent over the kept trajectories (``lyapunov``), the exponents per trajectory, the
     mean speed |f(x)| along them, the speed-normalised exponent (per unit of distance travelled)
-    and the number kept.
+    and the number kept. Trajectories whose mean speed is below ``rest_speed`` have come to
+    rest on a fixed point (``n_at_rest``); when the mean speed over all kept trajectories is
+    below it, the speed-normalised exponent is NaN (a ratio of two vanishing numbers, not a rate).
     """
     if steps < 1 or dt <= 0 or perturbation <= 0:
         raise ValueError(f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
@@ -62,6 +68,7 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     kept = int(alive.sum())
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
+    moving = kept and mspeed >= rest_speed
     return {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
-            "lyapunov_speed_normalised": lam / mspeed if kept else float("nan"), "n_kept": kept,
-            "n_total": n}
+            "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
+            "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": n}
