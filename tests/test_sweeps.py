@@ -193,5 +193,6 @@ def test_chaos_rows_drop_the_speed_normalised_exponent_of_flows_at_rest():
     rows = study.chaos(sweep)
     assert rows[0]["speed_normalised"] == 0.01 and math.isnan(rows[1]["speed_normalised"])
     summary = study.chaos_summary(rows)
-    assert summary["n_at_rest"] == 1 and summary["share_positive"] == 0.5
+    assert summary["n_at_rest"] == 1 and summary["n_positive"] == 1
+    assert summary["share_positive"] == 0.5
     assert summary["speed_normalised_min"] == summary["speed_normalised_max"] == 0.01

@@ -264,7 +264,9 @@ def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bo
              study.table1_markdown(table, names, sizes), "[CSV](table1.csv)", "",
              "## Chaos: largest Lyapunov exponent of each flow", ""]
     if ch.get("n"):
-        lines += [f"- positive: {100 * ch['share_positive']:.0f} % of {ch['n_finite']}",
+        lines += [f"- positive: {ch['n_positive']} of {ch['n']} flows "
+                  f"({100 * ch['share_positive']:.0f} % of the {ch['n_finite']} with an estimate; "
+                  f"a flow has none when all its trajectories leave the box |x| < bound)",
                   f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
                   f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
                   f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "

@@ -148,7 +148,7 @@ def chaos_summary(rows: list[dict]) -> dict:
         return {"n": 0}
     at_rest = sum(1 for r in rows if _finite(r.get("mean_speed")) and r["mean_speed"] < REST_SPEED)
     return {"n": len(rows), "n_finite": len(vals), "share_positive": float((vals > 0).double().mean()),
-            "n_at_rest": at_rest,
+            "n_positive": int((vals > 0).sum()), "n_at_rest": at_rest,
             "median": float(vals.median()), "min": float(vals.min()), "max": float(vals.max()),
             "speed_normalised_median": float(norm.median()) if len(norm) else math.nan,
             "speed_normalised_min": float(norm.min()) if len(norm) else math.nan,
