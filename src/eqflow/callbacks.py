@@ -20,7 +20,7 @@ from eqflow import plots
 from eqflow.data.base import random_subset
 from eqflow.dynamics.integrators import integrate_ode
 from eqflow.metrics.fidelity import aligned_abs_cosine, representation
-from eqflow.metrics.lyapunov import max_lyapunov
+from eqflow.metrics.lyapunov import REST_SPEED, max_lyapunov
 from eqflow.metrics.mmd import mmd2, mmd_over_time
 from eqflow.metrics.patterns import pattern_fidelity
 from eqflow.results import log_figure, log_to_loggers, log_video, update_metrics
@@ -135,8 +135,8 @@ class LyapunovCallback(EndOfFitMetric):
                         res["n_total"] - res["n_kept"], res["n_total"], self.bound)
         if res["n_at_rest"]:
             log.warning("Lyapunov: %d of %d trajectories came to rest on a fixed point of the flow "
-                        "(mean speed < 1e-3); a flow that preserves p has no attracting points",
-                        res["n_at_rest"], res["n_kept"])
+                        "(mean speed < %g); a flow that preserves p has no attracting points",
+                        res["n_at_rest"], res["n_kept"], REST_SPEED)
         return {"lyapunov/max": res["lyapunov"],
                 "lyapunov/speed_normalised": res["lyapunov_speed_normalised"],
                 "lyapunov/mean_speed": res["mean_speed"],
