@@ -16,13 +16,14 @@ import itertools
 import torch
 
 from eqflow.dynamics import integrate_ode, jacobian
-from eqflow.metrics import aligned_abs_cosine
+from eqflow.dynamics.divergence import trace
+from eqflow.metrics import aligned_abs_cosine, representation
 from eqflow.runs import load_run
 
 
 def residual_terms(flow, x: torch.Tensor) -> dict[str, float]:
     v, jac = jacobian(flow.velocity, x)
-    div = torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)
+    div = trace(jac)
     v_dot_s = (v * flow.score(x)).sum(-1)
 
     def rms(t):
@@ -60,7 +61,7 @@ def main() -> None:
         print(f"| {path} | {terms['rms residual']:.3f} | {terms['rms v.s']:.3f} | "
               f"{terms['rms div']:.3f} | {', '.join(f'{s:.3g}' for s in speeds)} | {spread:.3g} |")
         with torch.no_grad():
-            reps.append(flow.velocity(rep_points * torch.sqrt(a)).flatten())
+            reps.append(representation(flow.velocity, rep_points * torch.sqrt(a)))
     if len(reps) > 1:
         print("\n| flow a | flow b | abs cos |\n|---|---|---|")
         for (i, a), (j, b) in itertools.combinations(enumerate(reps), 2):

@@ -92,8 +92,8 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
                        OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed))
     summary_chaos = study.chaos_summary(rows)
     write_text_atomic(out / "chaos.csv", ",".join(CHAOS_COLUMNS) + "\n" + "".join(
-        f"{r['run']},{r['lyapunov']:.6g},{r['speed_normalised']:.6g},{r['mean_speed']:.6g},"
-        f"{r['source']}\n" for r in rows))
+        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in CHAOS_COLUMNS)
+        + "\n" for r in rows))
     plots.histogram({"raw": [r["lyapunov"] for r in rows],
                      "speed-normalised": [r["speed_normalised"] for r in rows]},
                     out / "lyapunov_hist.png", "largest Lyapunov exponent")

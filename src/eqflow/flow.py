@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from eqflow.dynamics.divergence import (METHODS, PROBES, divergence_estimates,
-                                        hutchinson_variance, jacobian)
+                                        hutchinson_variance, jacobian, trace)
 from eqflow.errors import check_finite_loss
 from eqflow.nets import FlowMLP
 from eqflow.nets.skew_conv import circular_conv, gamma_kernel, random_skew_kernel
@@ -98,7 +98,7 @@ class EquilibriumFlowModule(_FlowBase):
 
         if hp.estimator == "expected":
             v, jac = jacobian(v_fn, x)
-            div = torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)
+            div = trace(jac)
             v_dot_s = (v * s).sum(-1)
             residual = (div + v_dot_s) ** 2 + hutchinson_variance(jac, hp.probe) / hp.n_probes
             return {"loss": residual.mean(), "div": div.abs().mean(),

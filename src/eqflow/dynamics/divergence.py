@@ -44,7 +44,7 @@ def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
         raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
     if method == "exact":
         fx, jac = jacobian(f, x)
-        return fx, torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)[None]
+        return fx, trace(jac)[None]
     if method == "hutchinson":
         if n_probes < 1:
             raise ValueError(f"n_probes must be >= 1, got {n_probes}")
@@ -62,6 +62,11 @@ def jacobian(f: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, *x.shape)
     fx, columns = _jvps(f, x, basis)  # columns[j, b, :] = J[b, :, j]
     return fx, columns.permute(1, 2, 0)
+
+
+def trace(jac: torch.Tensor) -> torch.Tensor:
+    """The trace of each Jacobian in ``jac`` (B, d, d): the divergence."""
+    return torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)
 
 
 def hutchinson_variance(jac: torch.Tensor, probe: str = "gaussian") -> torch.Tensor:
