@@ -86,6 +86,31 @@ def test_unet_score_trains_and_points_back_to_the_data():
     assert torch.allclose(x0_hat, (x + (1 - a) * s) / a.sqrt(), atol=1e-4)  # Tweedie
 
 
+
+def test_a_timestep_band_trains_only_those_levels_and_the_level_loss_uses_the_score_level():
+    model = small_score(train_timesteps=[5, 12], timestep=10)
+    seen = []
+    unet_forward = model.unet.forward
+
+    def spy(x, t, *args, **kwargs):
+        seen.append(t.clone())
+        return unet_forward(x, t, *args, **kwargs)
+
+    model.unet.forward = spy
+    x0 = torch.rand(64, 2, 16, 16) * 2 - 1
+    model.diffusion_loss(x0)
+    levels = seen[-1]
+    assert levels.min() >= 5 and levels.max() <= 12 and len(levels.unique()) > 3
+    model.diffusion_loss(x0, timestep=10)
+    assert (seen[-1] == 10).all()
+    assert not model.trains_every_level and small_score().trains_every_level
+
+
+@pytest.mark.parametrize("band", [[12, 30], [5], [-1, 20], [5, 100]])
+def test_a_timestep_band_that_misses_the_score_level_or_the_schedule_is_refused(band):
+    with pytest.raises(ValueError, match="train_timesteps"):
+        small_score(train_timesteps=band, timestep=10)
+
 @pytest.mark.parametrize("kernel,radius", [("gamma", 0), ("random", 0), ("random", 2)])
 def test_training_free_image_flow_is_orthogonal_to_the_score(kernel, radius):
     score = small_score().double().eval()

@@ -196,3 +196,21 @@ def test_chaos_rows_drop_the_speed_normalised_exponent_of_flows_at_rest():
     assert summary["n_at_rest"] == 1 and summary["n_positive"] == 1
     assert summary["share_positive"] == 0.5
     assert summary["speed_normalised_min"] == summary["speed_normalised_max"] == 0.01
+
+
+def test_chaos_keeps_a_recorded_nan_and_measures_only_runs_that_recorded_nothing(monkeypatch):
+    measured = []
+
+    def fake_lyapunov(flow, x, generator, **settings):
+        measured.append(flow)
+        return {"lyapunov": 0.02, "lyapunov_speed_normalised": 0.04, "mean_speed": 0.5}
+
+    monkeypatch.setattr(study, "flow_lyapunov", fake_lyapunov)
+    escaped = {"lyapunov/max": "nan", "lyapunov/speed_normalised": "nan",
+               "lyapunov/mean_speed": "nan"}  # as metrics.json stores it: every trajectory left
+    runs = [SimpleNamespace(metrics=escaped, flow="escaped", datamodule=SimpleNamespace(x=None)),
+            SimpleNamespace(metrics={}, flow="unmeasured", datamodule=SimpleNamespace(x=None))]
+    rows = study.chaos(SimpleNamespace(runs=runs, names=["escaped", "unmeasured"]))
+    assert measured == ["unmeasured"]
+    assert math.isnan(rows[0]["lyapunov"]) and rows[0]["source"] == "run"
+    assert rows[1]["lyapunov"] == 0.02 and rows[1]["source"] == "evaluate"

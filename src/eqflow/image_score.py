@@ -36,19 +36,35 @@ class ExponentialAverage:
             a.lerp_(c, 1 - self.decay)
 
 
+def _timestep_band(band: Sequence[int], num_train_timesteps: int) -> tuple[int, int]:
+    if len(band) != 2 or not all(isinstance(b, int) for b in band):
+        raise ValueError(f"score.model.train_timesteps must be two integers [lo, hi], got {band}")
+    lo, hi = band
+    if not 0 <= lo <= hi < num_train_timesteps:
+        raise ValueError(f"score.model.train_timesteps={list(band)} must satisfy "
+                         f"0 <= lo <= hi < {num_train_timesteps}")
+    return int(lo), int(hi)
+
+
 class ImageScoreModule(NoisingMixin, pl.LightningModule):
     def __init__(self, channels: int, block_out_channels: Sequence[int] = (16, 32, 64),
                  layers_per_block: int = 2, norm_num_groups: int = 8, prediction: str = "v",
                  num_train_timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
                  timestep: int = 10, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 500, ema_decay: float | None = None, augment: bool = True,
-                 augment_mirror: bool = True):
+                 augment_mirror: bool = True, train_timesteps: Sequence[int] | None = None):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
         if not 0 <= timestep < num_train_timesteps:
             raise ValueError(f"score.model.timestep must lie in [0, {num_train_timesteps}), "
                              f"got {timestep}")
+        if train_timesteps is not None:
+            lo, hi = _timestep_band(train_timesteps, num_train_timesteps)
+            if not lo <= timestep <= hi:
+                raise ValueError(f"score.model.train_timesteps={[lo, hi]} must contain the score's "
+                                 f"timestep {timestep}; widen the band or set it to null")
+            train_timesteps = [lo, hi]
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"score.model.ema_decay must lie in (0, 1) or be null, got {ema_decay}")
         self.save_hyperparameters()
@@ -94,6 +110,11 @@ class ImageScoreModule(NoisingMixin, pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(x)
 
+    @property
+    def trains_every_level(self) -> bool:
+        """Whether training covers all noise levels (needed for ancestral sampling)."""
+        return self.hparams.train_timesteps is None
+
     @torch.no_grad()
     def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` ancestral DDPM samples of ``size`` x ``size`` from pure noise, clamped to [-1, 1]."""
@@ -105,8 +126,13 @@ class ImageScoreModule(NoisingMixin, pl.LightningModule):
         return x.clamp(-1, 1)
 
     # -- training ----------------------------------------------------------------------------
-    def diffusion_loss(self, x0: torch.Tensor) -> torch.Tensor:
-        k = torch.randint(0, self.hparams.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    def diffusion_loss(self, x0: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """The denoising loss at random training levels, or at ``timestep`` for every image."""
+        if timestep is not None:
+            k = torch.full((x0.shape[0],), timestep, device=x0.device)
+        else:
+            lo, hi = self.hparams.train_timesteps or (0, self.hparams.num_train_timesteps - 1)
+            k = torch.randint(lo, hi + 1, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.scheduler.add_noise(x0, eps, k)
         target = eps if self.hparams.prediction == "eps" else self.scheduler.get_velocity(x0, eps, k)
@@ -123,6 +149,9 @@ class ImageScoreModule(NoisingMixin, pl.LightningModule):
     def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
         self.log("score/val_loss", self.diffusion_loss(x0), on_step=False, on_epoch=True,
                  prog_bar=True, sync_dist=True)
+        # the loss at the one level the flow reads the score from: comparable across bands
+        self.log("score/val_loss_at_level", self.diffusion_loss(x0, self.hparams.timestep),
+                 on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -112,10 +112,14 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
         history = LossHistory("score/loss")
         callbacks = [history]
         if hasattr(model, "sample") and cfg.score.get("samples"):
-            callbacks.append(ScoreSamples(str(score_dir / "samples"), size=x.shape[-1],
-                                          seed=int(cfg.score.seed),
-                                          channel=None if x.shape[1] == 3 else 1,
-                                          **cfg.score.samples))
+            if not getattr(model, "trains_every_level", True):
+                log.info("No score-model samples: ancestral sampling needs every noise level, "
+                         "and score.model.train_timesteps trains a band of them")
+            else:
+                callbacks.append(ScoreSamples(str(score_dir / "samples"), size=x.shape[-1],
+                                              seed=int(cfg.score.seed),
+                                              channel=None if x.shape[1] == 3 else 1,
+                                              **cfg.score.samples))
         trainer = _trainer(cfg, max_epochs=int(cfg.score.epochs), logger=False,
                            callbacks=callbacks, enable_checkpointing=False,
                            gradient_clip_val=cfg.score.get("gradient_clip_val"),
@@ -126,9 +130,11 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
         log.info("Trained the score model in %.1f s (final loss %.4f)", seconds,
                  history.values[-1] if history.values else float("nan"))
         val = trainer.callback_metrics.get("score/val_loss")
+        val_at_level = trainer.callback_metrics.get("score/val_loss_at_level")
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                 "loss_history": history.values, "train_seconds": seconds,
-                "val_loss": float(val) if val is not None else None}
+                "val_loss": float(val) if val is not None else None,
+                "val_loss_at_level": float(val_at_level) if val_at_level is not None else None}
 
     def check(record: dict) -> None:
         make().load_state_dict(record["state_dict"])
@@ -140,7 +146,8 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     info = {"score/cache_path": str(path), "score/cache_hit": hit,
             "score/train_seconds": record["train_seconds"],
             "score/final_loss": record["loss_history"][-1] if record["loss_history"] else None,
-            "score/val_loss": record.get("val_loss")}
+            "score/val_loss": record.get("val_loss"),
+            "score/val_loss_at_level": record.get("val_loss_at_level")}
     return model, {**info, "loss_history": record["loss_history"]}
 
 

@@ -118,15 +118,16 @@ def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandw
 def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
           seed: int = 0) -> list[dict]:
     """The largest Lyapunov exponent of every flow of the sweep (raw and speed-normalised):
-    the value its run recorded, or re-measured (float64) when missing or asked for."""
+    the value its run recorded (NaN included: no trajectory stayed in the box), or re-measured
+    (float64) when the run recorded none or ``recompute`` asks for it."""
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
                 **(settings or {})}
     rows = []
     for run, name in zip(sweep.runs, sweep.names):
         m = run.metrics
-        if not recompute and _finite(m.get("lyapunov/max")):
+        if not recompute and "lyapunov/max" in m:
             speed = float(m.get("lyapunov/mean_speed", math.nan))
-            normalised = float(m["lyapunov/speed_normalised"])
+            normalised = float(m.get("lyapunov/speed_normalised", math.nan))
             if speed < REST_SPEED:  # recorded before the rest floor existed
                 normalised = math.nan
             rows.append({"run": name, "lyapunov": float(m["lyapunov/max"]),
