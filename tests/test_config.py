@@ -45,6 +45,7 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
     assert (cfg.data.canvas, cfg.data.icon_size, cfg.data.n_samples, cfg.data.icon) == (
         128, 64, 8192, "taiji")
     assert cfg.score.epochs == 20 and cfg.callbacks.creatures.steps == 2000
+    assert cfg.score.model.train_timesteps is None  # published: every noise level
 
 
 @pytest.mark.parametrize("override,key", [
