@@ -97,6 +97,30 @@ def test_resume_from_last_checkpoint(tmp_path):
         _train([f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "third")
 
 
+def test_a_run_cut_off_mid_fit_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    from eqflow.callbacks import LossHistory
+
+    record_loss = LossHistory.on_train_epoch_end
+
+    def power_cut_in_third_epoch(self, trainer, module):
+        if self.key == "train/loss" and trainer.current_epoch == 2:
+            raise RuntimeError("power cut")
+        record_loss(self, trainer, module)
+
+    monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut_in_third_epoch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        _train(["trainer.max_epochs=3"], tmp_path / "cut")
+    monkeypatch.undo()
+    last = tmp_path / "cut" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 1  # written after epoch 2 of 3
+    resumed = _train(["trainer.max_epochs=3", f"ckpt_path={last}"], tmp_path / "resumed")
+    straight = _train(["trainer.max_epochs=3"], tmp_path / "straight")
+    ckpt = torch.load(resumed.output_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    done = torch.load(straight.output_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (done["epoch"], done["global_step"])
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # one file, overwritten
+
+
 def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
     first = _train([], tmp_path)
     assert first.metrics["score/cache_hit"] is False
@@ -110,6 +134,38 @@ def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
     assert "corrupt" in caplog.text and str(path) in caplog.text
     torch.testing.assert_close(third.flow.score_model.state_dict(),
                                first.flow.score_model.state_dict())
+
+
+def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkeypatch, caplog):
+    from eqflow.callbacks import LossHistory
+
+    cfg = compose_train(["logger=none", "score.epochs=3"], tmp_path)
+    system, snaps = pipeline.load_data(cfg)
+    record_loss = LossHistory.on_train_epoch_end
+
+    def power_cut_in_third_epoch(self, trainer, module):
+        if trainer.current_epoch == 2:
+            raise RuntimeError("power cut")
+        record_loss(self, trainer, module)
+
+    monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut_in_third_epoch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        pipeline.load_score(cfg, system, snaps)
+    partial = list((tmp_path / "cache" / "score").glob("*.partial"))
+    assert len(partial) == 1 and (partial[0] / "last.ckpt").exists()
+    assert not list((tmp_path / "cache" / "score").glob("*.pt"))  # nothing half-done cached
+    monkeypatch.undo()
+
+    with caplog.at_level(logging.INFO):
+        resumed, info = pipeline.load_score(cfg, system, snaps)
+    assert "Resuming the interrupted score training" in caplog.text and "after epoch 2" in caplog.text
+    assert not partial[0].exists()  # cleaned up once the cache entry is written
+    assert len(info["loss_history"]) == 3  # the curve continues over the interruption
+
+    straight = compose_train(["logger=none", "score.epochs=3"], tmp_path / "straight")
+    _, straight_info = pipeline.load_score(straight, system, snaps)
+    assert info["loss_history"][:2] == straight_info["loss_history"][:2]
+    assert info["score/train_seconds"] > 0
 
 
 def test_wandb_logs_offline_with_flattened_config(tmp_path):

@@ -59,15 +59,19 @@ def load_entry(path: Path, key: dict) -> Any:
     return record["value"]
 
 
+def entry_path(kind: str, key: dict, root: str | os.PathLike) -> Path:
+    """Where :func:`cached` keeps the entry for ``key``: ``root/kind/<hash(key)>.pt``."""
+    return Path(root) / kind / f"{config_hash(key)}.pt"
+
+
 def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLike,
            validate: Callable[[Any], None] | None = None) -> tuple[Any, Path, bool]:
     """Return ``(value, path, hit)`` for the entry ``root/kind/<hash(key)>.pt``, building it once.
 
     ``validate(value)`` may raise to mark a loaded value unusable (it is then rebuilt).
     """
-    folder = Path(root) / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{config_hash(key)}.pt"
+    path = entry_path(kind, key, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
             try:

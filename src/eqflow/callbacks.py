@@ -176,6 +176,38 @@ class LossHistory(pl.Callback):
         if value is not None:
             self.values.append(float(value))
 
+    # kept in checkpoints, so a resumed fit continues the curve instead of restarting it
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(key=self.key)
+
+    def state_dict(self) -> dict:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.values = list(state_dict["values"])
+
+
+class TrainingClock(pl.Callback):
+    """Seconds spent in fit, summed over every resumption (kept in checkpoints)."""
+
+    def __init__(self):
+        self.before, self._start = 0.0, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self.before + running
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict["seconds"])
+
 
 class FigureCallback(EndOfFitMetric):
     """The flow over the data (2-D quiver with trajectories, or 3-D trajectories) and the

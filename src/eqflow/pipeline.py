@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eqflow.cache import atomic_torch_save, cached
-from eqflow.callbacks import FigureCallback, LossHistory, ScoreSamples
+from eqflow.cache import atomic_torch_save, cached, entry_path
+from eqflow.callbacks import FigureCallback, LossHistory, ScoreSamples, TrainingClock
 from eqflow.checkpointing import AtomicCheckpointIO
 from eqflow.config import validate
 from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
@@ -100,6 +101,10 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     x = snapshots.x
     shape = {"dim": x.shape[1]} if x.ndim == 2 else {"channels": x.shape[1]}
     score_dir = Path(cfg.paths.output_dir) / "score"
+    key = score_key(cfg)
+    # the fit's last epoch is kept beside the cache entry, so rerunning the same command after
+    # an interruption resumes it there (in any run directory); removed once the entry is written
+    resume_dir = entry_path("score", key, cfg.paths.cache_dir).with_suffix(".partial")
 
     def make() -> ScoreModule:
         return instantiate(cfg.score.model, **shape, _convert_="all")
@@ -109,8 +114,9 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
         model = make()
         dm = SnapshotDataModule(system, snapshots, cfg.score.batch_size, seed=int(cfg.score.seed),
                                 val_fraction=float(cfg.score.get("val_fraction", 0.0)))
-        history = LossHistory("score/loss")
-        callbacks = [history]
+        history, clock = LossHistory("score/loss"), TrainingClock()
+        last = every_epoch_checkpoint(resume_dir)
+        callbacks = [history, clock, last]
         if hasattr(model, "sample") and cfg.score.get("samples"):
             if not getattr(model, "trains_every_level", True):
                 log.info("No score-model samples: ancestral sampling needs every noise level, "
@@ -121,12 +127,11 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
                                               channel=None if x.shape[1] == 3 else 1,
                                               **cfg.score.samples))
         trainer = _trainer(cfg, max_epochs=int(cfg.score.epochs), logger=False,
-                           callbacks=callbacks, enable_checkpointing=False,
+                           callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                            gradient_clip_val=cfg.score.get("gradient_clip_val"),
                            num_sanity_val_steps=0, default_root_dir=str(score_dir))
-        start = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
-        seconds = time.perf_counter() - start
+        trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
+        seconds = clock.seconds
         log.info("Trained the score model in %.1f s (final loss %.4f)", seconds,
                  history.values[-1] if history.values else float("nan"))
         val = trainer.callback_metrics.get("score/val_loss")
@@ -139,7 +144,8 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     def check(record: dict) -> None:
         make().load_state_dict(record["state_dict"])
 
-    record, path, hit = cached("score", score_key(cfg), build, cfg.paths.cache_dir, validate=check)
+    record, path, hit = cached("score", key, build, cfg.paths.cache_dir, validate=check)
+    shutil.rmtree(resume_dir, ignore_errors=True)
     model = make()
     model.load_state_dict(record["state_dict"])
     model.eval()
@@ -149,6 +155,31 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
             "score/val_loss": record.get("val_loss"),
             "score/val_loss_at_level": record.get("val_loss_at_level")}
     return model, {**info, "loss_history": record["loss_history"]}
+
+
+def every_epoch_checkpoint(folder: Path) -> pl.callbacks.ModelCheckpoint:
+    """``folder/last.ckpt``, overwritten after every epoch (not only when the fit ends, which
+    is all ``save_last`` with ``save_top_k=0`` does)."""
+    return pl.callbacks.ModelCheckpoint(dirpath=str(folder), filename="last", save_top_k=1,
+                                        enable_version_counter=False, every_n_epochs=1)
+
+
+def resumable_checkpoint(folder: Path) -> str | None:
+    """``folder/last.ckpt`` if an interrupted fit left a readable one there, else None
+    (an unreadable one is reported and the fit starts over)."""
+    path = folder / "last.ckpt"
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        epoch = int(state["epoch"])
+    except Exception as exc:  # truncated or foreign file: start the fit over
+        log.warning("Cannot resume from %s (%s: %s); training from the start instead",
+                    path, type(exc).__name__, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    log.info("Resuming the interrupted score training from %s (after epoch %d)", path, epoch + 1)
+    return str(path)
 
 
 def build_flow(cfg: DictConfig, score: ScoreModule, x: torch.Tensor):
