@@ -124,6 +124,35 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
     assert motion_statistics(tracks, (size, size), dt)["polarisation"] < 0.3
 
 
+def test_only_blobs_of_a_creatures_size_are_detected():
+    from eqflow.callbacks import CreatureCallback
+    from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs
+
+    size = 48
+    yy, xx = np.mgrid[0:size, 0:size]
+
+    def canvas(discs):
+        frame = np.ones((size, size, 3))
+        for (r, c), radius in discs:
+            frame[(yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2] = 0.0
+        return frame
+
+    disc = int(((yy - 10) ** 2 + (xx - 10) ** 2 <= 9).sum())  # area of a radius-3 disc
+    training = [canvas([((10, 10), 3), ((30, 30), 3)]), canvas([((20, 35), 3)])]
+    area, count = reference_blobs(training)
+    assert (area, count) == (disc, 1.5)
+    # a creature, a speck and a merged stripe: only the creature is in 0.5-2 x its area
+    frame = canvas([((10, 10), 3), ((30, 5), 1)])
+    frame[40:44, :] = 0.0
+    _, areas = blobs(foreground(frame))
+    assert sorted(areas) == sorted([disc, 5, 4 * size])
+    kept = detect(foreground(frame), 0.5 * area, 2.0 * area)
+    np.testing.assert_allclose(kept, [[10.0, 10.0]])
+    assert len(detect(foreground(frame))) == 3  # no upper bound: every blob of 4 pixels or more
+    with pytest.raises(ValueError, match="callbacks.creatures.area_range"):
+        CreatureCallback("out", area_range=(2.0, 0.5))
+
+
 def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     from helpers import compose_train
 
@@ -139,6 +168,9 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     m = result.metrics
     assert m["creatures/n_tracks"] == len(m["creatures/track_speeds"])
     assert m["creatures/mean_count"] >= 0
+    assert m["creatures/reference_area"] > 0 and m["creatures/expected_count"] > 0
+    assert m["creatures/count_ratio"] == pytest.approx(
+        m["creatures/mean_count"] / m["creatures/expected_count"])
     figs = result.output_dir / "figures"
     assert (figs / "creatures.gif").exists() and (figs / "creatures.png").exists()
     # evaluate.py on it: the speed table by icon

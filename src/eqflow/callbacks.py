@@ -337,7 +337,12 @@ class CreatureCallback(EndOfFitMetric):
 
     ``start``: ``noise`` (published: uniform in [-1, 1]) or ``data``: a ``scale`` x ``scale``
     mosaic of training scatters noised to the score's level, so the creatures exist from the
-    first frame and the run shows how they move rather than how they form."""
+    first frame and the run shows how they move rather than how they form.
+
+    Only blobs of a creature's size are tracked: ``area_range`` times the median blob area of
+    ``reference_images`` training scatters. ``creatures/count_ratio`` compares the creatures
+    found per frame with the training scatters' density on the larger canvas: near 1 when the
+    flow keeps a population of icons, near 0 when it turns them into something else."""
 
     STARTS = ("noise", "data")
 
@@ -346,11 +351,17 @@ class CreatureCallback(EndOfFitMetric):
     def __init__(self, output_dir: str, scale: int = 2, steps: int = 2000, dt: float = 0.05,
                  eta: float = 0.1, ema: float = 0.99, frame_every: int = 10,
                  threshold: float = 0.25, min_area: int = 4, max_step: float | None = None,
-                 min_track_frames: int = 5, start: str = "noise", **kw):
+                 min_track_frames: int = 5, start: str = "noise",
+                 area_range: tuple[float, float] | None = (0.5, 2.0), reference_images: int = 32,
+                 **kw):
         super().__init__(output_dir, **kw)
         if start not in self.STARTS:
             raise ValueError(f"callbacks.creatures.start={start!r}: choose one of {self.STARTS}")
-        self.start = start
+        if area_range is not None and not (len(area_range) == 2 and 0 <= area_range[0] < area_range[1]):
+            raise ValueError(f"callbacks.creatures.area_range={area_range!r}: give [low, high] with "
+                             f"0 <= low < high (multiples of a training creature's area), or null "
+                             f"to count blobs of every size")
+        self.start, self.area_range, self.reference_images = start, area_range, reference_images
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
@@ -371,7 +382,8 @@ class CreatureCallback(EndOfFitMetric):
 
     def measure(self, trainer, flow, datamodule) -> dict:
         from eqflow.dynamics.integrators import sde_heun
-        from eqflow.metrics.tracking import detect, foreground, link, motion_statistics
+        from eqflow.metrics.tracking import (detect, foreground, link, motion_statistics,
+                                             reference_blobs)
 
         system = datamodule.system
         size = int(system.canvas * self.scale)
@@ -390,8 +402,19 @@ class CreatureCallback(EndOfFitMetric):
         sde_heun(lambda x, s: flow.apply_D(s), flow.score, x0, self.dt, self.steps, self.eta,
                  generator=g, callback=keep, drift_from_score=True)
         background = tuple(float(c) for c in system.background)
-        detections = [detect(foreground((f.numpy().transpose(1, 2, 0) + 1) / 2, background,
-                                        self.threshold), self.min_area) for f in frames]
+
+        def rgb(image: torch.Tensor) -> np.ndarray:
+            return (image.float().cpu().numpy().transpose(1, 2, 0) + 1) / 2
+
+        # a creature is a blob of the size the training scatters' creatures have: fragments and
+        # merged textures (stripes, a half-formed pattern) are not followed
+        ref_area, ref_count = reference_blobs([rgb(x) for x in datamodule.x[:self.reference_images]],
+                                              background, self.threshold, self.min_area)
+        low, high = self.min_area, None
+        if self.area_range is not None:
+            low, high = max(self.min_area, self.area_range[0] * ref_area), self.area_range[1] * ref_area
+        detections = [detect(foreground(rgb(f), background, self.threshold), low, high)
+                      for f in frames]
         max_step = self.max_step or max(system.icon.shape[:2]) / 2
         tracks = link(detections, (size, size), max_step)
         stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
@@ -404,9 +427,14 @@ class CreatureCallback(EndOfFitMetric):
             system.icon, datamodule.x[0], frames, tracks, figs / "creatures.png",
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
             f"polarisation {stats['polarisation']:.2f}"))
+        mean_count = float(np.mean([len(d) for d in detections]))
+        expected = ref_count * self.scale ** 2  # the training density on the larger canvas
         return {"creatures/mean_speed": stats["mean_speed"],
                 "creatures/mean_path_speed": stats["mean_path_speed"],
                 "creatures/polarisation": stats["polarisation"],
                 "creatures/n_tracks": stats["n_tracks"],
                 "creatures/track_speeds": stats["track_speeds"],
-                "creatures/mean_count": float(np.mean([len(d) for d in detections]))}
+                "creatures/mean_count": mean_count,
+                "creatures/expected_count": expected,
+                "creatures/count_ratio": mean_count / expected if expected else float("nan"),
+                "creatures/reference_area": ref_area}

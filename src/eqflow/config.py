@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
     "callbacks.creatures.ema": Rule(float, ge=0, lt=1),
     "callbacks.creatures.frame_every": INT_POS,
     "callbacks.creatures.min_track_frames": Rule(int, ge=2),
+    "callbacks.creatures.reference_images": INT_POS,
     "flow.batch_size": INT_POS,
     "flow.model.lr": NUM_POS,
     "flow.model.weight_decay": NUM_NONNEG,

@@ -1,7 +1,8 @@
 """Finding creatures in frames and following them (artificial life, PAPER_NOTES 6).
 
 Detection: pixels farther than ``threshold`` from the background colour, connected components
-by scikit-image, merged across the periodic edges, with circular-mean centroids. Linking:
+by scikit-image, merged across the periodic edges, with circular-mean centroids; optionally
+only blobs of a creature's size (an area range set from the training scatters). Linking:
 optimal frame-to-frame assignment (scipy's Hungarian solver) on periodic distances, gated by
 ``max_step``. Statistics: per-track drift speed (net displacement per unit time) and path speed,
 the group's means and the polarisation |mean of unit velocity vectors| (1: all move the same
@@ -22,8 +23,9 @@ def foreground(frame: np.ndarray, background=(1.0, 1.0, 1.0), threshold: float =
     return diff > threshold
 
 
-def detect(mask: np.ndarray, min_area: int = 4) -> np.ndarray:
-    """Centroids (n, 2) as (row, col) of the blobs of ``mask`` on a periodic canvas."""
+def blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (n, 2) as (row, col) and areas (n,) of the connected blobs of ``mask`` on a
+    periodic canvas (a blob cut by an edge counts once)."""
     h, w = mask.shape
     labels = label(mask, connectivity=1)
     parent = list(range(labels.max() + 1))
@@ -41,13 +43,35 @@ def detect(mask: np.ndarray, min_area: int = 4) -> np.ndarray:
     roots = np.array([find(i) for i in range(len(parent))])[labels]
     rows, cols = np.nonzero(mask)
     ids = roots[rows, cols]
-    centres = []
+    centres, areas = [], []
     for i in np.unique(ids):
         sel = ids == i
-        if sel.sum() < min_area:
-            continue
         centres.append([_circular_mean(rows[sel], h), _circular_mean(cols[sel], w)])
-    return np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+        areas.append(int(sel.sum()))
+    return np.asarray(centres, dtype=np.float64).reshape(-1, 2), np.asarray(areas, dtype=np.int64)
+
+
+def detect(mask: np.ndarray, min_area: int = 4, max_area: float | None = None) -> np.ndarray:
+    """Centroids (n, 2) of the blobs of ``mask`` whose area lies in [min_area, max_area]."""
+    centres, areas = blobs(mask)
+    keep = areas >= min_area
+    if max_area is not None:
+        keep &= areas <= max_area
+    return centres[keep]
+
+
+def reference_blobs(images, background=(1.0, 1.0, 1.0), threshold: float = 0.25,
+                    min_area: int = 4) -> tuple[float, float]:
+    """What one creature looks like to the detector, from training images ((H, W, 3) in
+    [0, 1]): the median blob area and the mean number of blobs per image."""
+    areas, counts = [], []
+    for image in images:
+        _, found = blobs(foreground(image, background, threshold))
+        found = found[found >= min_area]
+        areas.extend(found.tolist())
+        counts.append(len(found))
+    return (float(np.median(areas)) if areas else float("nan"),
+            float(np.mean(counts)) if counts else float("nan"))
 
 
 def _circular_mean(coords: np.ndarray, period: int) -> float:
