@@ -189,6 +189,8 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| dot | 1 |" in (out / "creatures.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"| dot | {result.output_dir.name} | {cfg.seed} | " in report.split("## Per run")[1]
 
 
 def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):

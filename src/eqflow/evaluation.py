@@ -183,6 +183,7 @@ def evaluate_creature_sweep(cfg: DictConfig) -> dict:
         f"# Evaluation of `{root}`", "", f"- commit: `{summary['commit']}`",
         f"- left out: {len(failed)}", *(f"  - `{k}`: {v}" for k, v in failed.items()), "",
         "## Creature motion per icon (mean ± std over runs)", "", md,
+        "## Per run", "", cs.runs_markdown(icons),
         "Each run's animation and Figure 5 panels are in its own `figures/` folder.", ""]))
     log.info("Creature table written to %s", out / "creatures.md")
     return summary
