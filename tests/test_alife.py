@@ -126,7 +126,7 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
 
 def test_only_blobs_of_a_creatures_size_are_detected():
     from eqflow.callbacks import CreatureCallback
-    from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs
+    from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs, typical_area
 
     size = 48
     yy, xx = np.mgrid[0:size, 0:size]
@@ -137,15 +137,24 @@ def test_only_blobs_of_a_creatures_size_are_detected():
             frame[(yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2] = 0.0
         return frame
 
-    disc = int(((yy - 10) ** 2 + (xx - 10) ** 2 <= 9).sum())  # area of a radius-3 disc
-    training = [canvas([((10, 10), 3), ((30, 30), 3)]), canvas([((20, 35), 3)])]
-    area, count = reference_blobs(training)
-    assert (area, count) == (disc, 1.5)
+    def disc_area(radius):
+        return int(((yy - 20) ** 2 + (xx - 20) ** 2 <= radius ** 2).sum())
+
+    # training creatures: discs of radius 3, each with two detached radius-1 "eyes" of 5 pixels
+    training = [canvas([((10, 10), 3), ((10, 16), 1), ((16, 10), 1),
+                        ((30, 30), 3), ((30, 36), 1), ((36, 30), 1)]),
+                canvas([((20, 30), 3), ((20, 36), 1), ((26, 30), 1)])]
+    areas = reference_blobs(training)
+    assert [sorted(a.tolist()) for a in areas] == [[5, 5, 5, 5, 29, 29], [5, 5, 29]]
+    assert disc_area(3) == 29 and np.median(np.concatenate(areas)) == 5  # the plain median: eyes
+    assert typical_area(np.concatenate(areas)) == 29
+    assert typical_area(np.array([2, 2, 10])) == 10 and typical_area(np.array([3])) == 3
     # a creature, a speck and a merged stripe: only the creature is in 0.5-2 x its area
     frame = canvas([((10, 10), 3), ((30, 5), 1)])
     frame[40:44, :] = 0.0
-    _, areas = blobs(foreground(frame))
-    assert sorted(areas) == sorted([disc, 5, 4 * size])
+    _, found = blobs(foreground(frame))
+    assert sorted(found) == sorted([disc_area(3), 5, 4 * size])
+    area = disc_area(3)
     kept = detect(foreground(frame), 0.5 * area, 2.0 * area)
     np.testing.assert_allclose(kept, [[10.0, 10.0]])
     assert len(detect(foreground(frame))) == 3  # no upper bound: every blob of 4 pixels or more

@@ -339,8 +339,8 @@ class CreatureCallback(EndOfFitMetric):
     mosaic of training scatters noised to the score's level, so the creatures exist from the
     first frame and the run shows how they move rather than how they form.
 
-    Only blobs of a creature's size are tracked: ``area_range`` times the median blob area of
-    ``reference_images`` training scatters. ``creatures/count_ratio`` compares the creatures
+    Only blobs of a creature's size are tracked: ``area_range`` times the typical (area-weighted
+    median) blob area of ``reference_images`` training scatters. ``creatures/count_ratio`` compares the creatures
     found per frame with the training scatters' density on the larger canvas: near 1 when the
     flow keeps a population of icons, near 0 when it turns them into something else."""
 
@@ -383,7 +383,7 @@ class CreatureCallback(EndOfFitMetric):
     def measure(self, trainer, flow, datamodule) -> dict:
         from eqflow.dynamics.integrators import sde_heun
         from eqflow.metrics.tracking import (detect, foreground, link, motion_statistics,
-                                             reference_blobs)
+                                             reference_blobs, typical_area)
 
         system = datamodule.system
         size = int(system.canvas * self.scale)
@@ -408,11 +408,14 @@ class CreatureCallback(EndOfFitMetric):
 
         # a creature is a blob of the size the training scatters' creatures have: fragments and
         # merged textures (stripes, a half-formed pattern) are not followed
-        ref_area, ref_count = reference_blobs([rgb(x) for x in datamodule.x[:self.reference_images]],
-                                              background, self.threshold, self.min_area)
-        low, high = self.min_area, None
+        reference = reference_blobs([rgb(x) for x in datamodule.x[:self.reference_images]],
+                                    background, self.threshold, self.min_area)
+        ref_area = typical_area(np.concatenate(reference))
+        low, high = self.min_area, np.inf
         if self.area_range is not None:
             low, high = max(self.min_area, self.area_range[0] * ref_area), self.area_range[1] * ref_area
+        # as many creatures as the training scatters hold per pixel (counted the same way)
+        expected = float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale ** 2
         detections = [detect(foreground(rgb(f), background, self.threshold), low, high)
                       for f in frames]
         max_step = self.max_step or max(system.icon.shape[:2]) / 2
@@ -428,7 +431,6 @@ class CreatureCallback(EndOfFitMetric):
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
             f"polarisation {stats['polarisation']:.2f}"))
         mean_count = float(np.mean([len(d) for d in detections]))
-        expected = ref_count * self.scale ** 2  # the training density on the larger canvas
         return {"creatures/mean_speed": stats["mean_speed"],
                 "creatures/mean_path_speed": stats["mean_path_speed"],
                 "creatures/polarisation": stats["polarisation"],

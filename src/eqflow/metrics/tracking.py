@@ -61,17 +61,24 @@ def detect(mask: np.ndarray, min_area: int = 4, max_area: float | None = None) -
 
 
 def reference_blobs(images, background=(1.0, 1.0, 1.0), threshold: float = 0.25,
-                    min_area: int = 4) -> tuple[float, float]:
-    """What one creature looks like to the detector, from training images ((H, W, 3) in
-    [0, 1]): the median blob area and the mean number of blobs per image."""
-    areas, counts = [], []
+                    min_area: int = 4) -> list[np.ndarray]:
+    """The areas of the blobs (``min_area`` or more) in each training image ((H, W, 3) in
+    [0, 1]): what the creatures look like to the detector."""
+    areas = []
     for image in images:
         _, found = blobs(foreground(image, background, threshold))
-        found = found[found >= min_area]
-        areas.extend(found.tolist())
-        counts.append(len(found))
-    return (float(np.median(areas)) if areas else float("nan"),
-            float(np.mean(counts)) if counts else float("nan"))
+        areas.append(found[found >= min_area])
+    return areas
+
+
+def typical_area(areas: np.ndarray) -> float:
+    """The area-weighted median: the size of the blob a random foreground pixel belongs to, so
+    an icon's small detached parts (an eye, a spot) do not set the size of a creature."""
+    areas = np.sort(np.asarray(areas, dtype=np.float64))
+    if not len(areas):
+        return float("nan")
+    cumulative = np.cumsum(areas)
+    return float(areas[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _circular_mean(coords: np.ndarray, period: int) -> float:
