@@ -8,6 +8,7 @@ training density predicts.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from eqflow.results import mean_std
@@ -46,7 +47,9 @@ def markdown(icons: dict[str, dict]) -> str:
         sm, ss = mean_std(row["speed"])
         pm, ps = mean_std(row["polarisation"])
         cm, cs = mean_std(row["count_ratio"])
-        lines.append(f"| {icon} | {len(row['runs'])} | {sm:.3g} ± {ss:.2g} | {pm:.2f} ± {ps:.2f} | "
+        tracked = sum(math.isfinite(v) for v in row["speed"])
+        runs = str(len(row["runs"])) + (f" ({tracked} with tracks)" if tracked < len(row["runs"]) else "")
+        lines.append(f"| {icon} | {runs} | {sm:.3g} ± {ss:.2g} | {pm:.2f} ± {ps:.2f} | "
                      f"{sum(row['tracks']) / len(row['tracks']):.1f} | {cm:.2f} ± {cs:.2f} |")
     return "\n".join(lines) + "\n"
 
