@@ -340,9 +340,10 @@ class CreatureCallback(EndOfFitMetric):
     first frame and the run shows how they move rather than how they form.
 
     Only blobs of a creature's size are tracked: ``area_range`` times the typical (area-weighted
-    median) blob area of ``reference_images`` training scatters. ``creatures/count_ratio`` compares the creatures
-    found per frame with the training scatters' density on the larger canvas: near 1 when the
-    flow keeps a population of icons, near 0 when it turns them into something else."""
+    median) blob area of ``reference_images`` training scatters. ``creatures/count_ratio``
+    compares the creatures found per frame with the training scatters' density on the larger
+    canvas: near 1 when the flow keeps a population of icons, near 0 when it turns them into
+    something else."""
 
     STARTS = ("noise", "data")
 
