@@ -27,3 +27,19 @@ TINY_PATTERNS = ["experiment=gray_scott_maze", "data.size=32", "data.n_samples=2
                  "score.samples.every_n_epochs=1", "trainer.enable_progress_bar=false",
                  "callbacks.patterns.steps=12", "callbacks.patterns.ema_until=8",
                  "callbacks.patterns.n_draws=3", "callbacks.patterns.frame_every=4"]
+
+
+def cut_off_in_epoch(monkeypatch, epoch: int, key: str | None = None) -> None:
+    """Make fits raise RuntimeError("power cut") at the end of ``epoch`` (0-based), before that
+    epoch's checkpoint is written (Lightning runs ModelCheckpoint after the other callbacks);
+    ``key`` limits it to the LossHistory of that loss. ``monkeypatch.undo()`` restores power."""
+    from eqflow.callbacks import LossHistory
+
+    record_loss = LossHistory.on_train_epoch_end
+
+    def power_cut(self, trainer, module):
+        if (key is None or self.key == key) and trainer.current_epoch == epoch:
+            raise RuntimeError("power cut")
+        record_loss(self, trainer, module)
+
+    monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut)

@@ -14,7 +14,7 @@ from eqflow import pipeline
 from eqflow.errors import NonFiniteLossError
 from eqflow.evaluation import evaluate_run
 from eqflow.runs import RunLoadError
-from helpers import compose_train
+from helpers import compose_train, cut_off_in_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORENZ = ["data.n_trajectories=2", "data.n_steps=400", "data.burn_in_steps=100"]
@@ -98,16 +98,7 @@ def test_resume_from_last_checkpoint(tmp_path):
 
 
 def test_a_run_cut_off_mid_fit_resumes_from_its_last_epoch(tmp_path, monkeypatch):
-    from eqflow.callbacks import LossHistory
-
-    record_loss = LossHistory.on_train_epoch_end
-
-    def power_cut_in_third_epoch(self, trainer, module):
-        if self.key == "train/loss" and trainer.current_epoch == 2:
-            raise RuntimeError("power cut")
-        record_loss(self, trainer, module)
-
-    monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut_in_third_epoch)
+    cut_off_in_epoch(monkeypatch, 2, key="train/loss")
     with pytest.raises(RuntimeError, match="power cut"):
         _train(["trainer.max_epochs=3"], tmp_path / "cut")
     monkeypatch.undo()
@@ -137,18 +128,9 @@ def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
 
 
 def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkeypatch, caplog):
-    from eqflow.callbacks import LossHistory
-
     cfg = compose_train(["logger=none", "score.epochs=3"], tmp_path)
     system, snaps = pipeline.load_data(cfg)
-    record_loss = LossHistory.on_train_epoch_end
-
-    def power_cut_in_third_epoch(self, trainer, module):
-        if trainer.current_epoch == 2:
-            raise RuntimeError("power cut")
-        record_loss(self, trainer, module)
-
-    monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut_in_third_epoch)
+    cut_off_in_epoch(monkeypatch, 2)
     with pytest.raises(RuntimeError, match="power cut"):
         pipeline.load_score(cfg, system, snaps)
     partial = list((tmp_path / "cache" / "score").glob("*.partial"))

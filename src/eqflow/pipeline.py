@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqflow.cache import atomic_torch_save, cached, entry_path
 from eqflow.callbacks import FigureCallback, LossHistory, ScoreSamples, TrainingClock
-from eqflow.checkpointing import AtomicCheckpointIO
+from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError
@@ -155,31 +155,6 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
             "score/val_loss": record.get("val_loss"),
             "score/val_loss_at_level": record.get("val_loss_at_level")}
     return model, {**info, "loss_history": record["loss_history"]}
-
-
-def every_epoch_checkpoint(folder: Path) -> pl.callbacks.ModelCheckpoint:
-    """``folder/last.ckpt``, overwritten after every epoch (not only when the fit ends, which
-    is all ``save_last`` with ``save_top_k=0`` does)."""
-    return pl.callbacks.ModelCheckpoint(dirpath=str(folder), filename="last", save_top_k=1,
-                                        enable_version_counter=False, every_n_epochs=1)
-
-
-def resumable_checkpoint(folder: Path) -> str | None:
-    """``folder/last.ckpt`` if an interrupted fit left a readable one there, else None
-    (an unreadable one is reported and the fit starts over)."""
-    path = folder / "last.ckpt"
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        epoch = int(state["epoch"])
-    except Exception as exc:  # truncated or foreign file: start the fit over
-        log.warning("Cannot resume from %s (%s: %s); training from the start instead",
-                    path, type(exc).__name__, exc)
-        shutil.rmtree(folder, ignore_errors=True)
-        return None
-    log.info("Resuming the interrupted score training from %s (after epoch %d)", path, epoch + 1)
-    return str(path)
 
 
 def build_flow(cfg: DictConfig, score: ScoreModule, x: torch.Tensor):
