@@ -1,3 +1,5 @@
+from unittest import mock
+
 import pytest
 import torch
 from torch.func import jvp
@@ -132,3 +134,41 @@ def test_expected_estimator_needs_hutchinson():
     with pytest.raises(ValueError, match="expected.*hutchinson"):
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, divergence="exact",
                               estimator="expected")
+
+
+def _relaxing(value: bool):
+    return mock.patch.object(EquilibriumFlowModule, "relaxing", new_callable=mock.PropertyMock,
+                             return_value=value)
+
+
+@pytest.mark.parametrize("estimator", ["squared", "expected"])
+def test_relaxation_stage_trains_on_the_exact_residual_with_a_scaled_penalty(estimator):
+    torch.manual_seed(0)
+    kw = dict(dim=3, divergence="hutchinson", n_probes=4, estimator=estimator, relax_epochs=1)
+    relaxed = EquilibriumFlowModule(torch.nn.Linear(3, 3), **kw).double().train()
+    penalised = EquilibriumFlowModule(torch.nn.Linear(3, 3), **{**kw, "relax_penalty": 0.5})
+    exact = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, divergence="exact")
+    for other in (penalised, exact):
+        other.double().train().net.load_state_dict(relaxed.net.state_dict())
+    x = torch.randn(64, 3, dtype=torch.float64)
+    s = -x  # the score of N(0, I)
+    with _relaxing(True):
+        relaxed_loss = relaxed.continuity_loss(x, s)["loss"]
+        half_penalty = penalised.continuity_loss(x, s)["loss"]
+    exact_loss = exact.continuity_loss(x, s)["loss"]
+    torch.testing.assert_close(relaxed_loss, exact_loss)  # relax_penalty=0: no probe, no penalty
+    mean, std = relaxed.net.norm.stats(relaxed.net.pre_norm(x))  # batch statistics, held fixed
+    _, jac = jacobian(lambda y: (relaxed.net.pre_norm(y) - mean) / std, x)
+    penalty = (hutchinson_variance(jac, "gaussian") / 4).mean()
+    torch.testing.assert_close(half_penalty, exact_loss + 0.5 * penalty)
+    with _relaxing(False):  # before the stage: the configured Hutchinson loss, penalty included
+        before = torch.stack([relaxed.continuity_loss(x, s)["loss"] for _ in range(400)]).mean()
+    assert before > exact_loss + 0.5 * penalty
+
+
+def test_relaxation_settings_are_checked():
+    with pytest.raises(ValueError, match="relax_lr.*lr_schedule=cosine"):
+        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, lr_schedule="cosine",
+                              relax_epochs=2, relax_lr=1e-3)
+    with pytest.raises(ValueError, match="relax_epochs=-1"):
+        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=-1)

@@ -203,3 +203,20 @@ def test_command_line_train_then_evaluate(tmp_path):
     assert bad.returncode != 0 and "flow.model.lr" in bad.stdout + bad.stderr
     bad = _cli("train.py", "data=lorentz", cwd=tmp_path)
     assert bad.returncode != 0 and "lorentz" in bad.stdout + bad.stderr
+
+
+def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path, monkeypatch):
+    from eqflow.flow import EquilibriumFlowModule
+
+    seen = []
+    start_epoch = EquilibriumFlowModule.on_train_epoch_start
+
+    def record(self):
+        start_epoch(self)
+        seen.append((self.current_epoch, self.relaxing,
+                     self.optimizers().optimizer.param_groups[0]["lr"]))
+
+    monkeypatch.setattr(EquilibriumFlowModule, "on_train_epoch_start", record)
+    _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=3",
+            "flow.model.relax_epochs=1", "flow.model.relax_lr=0.001"], tmp_path)
+    assert seen == [(0, False, 0.01), (1, False, 0.01), (2, True, 0.001)]

@@ -57,14 +57,24 @@ class _FlowBase(pl.LightningModule):
 
 
 class EquilibriumFlowModule(_FlowBase):
-    """Learn v with div(p_t v) = 0 by minimising E[(div v + v . s)^2] on noised points."""
+    """Learn v with div(p_t v) = 0 by minimising E[(div v + v . s)^2] on noised points.
+
+    With the published Hutchinson loss the residual carries a Jacobian penalty (see ESTIMATORS):
+    it makes the learned field unique across seeds but leaves a residual large enough for
+    attracting points, which no p-preserving flow has. ``relax_epochs`` > 0 adds a relaxation
+    stage: the fit's last ``relax_epochs`` epochs minimise the residual from the full Jacobian
+    with the penalty scaled by ``relax_penalty`` (0: the exact residual), at learning rate
+    ``relax_lr`` (null: unchanged). It starts from the unique field and moves it towards an
+    equilibrium flow.
+    """
 
     def __init__(self, score: ScoreModule, dim: int, hidden: Sequence[int] = (64, 64),
                  activation: str = "silu", n_freqs: int = 4, lr: float = 1e-2,
                  weight_decay: float = 1e-5, lr_schedule: str = "constant",
                  divergence: str = "exact", n_probes: int = 10, probe: str = "gaussian",
                  estimator: str = "squared", norm_momentum: float = 0.1,
-                 calibration_points: int = 16_384):
+                 calibration_points: int = 16_384, relax_epochs: int = 0,
+                 relax_penalty: float = 0.0, relax_lr: float | None = None):
         super().__init__(score)
         if divergence not in METHODS:
             raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
@@ -78,8 +88,22 @@ class EquilibriumFlowModule(_FlowBase):
         if estimator == "expected" and divergence != "hutchinson":
             raise ValueError("flow.estimator=expected is the mean of the Hutchinson loss over its "
                              "probes; it needs flow.divergence=hutchinson")
+        if relax_epochs < 0 or relax_penalty < 0 or (relax_lr is not None and relax_lr <= 0):
+            raise ValueError(f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
+                             f"relax_lr={relax_lr}: need epochs >= 0, penalty >= 0, lr > 0 or null")
+        if relax_epochs and relax_lr is not None and lr_schedule != "constant":
+            raise ValueError(f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
+                             f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule")
         self.save_hyperparameters(ignore=["score"])
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
+
+    @property
+    def relaxing(self) -> bool:
+        """True in the fit's last ``relax_epochs`` epochs (the relaxation stage)."""
+        hp = self.hparams
+        if not hp.relax_epochs or self._trainer is None:
+            return False
+        return self.current_epoch >= self.trainer.max_epochs - hp.relax_epochs
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.net.norm
@@ -96,11 +120,15 @@ class EquilibriumFlowModule(_FlowBase):
         def v_fn(y):  # per-sample field; the batch statistics enter as constants
             return (self.net.pre_norm(y) - mean) / std
 
-        if hp.estimator == "expected":
+        relaxing = self.training and self.relaxing
+        if hp.estimator == "expected" or relaxing:
             v, jac = jacobian(v_fn, x)
             div = trace(jac)
             v_dot_s = (v * s).sum(-1)
-            residual = (div + v_dot_s) ** 2 + hutchinson_variance(jac, hp.probe) / hp.n_probes
+            weight = hp.relax_penalty if relaxing else 1.0
+            residual = (div + v_dot_s) ** 2
+            if weight:
+                residual = residual + weight * hutchinson_variance(jac, hp.probe) / hp.n_probes
             return {"loss": residual.mean(), "div": div.abs().mean(),
                     "v_dot_s": v_dot_s.abs().mean()}
         v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe)
@@ -112,6 +140,12 @@ class EquilibriumFlowModule(_FlowBase):
             residual = (est.mean(0) + v_dot_s) ** 2
         return {"loss": residual.mean(), "div": est.mean(0).abs().mean(),
                 "v_dot_s": v_dot_s.abs().mean()}
+
+    def on_train_epoch_start(self) -> None:
+        lr = self.hparams.relax_lr
+        if self.relaxing and lr is not None:
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = lr
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = self.score_model.noise(x0)
