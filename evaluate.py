@@ -15,6 +15,7 @@ log = logging.getLogger("eqflow")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from eqflow.errors import ConfigError
     from eqflow.evaluation import evaluate_run, evaluate_sweep
     from eqflow.runs import RunLoadError
 
@@ -37,7 +38,7 @@ def main(cfg: DictConfig) -> None:
             else:
                 print(open(f"{cfg.paths.output_dir}/table1.md").read())
                 print(json.dumps(summary["chaos"], indent=2))
-    except (RunLoadError, FileNotFoundError, RuntimeError) as exc:
+    except (RunLoadError, ConfigError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(2)
 

@@ -77,7 +77,8 @@ def test_submitit_local_sweep(tmp_path):
 def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
     out = tmp_path / "eval"
     done = _run("evaluate.py", f"sweep={joblib_sweep}", "n_points=128", "n_baselines=3",
-                "mmd.steps=5", "mmd.n_points=64", f"hydra.run.dir={out}",
+                "mmd.steps=5", "mmd.n_points=64", "chaos.settings.steps=20",
+                "chaos.settings.burn_in=0", f"hydra.run.dir={out}",
                 cwd=joblib_sweep.parents[3])
     assert "| learned (n=2) |" in done.stdout or "learned (n=2)" in done.stdout
     for name in ("table1.md", "table1.csv", "chaos.csv", "lyapunov_hist.png", "mmd.png",
@@ -88,8 +89,11 @@ def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
                                       "ground truth": 1, "score": 1}
     assert summary["failed"] == {}
     assert summary["table1"]["ground truth | ground truth"]["mean"] == 1.0
-    assert summary["chaos"]["n"] == 2
+    assert summary["chaos"]["n"] == 2 and 0 <= summary["chaos"]["n_sustained"] <= 2
+    header = (out / "chaos.csv").read_text().splitlines()[0]
+    assert header.endswith("lyapunov_long,sustained")
     report = (out / "report.md").read_text()
+    assert "sustained over 4x the horizon" in report
     assert "Table 1" in report and "commit" in report and "umap.png" in report
     (wb,) = (out / "wandb").glob("offline-run-*")
     assert b"table1" in next(wb.glob("run-*.wandb")).read_bytes()
@@ -114,6 +118,7 @@ def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep
     cfg.pop("hydra")
     cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(broken), False, 64, 3
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
+    cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
     from eqflow.evaluation import evaluate_sweep
 
@@ -159,6 +164,7 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
         cfg.pop(key)
     cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(tmp_path / "sweep"), False, 64, 2
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
+    cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
     summary = evaluate_sweep(cfg)
     assert summary["group_sizes"] == {"training-free": 2, "random": 2, "score": 1}
@@ -214,3 +220,53 @@ def test_chaos_keeps_a_recorded_nan_and_measures_only_runs_that_recorded_nothing
     assert measured == ["unmeasured"]
     assert math.isnan(rows[0]["lyapunov"]) and rows[0]["source"] == "run"
     assert rows[1]["lyapunov"] == 0.02 and rows[1]["source"] == "evaluate"
+
+
+class _FieldFlow(torch.nn.Module):
+    """dx/dt = f(x), standing in for a trained flow (alpha 1: the data are used as they are)."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+        self.register_buffer("alpha", torch.tensor(1.0, dtype=torch.float64))
+
+    @property
+    def device(self):
+        return self.alpha.device
+
+    def velocity(self, x):
+        return self.f(x)
+
+
+def test_long_horizon_tells_exponential_from_linear_separation():
+    from eqflow.data import Lorenz
+
+    # Lorenz separates twins exponentially (0.906 at every horizon); a shear linearly, which
+    # also gives a positive exponent over a finite horizon, log(c T) / T, but one that fades
+    shear = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    rotation = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                            dtype=torch.float64)
+    flows = {"lorenz": Lorenz(), "shear": lambda x: x @ shear.T, "rotation": lambda x: x @ rotation.T}
+    data = SimpleNamespace(x=torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
+    runs = [SimpleNamespace(metrics={}, flow=_FieldFlow(f), datamodule=data) for f in flows.values()]
+    settings = {"n_trajectories": 4, "dt": 0.01, "steps": 2000, "burn_in": 1000, "bound": None}
+    rows = study.chaos(SimpleNamespace(runs=runs, names=list(flows)), settings=settings,
+                       long_horizon=4)
+    by_name = {r["run"]: r for r in rows}
+    assert by_name["lorenz"]["lyapunov_long"] == pytest.approx(0.906, rel=0.1)
+    assert by_name["shear"]["lyapunov"] > 0.05  # positive over the first horizon ...
+    assert by_name["shear"]["lyapunov_long"] < 0.4 * by_name["shear"]["lyapunov"]  # ... fading
+    assert [r["sustained"] for r in rows] == [True, False, False]
+    assert study.chaos_summary(rows)["n_sustained"] == 1
+
+
+def test_evaluate_settings_are_checked():
+    from hydra import compose, initialize_config_dir
+
+    from eqflow.config import EVALUATE_RULES, validate
+    from eqflow.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["sweep=x", "chaos.long_horizon=-1", "n_points=abc"])
+    with pytest.raises(ConfigError, match="(?s)n_points=.abc.*chaos.long_horizon=-1"):
+        validate(cfg, EVALUATE_RULES)

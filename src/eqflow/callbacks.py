@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 
 def flow_lyapunov(flow, data: torch.Tensor, n_trajectories: int, dt: float, steps: int,
                   burn_in: int, bound: float | None, generator: torch.Generator,
-                  perturbation: float = 1e-8) -> dict:
+                  perturbation: float = 1e-8, record_at: int | None = None) -> dict:
     """The flow's largest Lyapunov exponent (:func:`max_lyapunov`) on a float64 copy, from
     ``n_trajectories`` data points scaled by sqrt(alpha)."""
     f64 = copy.deepcopy(flow).double().eval()
     start = random_subset(data, n_trajectories, generator).double().to(flow.device)
     start = start * torch.sqrt(f64.alpha)
     return max_lyapunov(f64.velocity, start, dt, steps, burn_in, perturbation=perturbation,
-                        bound=bound, generator=generator)
+                        bound=bound, generator=generator, record_at=record_at)
 
 
 class EndOfFitMetric(pl.Callback):

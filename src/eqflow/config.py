@@ -144,6 +144,25 @@ RULES: dict[str, Rule] = {
     "ckpt_path": Rule(str, nullable=True),
 }
 
+# evaluate.py's settings
+EVALUATE_RULES: dict[str, Rule] = {
+    "seed": INT_NONNEG,
+    "n_points": INT_POS,
+    "n_baselines": Rule(int, gt=0, nullable=True),
+    "chaos.recompute": Rule(bool),
+    "chaos.long_horizon": INT_NONNEG,
+    "chaos.settings.n_trajectories": INT_POS,
+    "chaos.settings.steps": INT_POS,
+    "chaos.settings.dt": NUM_POS,
+    "chaos.settings.burn_in": INT_NONNEG,
+    "chaos.settings.bound": Rule(float, gt=0, nullable=True),
+    "mmd.n_points": Rule(int, ge=2),
+    "mmd.steps": INT_POS,
+    "mmd.dt": NUM_POS,
+    "mmd.bandwidth": NUM_POS,
+    "umap.n_neighbors": Rule(int, ge=2),
+}
+
 
 def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
     """Raise :class:`ConfigError` naming every key whose value breaks its rule."""

@@ -24,6 +24,12 @@ from eqflow.sweeps import load_sweep, named_run_dirs, run_dirs
 
 log = logging.getLogger(__name__)
 CHAOS_COLUMNS = ["run", "lyapunov", "speed_normalised", "mean_speed", "source"]
+LONG_HORIZON_COLUMNS = ["lyapunov_long", "sustained"]
+
+
+def chaos_columns(rows: list[dict]) -> list[str]:
+    """The chaos table's columns; the long-horizon ones when they were measured."""
+    return CHAOS_COLUMNS + [c for c in LONG_HORIZON_COLUMNS if rows and c in rows[0]]
 
 
 def evaluate_run(run_dir: str | Path, output_dir: str | Path, loggers: list | None = None) -> dict:
@@ -64,6 +70,9 @@ def git_commit() -> str:
 def evaluate_sweep(cfg: DictConfig) -> dict:
     """Table 1, chaos, MMD over time and UMAP for the sweep at ``cfg.sweep``, written to
     ``cfg.paths.output_dir`` (Markdown, CSV, PNG, report.md, summary.json) and W&B."""
+    from eqflow.config import EVALUATE_RULES, validate
+
+    validate(cfg, EVALUATE_RULES)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     kind = _sweep_kind(cfg.sweep)
@@ -89,10 +98,12 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
 
     t = time.perf_counter()
     rows = study.chaos(sweep, bool(cfg.chaos.recompute),
-                       OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed))
+                       OmegaConf.to_container(cfg.chaos.settings), int(cfg.seed),
+                       int(cfg.chaos.get("long_horizon", 0)))
     summary_chaos = study.chaos_summary(rows)
-    write_text_atomic(out / "chaos.csv", ",".join(CHAOS_COLUMNS) + "\n" + "".join(
-        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in CHAOS_COLUMNS)
+    columns = chaos_columns(rows)
+    write_text_atomic(out / "chaos.csv", ",".join(columns) + "\n" + "".join(
+        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
         + "\n" for r in rows))
     plots.histogram({"raw": [r["lyapunov"] for r in rows],
                      "speed-normalised": [r["speed_normalised"] for r in rows]},
@@ -273,6 +284,11 @@ def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bo
                   f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "
                   f"whose trajectories came to rest, mean speed < {REST_SPEED:g}, have none: "
                   f"{ch['n_at_rest']} of {ch['n']})",
+                  *([f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
+                     f"of {ch['n']} flows (exponent over the long horizon positive and at least "
+                     f"{study.SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
+                     f"separation, as in a shear, keeps about a third; `lyapunov_long` in the CSV)"]
+                    if "n_sustained" in ch else []),
                   "", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
     lines += ["", "## Distribution preservation: MMD² to the start set", "",
               study.mmd_final_markdown(curves, times), "![MMD over time](mmd.png)", ""]
@@ -298,8 +314,8 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
         rows = [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]
         run.log({"table1": wandb.Table(columns=["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
                                        data=rows),
-                 "chaos": wandb.Table(columns=CHAOS_COLUMNS,
-                                      data=[[r[c] for c in CHAOS_COLUMNS]
+                 "chaos": wandb.Table(columns=chaos_columns(summary["chaos_rows"]),
+                                      data=[[r[c] for c in chaos_columns(summary["chaos_rows"])]
                                             for r in summary["chaos_rows"]]),
                  **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}})
         for k, v in summary["chaos"].items():

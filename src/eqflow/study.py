@@ -115,13 +115,39 @@ def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandw
     return out
 
 
+# A positive exponent over a finite horizon T is also what linear separation gives (a shear, a
+# torus): log(c T) / T, which shrinks to a third or less over 4 T. An exponent that keeps at least
+# half its value over the longer horizon is counted as sustained (exponential separation keeps all).
+SUSTAINED_RATIO = 0.5
+
+
 def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
-          seed: int = 0) -> list[dict]:
+          seed: int = 0, long_horizon: int = 0) -> list[dict]:
     """The largest Lyapunov exponent of every flow of the sweep (raw and speed-normalised):
     the value its run recorded (NaN included: no trajectory stayed in the box), or re-measured
-    (float64) when the run recorded none or ``recompute`` asks for it."""
+    (float64) when the run recorded none or ``recompute`` asks for it.
+
+    ``long_horizon`` = k > 0: every flow is also followed for k times the horizon from starts of
+    its own; ``lyapunov_long`` is the exponent over that horizon, ``sustained`` says whether it is
+    positive and at least SUSTAINED_RATIO of the same trajectories' exponent over the first
+    horizon (chaos keeps its exponent; linear separation loses most of it)."""
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
                 **(settings or {})}
+    rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
+    if long_horizon > 0:
+        for row, run in zip(rows, sweep.runs):
+            long = {**settings, "steps": settings["steps"] * long_horizon}
+            res = flow_lyapunov(run.flow, run.datamodule.x,
+                                generator=torch.Generator().manual_seed(seed),
+                                record_at=settings["steps"], **long)
+            lam, first = res["lyapunov"], res["lyapunov_at_record"]
+            row["lyapunov_long"] = lam
+            row["sustained"] = bool(_finite(lam) and lam > 0 and lam >= SUSTAINED_RATIO * first)
+    return rows
+
+
+def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
+                                seed: int) -> list[dict]:
     rows = []
     for run, name in zip(sweep.runs, sweep.names):
         m = run.metrics
@@ -153,7 +179,9 @@ def chaos_summary(rows: list[dict]) -> dict:
             "median": float(vals.median()), "min": float(vals.min()), "max": float(vals.max()),
             "speed_normalised_median": float(norm.median()) if len(norm) else math.nan,
             "speed_normalised_min": float(norm.min()) if len(norm) else math.nan,
-            "speed_normalised_max": float(norm.max()) if len(norm) else math.nan}
+            "speed_normalised_max": float(norm.max()) if len(norm) else math.nan,
+            **({"n_sustained": sum(r["sustained"] for r in rows)} if rows and "sustained" in rows[0]
+               else {})}
 
 
 def _finite(v) -> bool:

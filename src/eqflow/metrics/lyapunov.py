@@ -21,7 +21,7 @@ def rk4_step(f: Callable, x: torch.Tensor, dt: float) -> torch.Tensor:
 def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
                  steps: int, burn_in: int = 0, renorm_every: int = 1, perturbation: float = 1e-8,
                  bound: float | None = None, generator: torch.Generator | None = None,
-                 rest_speed: float = REST_SPEED) -> dict:
+                 rest_speed: float = REST_SPEED, record_at: int | None = None) -> dict:
     """Largest Lyapunov exponent of ``dx/dt = f(x)`` from the starts ``x0`` (B, d).
 
     Benettin's method: every start is paired with a twin displaced by ``perturbation`` along a
@@ -35,10 +35,15 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     and the number kept. Trajectories whose mean speed is below ``rest_speed`` have come to
     rest on a fixed point (``n_at_rest``); when the mean speed over all kept trajectories is
     below it, the speed-normalised exponent is NaN (a ratio of two vanishing numbers, not a rate).
+    ``record_at`` (a step count): also return the exponent of the same kept trajectories over
+    their first ``record_at`` steps (``lyapunov_at_record``), to see whether it holds over time.
     """
     if steps < 1 or dt <= 0 or perturbation <= 0:
         raise ValueError(f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
                          f"got {steps}, {dt}, {perturbation}")
+    if record_at is not None and (not 1 <= record_at <= steps
+                                  or (record_at % renorm_every and record_at != steps)):
+        raise ValueError(f"record_at={record_at} must be a renormalisation step in 1..{steps}")
     x = x0.detach().to(torch.float64)
     n = x.shape[0]
     for _ in range(burn_in):
@@ -48,6 +53,7 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     log_growth = torch.zeros(n, dtype=torch.float64, device=x.device)
     speed = torch.zeros_like(log_growth)
     alive = torch.ones(n, dtype=torch.bool, device=x.device)
+    recorded = None
     for k in range(steps):
         pair = rk4_step(f, pair, dt)
         x, twin = pair[:n], pair[n:]
@@ -63,12 +69,17 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
             x = torch.where(alive[:, None], x, x0.to(x))  # park dropped ones on a finite state
             gap = torch.where(alive[:, None], gap / safe[:, None], torch.ones_like(gap))
             pair = torch.cat([x, x + perturbation * gap])
+        if record_at is not None and k + 1 == record_at:
+            recorded = log_growth.clone() / (record_at * dt)
     exponents = log_growth / (steps * dt)
     mean_speed = speed / steps
     kept = int(alive.sum())
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
     moving = kept and mspeed >= rest_speed
-    return {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
+    extra = {}
+    if record_at is not None:
+        extra["lyapunov_at_record"] = recorded[alive].mean().item() if kept else float("nan")
+    return {**extra, "lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
             "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
             "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": n}
