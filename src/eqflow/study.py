@@ -127,8 +127,8 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     the value its run recorded (NaN included: no trajectory stayed in the box), or re-measured
     (float64) when the run recorded none or ``recompute`` asks for it.
 
-    ``long_horizon`` = k > 0: every flow is also followed for k times the horizon from starts of
-    its own; ``lyapunov_long`` is the exponent over that horizon, ``sustained`` says whether it is
+    ``long_horizon`` = k > 0: every flow is also followed for k times the horizon, from starts
+    drawn with ``seed``; ``lyapunov_long`` is the exponent over that horizon, ``sustained`` says whether it is
     positive and at least SUSTAINED_RATIO of the same trajectories' exponent over the first
     horizon (chaos keeps its exponent; linear separation loses most of it)."""
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
