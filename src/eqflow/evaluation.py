@@ -313,11 +313,11 @@ def log_to_wandb(cfg, sweep, summary, table, names, out: Path) -> None:
     try:
         rows = [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]
         chaos_rows = summary["chaos_rows"]
+        columns = chaos_columns(chaos_rows)
         run.log({"table1": wandb.Table(columns=["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
                                        data=rows),
-                 "chaos": wandb.Table(columns=chaos_columns(chaos_rows),
-                                      data=[[r[c] for c in chaos_columns(chaos_rows)]
-                                            for r in chaos_rows]),
+                 "chaos": wandb.Table(columns=columns,
+                                      data=[[r[c] for c in columns] for r in chaos_rows]),
                  **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}})
         for k, v in summary["chaos"].items():
             run.summary[f"chaos/{k}"] = v
