@@ -91,7 +91,7 @@ def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
     assert summary["table1"]["ground truth | ground truth"]["mean"] == 1.0
     assert summary["chaos"]["n"] == 2 and 0 <= summary["chaos"]["n_sustained"] <= 2
     header = (out / "chaos.csv").read_text().splitlines()[0]
-    assert header.endswith("lyapunov_long,sustained")
+    assert header.endswith("lyapunov_long_first,lyapunov_long,sustained")
     report = (out / "report.md").read_text()
     assert "sustained over 4x the horizon" in report
     assert "Table 1" in report and "commit" in report and "umap.png" in report
@@ -257,6 +257,10 @@ def test_long_horizon_tells_exponential_from_linear_separation():
     assert by_name["shear"]["lyapunov"] > 0.05  # positive over the first horizon ...
     assert by_name["shear"]["lyapunov_long"] < 0.4 * by_name["shear"]["lyapunov"]  # ... fading
     assert [r["sustained"] for r in rows] == [True, False, False]
+    for r in rows:  # the verdict can be read off the table: long against the same starts' first
+        assert r["sustained"] == (r["lyapunov_long"] > 0
+                                  and r["lyapunov_long"] >= study.SUSTAINED_RATIO * r["lyapunov_long_first"])
+    assert by_name["shear"]["lyapunov_long_first"] > 2 * by_name["shear"]["lyapunov_long"]
     assert study.chaos_summary(rows)["n_sustained"] == 1
 
 

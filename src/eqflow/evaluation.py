@@ -24,7 +24,7 @@ from eqflow.sweeps import load_sweep, named_run_dirs, run_dirs
 
 log = logging.getLogger(__name__)
 CHAOS_COLUMNS = ["run", "lyapunov", "speed_normalised", "mean_speed", "source"]
-LONG_HORIZON_COLUMNS = ["lyapunov_long", "sustained"]
+LONG_HORIZON_COLUMNS = ["lyapunov_long_first", "lyapunov_long", "sustained"]
 
 
 def chaos_columns(rows: list[dict]) -> list[str]:
@@ -287,7 +287,7 @@ def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bo
                   *([f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
                      f"of {ch['n']} flows (exponent over the long horizon positive and at least "
                      f"{study.SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
-                     f"separation, as in a shear, keeps about a third; `lyapunov_long` in the CSV)"]
+                     f"separation, as in a shear, keeps about a third; `lyapunov_long_first` and `lyapunov_long` in the CSV)"]
                     if "n_sustained" in ch else []),
                   "", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
     lines += ["", "## Distribution preservation: MMD² to the start set", "",

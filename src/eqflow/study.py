@@ -128,9 +128,11 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     (float64) when the run recorded none or ``recompute`` asks for it.
 
     ``long_horizon`` = k > 0: every flow is also followed for k times the horizon, from starts
-    drawn with ``seed``; ``lyapunov_long`` is the exponent over that horizon, ``sustained`` says whether it is
-    positive and at least SUSTAINED_RATIO of the same trajectories' exponent over the first
-    horizon (chaos keeps its exponent; linear separation loses most of it)."""
+    drawn with ``seed``; ``lyapunov_long`` is the exponent over that horizon,
+    ``lyapunov_long_first`` the same trajectories' exponent over the first horizon (the row's
+    ``lyapunov`` may come from other starts: the run's own), and ``sustained`` says whether the
+    long one is positive and at least SUSTAINED_RATIO of the first (chaos keeps its exponent;
+    linear separation loses most of it)."""
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
                 **(settings or {})}
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
@@ -141,7 +143,7 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
                                 generator=torch.Generator().manual_seed(seed),
                                 record_at=settings["steps"], **long)
             lam, first = res["lyapunov"], res["lyapunov_at_record"]
-            row["lyapunov_long"] = lam
+            row["lyapunov_long"], row["lyapunov_long_first"] = lam, first
             row["sustained"] = bool(_finite(lam) and lam > 0 and lam >= SUSTAINED_RATIO * first)
     return rows
 
