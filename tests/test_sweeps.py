@@ -258,8 +258,8 @@ def test_long_horizon_tells_exponential_from_linear_separation():
     assert by_name["shear"]["lyapunov_long"] < 0.4 * by_name["shear"]["lyapunov"]  # ... fading
     assert [r["sustained"] for r in rows] == [True, False, False]
     for r in rows:  # the verdict can be read off the table: long against the same starts' first
-        assert r["sustained"] == (r["lyapunov_long"] > 0
-                                  and r["lyapunov_long"] >= study.SUSTAINED_RATIO * r["lyapunov_long_first"])
+        long, first = r["lyapunov_long"], r["lyapunov_long_first"]
+        assert r["sustained"] == (long > 0 and long >= study.SUSTAINED_RATIO * first)
     assert by_name["shear"]["lyapunov_long_first"] > 2 * by_name["shear"]["lyapunov_long"]
     assert study.chaos_summary(rows)["n_sustained"] == 1
 

@@ -287,7 +287,8 @@ def report(cfg, sweep, summary, table, names, sizes, curves, times, has_umap: bo
                   *([f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
                      f"of {ch['n']} flows (exponent over the long horizon positive and at least "
                      f"{study.SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
-                     f"separation, as in a shear, keeps about a third; `lyapunov_long_first` and `lyapunov_long` in the CSV)"]
+                     f"separation, as in a shear, keeps about a third; `lyapunov_long_first` "
+                     f"and `lyapunov_long` in the CSV)"]
                     if "n_sustained" in ch else []),
                   "", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
     lines += ["", "## Distribution preservation: MMD² to the start set", "",
