@@ -137,8 +137,8 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
                 **(settings or {})}
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
     if long_horizon > 0:
+        long = {**settings, "steps": settings["steps"] * long_horizon}
         for row, run in zip(rows, sweep.runs):
-            long = {**settings, "steps": settings["steps"] * long_horizon}
             res = flow_lyapunov(run.flow, run.datamodule.x,
                                 generator=torch.Generator().manual_seed(seed),
                                 record_at=settings["steps"], **long)

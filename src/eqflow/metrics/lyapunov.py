@@ -77,9 +77,9 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
     moving = kept and mspeed >= rest_speed
-    extra = {}
+    out = {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
+           "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
+           "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": n}
     if record_at is not None:
-        extra["lyapunov_at_record"] = recorded[alive].mean().item() if kept else float("nan")
-    return {**extra, "lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
-            "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
-            "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": n}
+        out["lyapunov_at_record"] = recorded[alive].mean().item() if kept else float("nan")
+    return out
