@@ -166,9 +166,54 @@ def test_relaxation_stage_trains_on_the_exact_residual_with_a_scaled_penalty(est
     assert before > exact_loss + 0.5 * penalty
 
 
+def test_anchored_relaxation_adds_the_distance_to_the_field_frozen_at_the_stage_start():
+    torch.manual_seed(1)
+    kw = dict(dim=3, divergence="hutchinson", estimator="expected", relax_epochs=1)
+    free = EquilibriumFlowModule(torch.nn.Linear(3, 3), **kw).double().train()
+    anchored = EquilibriumFlowModule(torch.nn.Linear(3, 3), **kw, relax_anchor=2.0).double().train()
+    anchored.net.load_state_dict(free.net.state_dict())
+    x = torch.randn(64, 3, dtype=torch.float64)
+    s = -x
+    with _relaxing(True):
+        anchored.start_relaxation()  # v_0 := v
+        frozen = {k: v.clone() for k, v in anchored.anchor.state_dict().items()}
+        for p in anchored.net.parameters():  # the field moves on; the anchor must not
+            p.data.add_(0.1 * torch.randn_like(p))
+        free.net.load_state_dict(anchored.net.state_dict())
+        anchored.start_relaxation()  # a second call (a resumed stage) keeps the first snapshot
+        for key, value in anchored.anchor.state_dict().items():
+            torch.testing.assert_close(value, frozen[key])
+        loss = anchored.continuity_loss(x, s)["loss"]
+        exact = free.continuity_loss(x, s)["loss"]
+    mean, std = anchored.net.norm.stats(anchored.net.pre_norm(x))
+    v = (anchored.net.pre_norm(x) - mean) / std
+    norm = anchored.anchor.norm
+    v_0 = (anchored.anchor.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    distance = ((v - v_0) ** 2).sum(-1).mean()
+    assert distance > 1e-3
+    torch.testing.assert_close(loss, exact + 2.0 * distance)
+    assert not any(p.requires_grad for p in anchored.anchor.parameters())
+
+
+def test_a_checkpoint_without_an_anchor_loads_into_an_anchored_flow_and_back():
+    plain = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=1)
+    anchored = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=1,
+                                     relax_anchor=1.0)
+    checkpoint = {"state_dict": plain.state_dict()}
+    anchored.on_load_checkpoint(checkpoint)
+    anchored.load_state_dict(checkpoint["state_dict"])  # strict: every key present
+    assert not bool(anchored.anchor_set)  # the stage will still take its snapshot
+    torch.testing.assert_close(anchored.anchor.net[0].weight, plain.net.net[0].weight)
+    checkpoint = {"state_dict": anchored.state_dict()}
+    plain.on_load_checkpoint(checkpoint)
+    plain.load_state_dict(checkpoint["state_dict"])
+
+
 def test_relaxation_settings_are_checked():
     with pytest.raises(ValueError, match="relax_lr.*lr_schedule=cosine"):
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, lr_schedule="cosine",
                               relax_epochs=2, relax_lr=1e-3)
     with pytest.raises(ValueError, match="relax_epochs=-1"):
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=-1)
+    with pytest.raises(ValueError, match="relax_anchor=-0.5"):
+        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_anchor=-0.5)

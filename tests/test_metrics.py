@@ -44,6 +44,20 @@ def test_lyapunov_of_linear_stable_system_is_its_leading_eigenvalue():
     assert abs(res["lyapunov"] + 1.0) < 1e-3
 
 
+@pytest.mark.parametrize("perturbation, renorm_every, burn_in", [(1e-8, 1, 500), (1e-5, 2500, 0)])
+def test_lyapunov_is_the_same_under_the_tangent_and_the_published_protocol(perturbation,
+                                                                          renorm_every, burn_in):
+    # a decaying rotation: the gap of a linear flow scales exactly by exp(-0.2 t), so a finite
+    # perturbation pulled back twice (published) and an infinitesimal one pulled back every step
+    # must both read -0.2
+    a = torch.tensor([[-0.2, 1.0], [-1.0, -0.2]], dtype=torch.float64)
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    res = max_lyapunov(lambda x: x @ a.T, x0, 0.01, 5000, burn_in, renorm_every=renorm_every,
+                       perturbation=perturbation, record_at=2500)
+    assert abs(res["lyapunov"] + 0.2) < 1e-6
+    assert abs(res["lyapunov_at_record"] + 0.2) < 1e-6
+
+
 def test_lyapunov_of_a_flow_that_comes_to_rest_has_no_speed_normalised_value():
     x0 = torch.randn(4, 2, dtype=torch.float64)
     res = max_lyapunov(lambda x: -x, x0, dt=0.1, steps=5000, burn_in=500)

@@ -220,3 +220,18 @@ def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path,
     _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=3",
             "flow.model.relax_epochs=1", "flow.model.relax_lr=0.001"], tmp_path)
     assert seen == [(0, False, 0.01), (1, False, 0.01), (2, True, 0.001)]
+
+
+def test_an_anchored_relaxation_resumed_from_a_plain_checkpoint_anchors_to_that_field(tmp_path):
+    base = _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=2"],
+                  tmp_path / "base")
+    last = base.output_dir / "checkpoints" / "last.ckpt"
+    relaxed = _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=3",
+                      "flow.model.relax_epochs=1", "flow.model.relax_lr=0.001",
+                      "flow.model.relax_anchor=1.0", f"ckpt_path={last}"], tmp_path / "relaxed")
+    before = torch.load(last, weights_only=False)["state_dict"]
+    after = torch.load(relaxed.output_dir / "flow.pt", weights_only=True)["state_dict"]
+    assert bool(after["anchor_set"])
+    weight = "net.net.0.weight"
+    torch.testing.assert_close(after["anchor." + weight[4:]], before[weight])  # the stage's start
+    assert not torch.equal(after[weight], before[weight])  # while the field itself moved on

@@ -2,6 +2,7 @@
 training-free fields v = D s, behind one interface (``velocity(x)``)."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -66,6 +67,12 @@ class EquilibriumFlowModule(_FlowBase):
     with the penalty scaled by ``relax_penalty`` (0: the exact residual), at learning rate
     ``relax_lr`` (null: unchanged). It starts from the unique field and moves it towards an
     equilibrium flow.
+
+    The exact residual is zero on a whole space of fields (every equilibrium flow of p), so the
+    stage alone lets each seed drift to its own member of it. ``relax_anchor`` = mu > 0 adds
+    mu * |v - v_0|^2, v_0 the field as the stage begins (frozen in ``anchor``, checkpointed).
+    In function space the objective is then strictly convex with a unique minimiser that moves no
+    more than v_0 does between seeds; as mu -> 0 it tends to the equilibrium flow nearest v_0.
     """
 
     def __init__(self, score: ScoreModule, dim: int, hidden: Sequence[int] = (64, 64),
@@ -74,7 +81,8 @@ class EquilibriumFlowModule(_FlowBase):
                  divergence: str = "exact", n_probes: int = 10, probe: str = "gaussian",
                  estimator: str = "squared", norm_momentum: float = 0.1,
                  calibration_points: int = 16_384, relax_epochs: int = 0,
-                 relax_penalty: float = 0.0, relax_lr: float | None = None):
+                 relax_penalty: float = 0.0, relax_lr: float | None = None,
+                 relax_anchor: float = 0.0):
         super().__init__(score)
         if divergence not in METHODS:
             raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
@@ -88,14 +96,19 @@ class EquilibriumFlowModule(_FlowBase):
         if estimator == "expected" and divergence != "hutchinson":
             raise ValueError("flow.estimator=expected is the mean of the Hutchinson loss over its "
                              "probes; it needs flow.divergence=hutchinson")
-        if relax_epochs < 0 or relax_penalty < 0 or (relax_lr is not None and relax_lr <= 0):
+        if (relax_epochs < 0 or relax_penalty < 0 or relax_anchor < 0
+                or (relax_lr is not None and relax_lr <= 0)):
             raise ValueError(f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
-                             f"relax_lr={relax_lr}: need epochs >= 0, penalty >= 0, lr > 0 or null")
+                             f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
+                             f"penalty >= 0, anchor >= 0, lr > 0 or null")
         if relax_epochs and relax_lr is not None and lr_schedule != "constant":
             raise ValueError(f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
                              f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule")
         self.save_hyperparameters(ignore=["score"])
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
+        if relax_anchor > 0:  # the field as the relaxation begins; set by start_relaxation
+            self.anchor = copy.deepcopy(self.net).requires_grad_(False)
+            self.register_buffer("anchor_set", torch.tensor(False))
 
     @property
     def relaxing(self) -> bool:
@@ -106,8 +119,31 @@ class EquilibriumFlowModule(_FlowBase):
         return self.current_epoch >= self.trainer.max_epochs - hp.relax_epochs
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
-        norm = self.net.norm
-        return (self.net.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+        return self._normed(self.net, x)
+
+    @staticmethod
+    def _normed(net: FlowMLP, x: torch.Tensor) -> torch.Tensor:
+        norm = net.norm
+        return (net.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+
+    @torch.no_grad()
+    def start_relaxation(self) -> None:
+        """Freeze the current field as the anchor (once: a resumed stage keeps its anchor)."""
+        if self.hparams.relax_anchor > 0 and not bool(self.anchor_set):
+            self.anchor.load_state_dict(self.net.state_dict())
+            self.anchor_set.fill_(True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint from before the stage (or from a run without an anchor) has no anchor
+        weights: fill them with its own field's, unset, so the stage takes its snapshot."""
+        state = checkpoint["state_dict"]
+        if self.hparams.relax_anchor > 0 and "anchor_set" not in state:
+            for key in [k for k in state if k.startswith("net.")]:
+                state["anchor." + key[4:]] = state[key].clone()
+            state["anchor_set"] = torch.tensor(False)
+        elif self.hparams.relax_anchor == 0:
+            for key in [k for k in state if k.startswith("anchor.") or k == "anchor_set"]:
+                del state[key]
 
     def continuity_loss(self, x: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss and its parts on noised points ``x`` with scores ``s``."""
@@ -129,8 +165,14 @@ class EquilibriumFlowModule(_FlowBase):
             residual = (div + v_dot_s) ** 2
             if weight:
                 residual = residual + weight * hutchinson_variance(jac, hp.probe) / hp.n_probes
-            return {"loss": residual.mean(), "div": div.abs().mean(),
-                    "v_dot_s": v_dot_s.abs().mean()}
+            parts = {"div": div.abs().mean(), "v_dot_s": v_dot_s.abs().mean()}
+            if relaxing and hp.relax_anchor > 0:
+                with torch.no_grad():
+                    v_0 = self._normed(self.anchor, x)
+                distance = ((v - v_0) ** 2).sum(-1)
+                parts["anchor"] = distance.mean()
+                residual = residual + hp.relax_anchor * distance
+            return {"loss": residual.mean(), **parts}
         v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe)
         v_dot_s = (v * s).sum(-1)
         if hp.estimator == "product":
@@ -142,6 +184,8 @@ class EquilibriumFlowModule(_FlowBase):
                 "v_dot_s": v_dot_s.abs().mean()}
 
     def on_train_epoch_start(self) -> None:
+        if self.relaxing:
+            self.start_relaxation()
         lr = self.hparams.relax_lr
         if self.relaxing and lr is not None:
             for group in self.optimizers().optimizer.param_groups:
@@ -156,6 +200,8 @@ class EquilibriumFlowModule(_FlowBase):
         self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/abs_div", parts["div"], on_step=False, on_epoch=True)
         self.log("train/abs_v_dot_s", parts["v_dot_s"], on_step=False, on_epoch=True)
+        if "anchor" in parts:
+            self.log("train/anchor_distance", parts["anchor"], on_step=False, on_epoch=True)
         return parts["loss"]
 
     def on_train_end(self) -> None:
