@@ -68,11 +68,13 @@ class EquilibriumFlowModule(_FlowBase):
     ``relax_lr`` (null: unchanged). It starts from the unique field and moves it towards an
     equilibrium flow.
 
-    The exact residual is zero on a whole space of fields (every equilibrium flow of p), so the
+    The exact residual vanishes on a whole space of fields (every equilibrium flow of p), so the
     stage alone lets each seed drift to its own member of it. ``relax_anchor`` = mu > 0 adds
-    mu * |v - v_0|^2, v_0 the field as the stage begins (frozen in ``anchor``, checkpointed).
-    In function space the objective is then strictly convex with a unique minimiser that moves no
-    more than v_0 does between seeds; as mu -> 0 it tends to the equilibrium flow nearest v_0.
+    mu |v - v_0|^2, v_0 the field as the stage begins (frozen in ``anchor``, checkpointed).
+    The residual is linear in v (L v = div v + v.s), so in function space the objective
+    E[(L v)^2] + mu E|v - v_0|^2 has one minimiser, (L*L + mu)^-1 mu v_0: a map of norm <= 1, so
+    two seeds' relaxed fields lie no further apart than their v_0 (in the p-weighted L2 norm).
+    As mu -> 0 it tends to the equilibrium flow nearest v_0.
     """
 
     def __init__(self, score: ScoreModule, dim: int, hidden: Sequence[int] = (64, 64),
