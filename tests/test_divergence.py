@@ -217,3 +217,5 @@ def test_relaxation_settings_are_checked():
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=-1)
     with pytest.raises(ValueError, match="relax_anchor=-0.5"):
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_anchor=-0.5)
+    with pytest.raises(ValueError, match="relax_anchor=0.1 anchors.*relax_epochs > 0"):
+        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_anchor=0.1)

@@ -103,6 +103,9 @@ class EquilibriumFlowModule(_FlowBase):
             raise ValueError(f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
                              f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
                              f"penalty >= 0, anchor >= 0, lr > 0 or null")
+        if relax_anchor > 0 and not relax_epochs:
+            raise ValueError(f"flow.model.relax_anchor={relax_anchor} anchors the relaxation stage; "
+                             f"set flow.model.relax_epochs > 0 too (or relax_anchor=0)")
         if relax_epochs and relax_lr is not None and lr_schedule != "constant":
             raise ValueError(f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
                              f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule")
