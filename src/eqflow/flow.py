@@ -124,12 +124,7 @@ class EquilibriumFlowModule(_FlowBase):
         return self.current_epoch >= self.trainer.max_epochs - hp.relax_epochs
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
-        return self._normed(self.net, x)
-
-    @staticmethod
-    def _normed(net: FlowMLP, x: torch.Tensor) -> torch.Tensor:
-        norm = net.norm
-        return (net.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+        return self.net.norm.with_running_stats(self.net.pre_norm(x))
 
     @torch.no_grad()
     def start_relaxation(self) -> None:
@@ -173,7 +168,7 @@ class EquilibriumFlowModule(_FlowBase):
             parts = {"div": div.abs().mean(), "v_dot_s": v_dot_s.abs().mean()}
             if relaxing and hp.relax_anchor > 0:
                 with torch.no_grad():
-                    v_0 = self._normed(self.anchor, x)
+                    v_0 = self.anchor.norm.with_running_stats(self.anchor.pre_norm(x))
                 distance = ((v - v_0) ** 2).sum(-1)
                 parts["anchor"] = distance.mean()
                 residual = residual + hp.relax_anchor * distance

@@ -134,7 +134,7 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     long one is positive and at least SUSTAINED_RATIO of the first (chaos keeps its exponent;
     linear separation loses most of it)."""
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
-                "perturbation": 1e-8, "renorm_every": 1, **(settings or {})}
+                **(settings or {})}
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
     if long_horizon > 0:
         long = {**settings, "steps": settings["steps"] * long_horizon}

@@ -36,6 +36,10 @@ class NonAffineBatchNorm(nn.Module):
         mean, std = self.stats(h)
         return (h - mean) / std
 
+    def with_running_stats(self, h: torch.Tensor) -> torch.Tensor:
+        """``(h - running mean) / running std`` in either mode (how a trained flow is used)."""
+        return (h - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+
     @torch.no_grad()
     def update_running_stats(self, h: torch.Tensor) -> None:
         mean, var = self.batch_stats(h.detach())
