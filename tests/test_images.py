@@ -17,7 +17,7 @@ from eqflow.data.augment import periodic_symmetry
 from eqflow.dynamics import sde_heun
 from eqflow.flow import TrainingFreeFlow
 from eqflow.image_score import ImageScoreModule
-from eqflow.metrics.patterns import langevin_representation, redrawn_network
+from eqflow.metrics.patterns import StackedNetworks, langevin_representation, redrawn_network
 from eqflow.nets.unet import CircularUNet2DModel, padding_modes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +159,20 @@ def test_redrawn_network_keeps_each_tensors_mean_and_std():
         assert float(q.std()) == pytest.approx(float(p.std()), rel=0.1)
 
 
+def test_stacked_networks_send_each_image_through_its_own_network():
+    score = small_score().eval()
+    g = torch.Generator().manual_seed(0)
+    nets = [redrawn_network(score.network, g) for _ in range(3)]
+    x = torch.randn(3, 2, 16, 16, generator=g)
+    with torch.no_grad():
+        looped = torch.cat([score.score(x[i:i + 1], network=n) for i, n in enumerate(nets)])
+        stacked = score.score(x, network=StackedNetworks(nets))
+    assert torch.allclose(stacked, looped, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(looped[0], score.score(x[:1])[0])  # the weights really differ
+    with pytest.raises(ValueError, match="holds 3 networks"):
+        StackedNetworks(nets)(x[:2], torch.zeros(2))
+
+
 def test_periodic_symmetry_only_moves_pixels():
     x = torch.randn(3, 2, 8, 8)
     y = periodic_symmetry(x, torch.Generator().manual_seed(0))
@@ -233,3 +247,19 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     assert summary["table2"]["maze"]["training-free"]["mean"] == pytest.approx(
         m["table2/training_free"])
     assert summary["table2"]["maze"]["random"]["n"] == 3
+    verdict = summary["above_baseline_mean_plus_std"]["maze"]
+    assert set(verdict) == {"random", "random re-weight"}
+    rows = summary["table2"]["maze"]
+    for row, ok in verdict.items():
+        assert ok == (rows["training-free"]["mean"] > rows[row]["mean"] + rows[row]["std"])
+
+
+def test_beats_baselines_asks_each_baseline_with_draws():
+    from eqflow.pattern_study import beats_baselines
+
+    table = {"maze": {"training-free": (0.20, 0.0, 1), "random": (0.10, 0.05, 10),
+                      "random re-weight": (0.15, 0.06, 10)},
+             "waves": {"training-free": (0.30, 0.0, 1), "random": (0.10, 0.25, 10),
+                       "random re-weight": (0.0, 0.0, 0)}}
+    assert beats_baselines(table) == {"maze": {"random": True, "random re-weight": False},
+                                      "waves": {"random": False}}

@@ -110,10 +110,12 @@ def csv_text(table: dict) -> str:
     return buf.getvalue()
 
 
-def beats_baselines(table: dict) -> dict[str, bool]:
-    """Per pattern: is the training-free value above the random baseline's mean + 1 std?"""
-    out = {}
+def beats_baselines(table: dict) -> dict[str, dict[str, bool]]:
+    """Per pattern and baseline with draws: is the training-free value above that baseline's
+    mean + 1 std? Issue 4 asks it of both baselines (random kernel, random re-weight)."""
+    out: dict[str, dict[str, bool]] = {}
     for p, rows in table.items():
-        m, s, n = rows["random"]
-        out[p] = bool(n) and rows["training-free"][0] > m + s
+        tf = rows["training-free"][0]
+        out[p] = {row: bool(tf > rows[row][0] + rows[row][1])
+                  for row in ROWS[1:] if rows[row][2]}
     return out
