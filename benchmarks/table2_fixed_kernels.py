@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from eqflow.callbacks import pick_pattern
-from eqflow.metrics.patterns import langevin_representation, random_kernel_drift
+from eqflow.metrics.patterns import cosine, langevin_representation, random_kernel_drift
 from eqflow.runs import load_run
 
 R = 2 ** -0.5
@@ -33,15 +33,15 @@ def main() -> None:
     simulate = dm.system.simulator(dm.snapshots)
     g = torch.Generator().manual_seed(args.seed)
     x0 = pick_pattern(dm.x, g)
-    truth = simulate(x0, 20) - x0
+    protocol = run.cfg.callbacks.patterns  # the run's own Table 2 settings
+    truth = simulate(x0, protocol.truth_steps) - x0
     kernels = torch.tensor(list(KERNELS.values()), dtype=torch.float32)
     with torch.no_grad():
         rec = langevin_representation(random_kernel_drift(kernels), flow.score,
-                                      x0.expand(len(kernels), -1, -1, -1).clone(), eta=0.1,
-                                      dt=0.01, steps=200, ema=0.9, ema_until=200, generator=g)
-    cos = torch.nn.functional.cosine_similarity(rec.representation.flatten(1).double(),
-                                                truth.flatten(1).double(), dim=1)
-    for name, c in zip(KERNELS, cos.tolist()):
+                                      x0.expand(len(kernels), -1, -1, -1).clone(),
+                                      eta=protocol.eta, dt=protocol.dt, steps=protocol.ema_until,
+                                      ema=protocol.ema, ema_until=protocol.ema_until, generator=g)
+    for name, c in zip(KERNELS, cosine(rec.representation, truth).tolist()):
         print(f"{name:22s} {c:+.3f}")
 
 

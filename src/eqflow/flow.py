@@ -124,7 +124,7 @@ class EquilibriumFlowModule(_FlowBase):
         return self.current_epoch >= self.trainer.max_epochs - hp.relax_epochs
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.norm.with_running_stats(self.net.pre_norm(x))
+        return self.net.with_running_stats(x)
 
     @torch.no_grad()
     def start_relaxation(self) -> None:
@@ -168,7 +168,7 @@ class EquilibriumFlowModule(_FlowBase):
             parts = {"div": div.abs().mean(), "v_dot_s": v_dot_s.abs().mean()}
             if relaxing and hp.relax_anchor > 0:
                 with torch.no_grad():
-                    v_0 = self.anchor.norm.with_running_stats(self.anchor.pre_norm(x))
+                    v_0 = self.anchor.with_running_stats(x)
                 distance = ((v - v_0) ** 2).sum(-1)
                 parts["anchor"] = distance.mean()
                 residual = residual + hp.relax_anchor * distance

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch.func import functional_call, stack_module_state, vmap
 
 from eqflow.dynamics.integrators import sde_heun
@@ -64,11 +65,16 @@ def langevin_representation(drift: ScoreDrift, score: Field, x0: torch.Tensor, *
     return SDERecord(state["rep"], final, frames)
 
 
-def abs_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|cos| between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """cos between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
     a = a.flatten(1).double()
     b = b.flatten(1).double().expand_as(a)
-    return (torch.nn.functional.cosine_similarity(a, b, dim=1)).abs()
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def abs_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|cos| between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
+    return cosine(a, b).abs()
 
 
 def random_kernel_drift(kernels: torch.Tensor) -> ScoreDrift:
@@ -113,12 +119,7 @@ class StackedNetworks:
 
         with warnings.catch_warnings():  # attention has no batching rule yet: a loop inside
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            return _Output(vmap(one)(self.params, self.buffers, x, t.expand(self.n)))
-
-
-@dataclass
-class _Output:
-    sample: torch.Tensor
+            return UNet2DOutput(sample=vmap(one)(self.params, self.buffers, x, t.expand(self.n)))
 
 
 def matched_norm(field_: Field, scale: float) -> ScoreDrift:

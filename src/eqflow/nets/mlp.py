@@ -77,3 +77,7 @@ class FlowMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.pre_norm(x))
+
+    def with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """The field as a trained net gives it: normalised by the running statistics."""
+        return self.norm.with_running_stats(self.pre_norm(x))
