@@ -1,6 +1,6 @@
 """Evaluate finished runs.
 
-    python evaluate.py sweep=<multirun dir or run dir>   Table 1, chaos, MMD, UMAP, report.md
+    python evaluate.py sweep=<multirun dir or run dir>   the study's tables, figures, report.md
     python evaluate.py run=<run dir>                     re-compute one run's end-of-fit metrics
 """
 import json
@@ -8,37 +8,36 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from eqflow.errors import ConfigError
+from eqflow.evaluation import evaluate_run, evaluate_sweep
+from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
+# evaluate.py's output folder: <the sweep or run evaluated>/evaluate/<time>
+OmegaConf.register_new_resolver("evaluated", lambda sweep, run: sweep or run or "outputs/evaluate",
+                                replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from eqflow.errors import ConfigError
-    from eqflow.evaluation import evaluate_run, evaluate_sweep
-    from eqflow.runs import RunLoadError
-
     if (cfg.sweep is None) == (cfg.run is None):
         log.error("pass exactly one of sweep=<multirun or run dir> (the study) or run=<run dir> "
                   "(re-measure one run)")
         sys.exit(2)
     try:
         if cfg.run is not None:
-            metrics = evaluate_run(cfg.run, cfg.paths.output_dir)
+            metrics = evaluate_run(cfg.run, cfg.paths.output_dir, cfg.paths.get("cache_dir"))
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             print(json.dumps(scalars, indent=2, sort_keys=True))
             log.info("Metrics written to %s/metrics.json", cfg.paths.output_dir)
         else:
             summary = evaluate_sweep(cfg)
-            if "table2" in summary:
-                print(open(f"{cfg.paths.output_dir}/table2.md").read())
-            elif "icons" in summary:
-                print(open(f"{cfg.paths.output_dir}/creatures.md").read())
-            else:
-                print(open(f"{cfg.paths.output_dir}/table1.md").read())
+            print(open(summary["headline"]).read())
+            if "chaos" in summary:
                 print(json.dumps(summary["chaos"], indent=2))
-    except (RunLoadError, ConfigError, FileNotFoundError, RuntimeError) as exc:
+    except (RunLoadError, ConfigError, FileNotFoundError, RuntimeError, ValueError) as exc:
         log.error("%s", exc)
         sys.exit(2)
 

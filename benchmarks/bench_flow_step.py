@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from eqflow.flow import EquilibriumFlowModule
-from eqflow.score import ScoreModule
+from eqflow.models import EquilibriumFlowModule
+from eqflow.models import ScoreModule
 
 
 def steps_per_second(flow: EquilibriumFlowModule, x0: torch.Tensor, steps: int, warmup: int = 5) -> float:

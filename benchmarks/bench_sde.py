@@ -14,8 +14,8 @@ import time
 import torch
 
 from eqflow.dynamics import sde_heun
-from eqflow.flow import TrainingFreeFlow
-from eqflow.image_score import ImageScoreModule
+from eqflow.models import TrainingFreeFlow
+from eqflow.models import ImageScoreModule
 
 
 def heun_steps_per_second(widths, groups, size, steps) -> float:

@@ -125,7 +125,7 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
 
 
 def test_only_blobs_of_a_creatures_size_are_detected():
-    from eqflow.callbacks import CreatureCallback
+    from eqflow.protocols import Creatures
     from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs, typical_area
 
     size = 48
@@ -159,7 +159,7 @@ def test_only_blobs_of_a_creatures_size_are_detected():
     np.testing.assert_allclose(kept, [[10.0, 10.0]])
     assert len(detect(foreground(frame))) == 3  # no upper bound: every blob of 4 pixels or more
     with pytest.raises(ValueError, match="callbacks.creatures.area_range"):
-        CreatureCallback("out", area_range=(2.0, 0.5))
+        Creatures(area_range=(2.0, 0.5))
 
 
 def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
@@ -193,7 +193,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
-                           f"hydra.run.dir={out}", "wandb.enabled=false"],
+                           f"hydra.run.dir={out}", "logger=none"],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -205,10 +205,10 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
 
 
 def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
-    from eqflow.callbacks import CreatureCallback
+    from eqflow.protocols import Creatures
 
     images = torch.arange(3 * 2 * 4 * 4, dtype=torch.float32).reshape(3, 2, 4, 4)
-    cb = CreatureCallback(str(tmp_path), start="data", seed=0)
+    cb = Creatures(start="data")
     g = torch.Generator().manual_seed(0)
     x = cb.start_state(images, 8, torch.tensor(1.0), g)  # alpha 1: no noise
     assert x.shape == (1, 2, 8, 8)
@@ -219,7 +219,7 @@ def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
     noised = cb.start_state(images, 8, torch.tensor(0.9), torch.Generator().manual_seed(0))
     residual = (noised - 0.9 ** 0.5 * x) / 0.1 ** 0.5  # the same tiles, plus unit Gaussian noise
     assert 0.7 < float(residual.std()) < 1.3
-    published = CreatureCallback(str(tmp_path), seed=0).start_state(images, 8, torch.tensor(1.0), g)
+    published = Creatures().start_state(images, 8, torch.tensor(1.0), g)
     assert published.abs().max() <= 1 and published.std() > 0.4  # uniform noise in [-1, 1]
     with pytest.raises(ValueError, match="noise"):
-        CreatureCallback(str(tmp_path), start="zeros")
+        Creatures(start="zeros")

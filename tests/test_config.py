@@ -86,7 +86,7 @@ def test_unknown_key_and_unknown_dataset_fail_at_compose(tmp_path):
 def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
     from hydra.utils import instantiate
 
-    from eqflow.score import ScoreModule
+    from eqflow.models import ScoreModule
 
     cfg = compose_train([f"experiment={experiment}", "flow=training_free"], tmp_path, tiny=False)
     validate(cfg)

@@ -5,7 +5,7 @@ import torch
 from torch.func import jvp
 
 from eqflow.dynamics import divergence, divergence_estimates, hutchinson_variance, jacobian
-from eqflow.flow import EquilibriumFlowModule
+from eqflow.models import EquilibriumFlowModule
 from eqflow.nets import FlowMLP, NonAffineBatchNorm
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from eqflow.data.gray_scott import GrayScott, initial_state, laplacian
-from eqflow.nets.skew_conv import circular_conv, gamma_kernel, random_skew_kernel, skew_kernel
+from eqflow.dynamics.skew import circular_conv, gamma_kernel, skew_kernel, skew_part
 
 
 def test_one_simulator_step_matches_hand_computation():
@@ -46,7 +46,7 @@ def _dense(kernel, c, h, w):
 
 @pytest.mark.parametrize("channels,radius", [(1, 1), (2, 0), (2, 1), (3, 2)])
 def test_skew_kernel_is_a_skew_operator(channels, radius):
-    k = random_skew_kernel(channels, radius, torch.Generator().manual_seed(radius), torch.float64)
+    k = skew_kernel(channels, radius, torch.Generator().manual_seed(radius), torch.float64)
     d = _dense(k, channels, 6, 7)
     torch.testing.assert_close(d.T, -d)
     assert k.norm().item() == pytest.approx(1.0)
@@ -61,10 +61,10 @@ def test_gamma_kernel_and_orthogonality_to_any_field():
     torch.testing.assert_close(k.reshape(2, 2), torch.tensor([[0.0, -1.0], [1.0, 0.0]],
                                                              dtype=torch.float64) / 2 ** 0.5)
     s = torch.randn(3, 2, 8, 8, dtype=torch.float64)
-    v = circular_conv(s, random_skew_kernel(2, 1, torch.Generator().manual_seed(0), torch.float64))
+    v = circular_conv(s, skew_kernel(2, 1, torch.Generator().manual_seed(0), torch.float64))
     assert (v * s).sum((1, 2, 3)).abs().max() < 1e-10  # v . s = 0 per sample
     with pytest.raises(ValueError, match="odd"):
-        skew_kernel(torch.randn(2, 2, 2, 2))
+        skew_part(torch.randn(2, 2, 2, 2))
 
 
 def test_gray_scott_system_data_and_true_field():

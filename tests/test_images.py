@@ -15,9 +15,10 @@ from helpers import TINY_PATTERNS, compose_train
 from eqflow import pipeline
 from eqflow.data.augment import periodic_symmetry
 from eqflow.dynamics import sde_heun
-from eqflow.flow import TrainingFreeFlow
-from eqflow.image_score import ImageScoreModule
-from eqflow.metrics.patterns import StackedNetworks, langevin_representation, redrawn_network
+from eqflow.models import TrainingFreeFlow
+from eqflow.models import ImageScoreModule
+from eqflow.models.baselines import StackedNetworks, redrawn_network
+from eqflow.protocols.patterns import langevin_representation
 from eqflow.nets.unet import CircularUNet2DModel, padding_modes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
                            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
-                           "wandb.enabled=false"], cwd=ROOT, capture_output=True, text=True,
+                           "logger=none"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (out / "table2.md").read_text()
@@ -255,7 +256,7 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
 
 
 def test_beats_baselines_asks_each_baseline_with_draws():
-    from eqflow.pattern_study import beats_baselines
+    from eqflow.analysis.patterns import beats_baselines
 
     table = {"maze": {"training-free": (0.20, 0.0, 1), "random": (0.10, 0.05, 10),
                       "random re-weight": (0.15, 0.06, 10)},

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from eqflow.schedules import CosineSchedule
-from eqflow.score import ScoreModule, score_from_prediction
+from eqflow.models.schedules import CosineSchedule
+from eqflow.models.score import ScoreModule, score_from_prediction
 
 
 def test_published_cosine_schedule_values():

@@ -12,8 +12,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from eqflow import study
-from eqflow.sweeps import load_sweep
+from eqflow.analysis import uniqueness as study
+from eqflow.runs import load_sweep
 from helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep
     cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
     cfg.pop("defaults")
     cfg.pop("hydra")
-    cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(broken), False, 64, 3
+    cfg.sweep, cfg.logger, cfg.n_points, cfg.n_baselines = str(broken), None, 64, 3
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
     cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
@@ -162,7 +162,7 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
     for key in ("defaults", "hydra"):
         cfg.pop(key)
-    cfg.sweep, cfg.wandb.enabled, cfg.n_points, cfg.n_baselines = str(tmp_path / "sweep"), False, 64, 2
+    cfg.sweep, cfg.logger, cfg.n_points, cfg.n_baselines = str(tmp_path / "sweep"), None, 64, 2
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
     cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
@@ -174,7 +174,7 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
 
 
 def test_run_dirs_follows_links_and_skips_evaluate_outputs(tmp_path):
-    from eqflow.sweeps import run_dirs
+    from eqflow.runs import run_dirs
 
     for name in ("a", "b"):
         (tmp_path / "runs" / name / ".hydra").mkdir(parents=True)
@@ -214,8 +214,8 @@ def test_chaos_keeps_a_recorded_nan_and_measures_only_runs_that_recorded_nothing
     monkeypatch.setattr(study, "flow_lyapunov", fake_lyapunov)
     escaped = {"lyapunov/max": "nan", "lyapunov/speed_normalised": "nan",
                "lyapunov/mean_speed": "nan"}  # as metrics.json stores it: every trajectory left
-    runs = [SimpleNamespace(metrics=escaped, flow="escaped", datamodule=SimpleNamespace(x=None)),
-            SimpleNamespace(metrics={}, flow="unmeasured", datamodule=SimpleNamespace(x=None))]
+    runs = [SimpleNamespace(metrics=escaped, flow="escaped", data=SimpleNamespace(x=None)),
+            SimpleNamespace(metrics={}, flow="unmeasured", data=SimpleNamespace(x=None))]
     rows = study.chaos(SimpleNamespace(runs=runs, names=["escaped", "unmeasured"]))
     assert measured == ["unmeasured"]
     assert math.isnan(rows[0]["lyapunov"]) and rows[0]["source"] == "run"
@@ -248,7 +248,7 @@ def test_long_horizon_tells_exponential_from_linear_separation():
                             dtype=torch.float64)
     flows = {"lorenz": Lorenz(), "shear": lambda x: x @ shear.T, "rotation": lambda x: x @ rotation.T}
     data = SimpleNamespace(x=torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
-    runs = [SimpleNamespace(metrics={}, flow=_FieldFlow(f), datamodule=data) for f in flows.values()]
+    runs = [SimpleNamespace(metrics={}, flow=_FieldFlow(f), data=data) for f in flows.values()]
     settings = {"n_trajectories": 4, "dt": 0.01, "steps": 2000, "burn_in": 1000, "bound": None}
     rows = study.chaos(SimpleNamespace(runs=runs, names=list(flows)), settings=settings,
                        long_horizon=4)

@@ -206,7 +206,7 @@ def test_command_line_train_then_evaluate(tmp_path):
 
 
 def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path, monkeypatch):
-    from eqflow.flow import EquilibriumFlowModule
+    from eqflow.models import EquilibriumFlowModule
 
     seen = []
     start_epoch = EquilibriumFlowModule.on_train_epoch_start

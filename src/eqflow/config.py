@@ -12,7 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from eqflow.dynamics.divergence import METHODS, PROBES
 from eqflow.errors import ConfigError
+from eqflow.models.flow import ESTIMATORS
+from eqflow.models.optim import LR_SCHEDULES
+from eqflow.models.score import PREDICTIONS
+from eqflow.models.training_free import TrainingFreeFlow
+from eqflow.nets.mlp import ACTIVATIONS
+from eqflow.protocols.creatures import Creatures
 
 _MISSING = object()
 
@@ -73,12 +80,12 @@ RULES: dict[str, Rule] = {
     "score.epochs": INT_NONNEG,
     "score.batch_size": INT_POS,
     "score.seed": INT_NONNEG,
-    "score.model.prediction": Rule(str, choices=("eps", "v")),
+    "score.model.prediction": Rule(str, choices=PREDICTIONS),
     "score.model.num_steps": Rule(int, ge=2),
     "score.model.t": Rule(float, ge=0, le=1),
     "score.model.lr": NUM_POS,
     "score.model.weight_decay": NUM_NONNEG,
-    "score.model.lr_schedule": Rule(str, choices=("constant", "cosine", "onecycle")),
+    "score.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
     "score.val_fraction": Rule(float, ge=0, lt=1),
     "score.gradient_clip_val": Rule(float, gt=0, nullable=True),
     "score.model.timestep": INT_NONNEG,
@@ -98,7 +105,7 @@ RULES: dict[str, Rule] = {
     "data.attempts": INT_POS,
     "icon": Rule(str),
     "callbacks.creatures.scale": INT_POS,
-    "callbacks.creatures.start": Rule(str, choices=("noise", "data")),
+    "callbacks.creatures.start": Rule(str, choices=Creatures.STARTS),
     "callbacks.creatures.steps": INT_POS,
     "callbacks.creatures.dt": NUM_POS,
     "callbacks.creatures.eta": NUM_NONNEG,
@@ -109,20 +116,20 @@ RULES: dict[str, Rule] = {
     "flow.batch_size": INT_POS,
     "flow.model.lr": NUM_POS,
     "flow.model.weight_decay": NUM_NONNEG,
-    "flow.model.lr_schedule": Rule(str, choices=("constant", "cosine", "onecycle")),
-    "flow.model.divergence": Rule(str, choices=("exact", "hutchinson")),
+    "flow.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
+    "flow.model.divergence": Rule(str, choices=METHODS),
     "flow.model.n_probes": INT_POS,
-    "flow.model.probe": Rule(str, choices=("gaussian", "rademacher")),
-    "flow.model.estimator": Rule(str, choices=("squared", "product", "expected")),
+    "flow.model.probe": Rule(str, choices=PROBES),
+    "flow.model.estimator": Rule(str, choices=ESTIMATORS),
     "flow.model.relax_epochs": INT_NONNEG,
     "flow.model.relax_penalty": NUM_NONNEG,
     "flow.model.relax_lr": Rule(float, gt=0, nullable=True),
     "flow.model.n_freqs": INT_NONNEG,
-    "flow.model.activation": Rule(str, choices=("silu", "tanh", "gelu")),
+    "flow.model.activation": Rule(str, choices=tuple(ACTIVATIONS)),
     "flow.model.norm_momentum": Rule(float, gt=0, le=1),
     "flow.model.seed": INT_NONNEG,
     "flow.model.eta": NUM_NONNEG,
-    "flow.model.kernel": Rule(str, choices=("random", "gamma")),
+    "flow.model.kernel": Rule(str, choices=TrainingFreeFlow.KERNELS),
     "flow.model.radius": INT_NONNEG,
     "callbacks.patterns.eta": NUM_NONNEG,
     "callbacks.patterns.dt": NUM_POS,

@@ -14,14 +14,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from eqflow import plots
 from eqflow.cache import atomic_torch_save, cached, entry_path
-from eqflow.callbacks import FigureCallback, LossHistory, ScoreSamples, TrainingClock
+from eqflow.callbacks import LossHistory, Measure, ScoreSamples, TrainingClock, measure_and_record
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
-from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
+from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError
-from eqflow.results import log_figure, read_metrics, update_metrics
-from eqflow.score import ScoreModule
+from eqflow.models.score import Score
+from eqflow.protocols.base import Protocol
+from eqflow.report import (build_loggers, finish_loggers, log_figure, read_metrics,
+                           update_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,14 @@ def _trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
     return instantiate(cfg.trainer, **overrides)
 
 
-def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) -> tuple[ScoreModule, dict]:
-    """The score model for this data + score config: from the cache, or trained and cached."""
+class MissingScoreError(FileNotFoundError):
+    """A run is read back but its score model is not in the cache (reading never trains)."""
+
+
+def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots,
+               train_if_missing: bool = True) -> tuple[Score, dict]:
+    """The score model for this data + score config: from the cache, or trained and cached
+    (``train_if_missing=False``: a missing entry raises :class:`MissingScoreError`)."""
     x = snapshots.x
     shape = {"dim": x.shape[1]} if x.ndim == 2 else {"channels": x.shape[1]}
     score_dir = Path(cfg.paths.output_dir) / "score"
@@ -106,10 +115,15 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     # an interruption resumes it there (in any run directory); removed once the entry is written
     resume_dir = entry_path("score", key, cfg.paths.cache_dir).with_suffix(".partial")
 
-    def make() -> ScoreModule:
+    def make() -> Score:
         return instantiate(cfg.score.model, **shape, _convert_="all")
 
     def build() -> dict:
+        if not train_if_missing:
+            raise MissingScoreError(
+                f"the score model of this run is not in the cache ({entry_path('score', key, cfg.paths.cache_dir)}); "
+                f"pass the cache the run used with paths.cache_dir=<dir>, or re-run train.py with "
+                f"the run's config to rebuild it")
         pl.seed_everything(int(cfg.score.seed), workers=True, verbose=False)
         model = make()
         dm = SnapshotDataModule(system, snapshots, cfg.score.batch_size, seed=int(cfg.score.seed),
@@ -117,8 +131,8 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
         history, clock = LossHistory("score/loss"), TrainingClock()
         last = every_epoch_checkpoint(resume_dir)
         callbacks = [history, clock, last]
-        if hasattr(model, "sample") and cfg.score.get("samples"):
-            if not getattr(model, "trains_every_level", True):
+        if model.can_sample and cfg.score.get("samples"):
+            if not model.trains_every_level:
                 log.info("No score-model samples: ancestral sampling needs every noise level, "
                          "and score.model.train_timesteps trains a band of them")
             else:
@@ -157,7 +171,7 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots) ->
     return model, {**info, "loss_history": record["loss_history"]}
 
 
-def build_flow(cfg: DictConfig, score: ScoreModule, x: torch.Tensor):
+def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
     """The flow for data ``x``: (N, d) vectors, or (N, C, H, W) images (``spatial=True``)."""
     extra = {}
     if x.ndim == 4:
@@ -169,32 +183,18 @@ def build_flow(cfg: DictConfig, score: ScoreModule, x: torch.Tensor):
     return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-    flat = flatten(_container(cfg))
-    for logger in loggers:
-        logger.log_hyperparams(flat)
-    return loggers
+def build_protocols(cfg: DictConfig) -> tuple[list[Protocol], list[pl.Callback]]:
+    """The ``callbacks`` group split into measurement protocols and Lightning callbacks."""
+    built = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    return ([b for b in built if isinstance(b, Protocol)],
+            [b for b in built if not isinstance(b, Protocol)])
 
 
-def flatten(tree: Any, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists kept as values)."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out.update(flatten(v, key) if isinstance(v, dict) else {key: v})
-    return out
-
-
-def finish_loggers(loggers: list) -> None:
-    for logger in loggers:
-        logger.finalize("success")
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
-
-            wandb.finish()
+def flow_device(cfg: DictConfig) -> torch.device:
+    """Where a flow that is not fitted is measured: the trainer's accelerator (one device)."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
 
 
 @dataclass
@@ -205,7 +205,10 @@ class RunResult:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Run every stage for one composed config; returns the metrics written to metrics.json."""
+    """Run every stage for one composed config; returns the metrics written to metrics.json.
+
+    A trainable flow is fitted (the protocols run when the fit ends, through :class:`Measure`);
+    a training-free flow goes straight to the protocols."""
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -219,35 +222,46 @@ def train(cfg: DictConfig) -> RunResult:
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     flow = build_flow(cfg, score, snapshots.x)
-    dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
-    for cb in callbacks:
-        if isinstance(cb, FigureCallback):
-            cb.score_losses = score_info["loss_history"]
-    callbacks.append(LossHistory())
+    protocols, callbacks = build_protocols(cfg)
     loggers = build_loggers(cfg)
-    overrides: dict = {"logger": loggers or False, "callbacks": callbacks,
-                       "plugins": [AtomicCheckpointIO()]}
-    if not flow.trainable:  # nothing to fit: one device, straight to the end-of-fit metrics
-        overrides.update(max_epochs=0, enable_checkpointing=False, devices=1, strategy="auto")
-        callbacks[:] = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
-    trainer = _trainer(cfg, **overrides)
-    if not flow.trainable:  # a zero-epoch fit need not place the module; the metrics run on it
-        flow.to(trainer.strategy.root_device)
     update_metrics(output_dir, {**data_info,
                                 **{k: v for k, v in score_info.items() if k != "loss_history"}})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
     if samples:  # the score model was trained in this run: show its last samples
         log_figure(loggers, "score/samples", samples[-1])
+    status = "failed"
     try:
         fit_start = time.perf_counter()
-        trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        history = LossHistory()
+        if flow.trainable:
+            dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
+            trainer = _trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                               callbacks=[*callbacks, history,
+                                          Measure(protocols, output_dir, int(cfg.seed))])
+            trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        else:
+            flow.to(flow_device(cfg))
+            measure_and_record(protocols, flow, SnapshotData(system, snapshots), int(cfg.seed),
+                               output_dir, loggers)
+        loss_figure(output_dir, loggers, history.values, score_info["loss_history"])
         update_metrics(output_dir, {"time/flow_fit_s": time.perf_counter() - fit_start,
                                     "time/total_s": time.perf_counter() - start})
         atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt")
+        status = "success"
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, status)
     metrics = read_metrics(output_dir)
     log.info("Metrics written to %s/metrics.json: %s", output_dir, {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return RunResult(output_dir, metrics, flow)
+
+
+def loss_figure(output_dir: Path, loggers: list, flow_losses: list[float],
+                score_losses: list[float]) -> None:
+    """``figures/loss.png``: the epoch-mean training losses of the flow and the score model."""
+    series = {name: values for name, values in
+              [("flow loss", flow_losses), ("score loss", score_losses)] if values}
+    if series:
+        path = plots.curves(series, output_dir / "figures" / "loss.png", "epoch", "loss",
+                            "Training loss", logy=True)
+        log_figure(loggers, "figures/loss", path)

@@ -1,15 +1,24 @@
-"""Reading finished runs back: config, data, score model and flow of a run directory."""
+"""Reading finished runs and sweeps back: a run directory's config, metrics, data, score model
+and flow; a sweep's runs, each named by its path below the sweep folder.
+
+Reading never trains: a run whose score model is not in the cache is reported with the fix.
+A broken or unfinished run never stops the reading of a sweep: it is reported by name with the
+reason, and the rest are returned."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eqflow.data import SnapshotDataModule
-from eqflow.results import read_metrics
+from eqflow.data import SnapshotData
+from eqflow.callbacks import measure_and_record
+from eqflow.pipeline import (MissingScoreError, build_flow, build_protocols, load_data, load_score,
+                             score_key)
+from eqflow.report import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +31,7 @@ class RunLoadError(RuntimeError):
 class LoadedRun:
     run_dir: Path
     cfg: DictConfig
-    datamodule: SnapshotDataModule
+    data: SnapshotData
     flow: torch.nn.Module
     metrics: dict
 
@@ -32,16 +41,45 @@ def load_config(run_dir: str | Path) -> DictConfig:
     if not path.exists():
         raise RunLoadError(f"{run_dir} is not an eqflow run directory (no .hydra/config.yaml); "
                            f"pass a folder under outputs/runs or outputs/multirun")
-    cfg = OmegaConf.load(path)
+    cfg = upgrade_config(OmegaConf.load(path))
     # the run's own folder stands in for the Hydra-time interpolation of its output dir
     cfg.paths.output_dir = str(Path(run_dir))
     return cfg
 
 
-def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
-    """Rebuild a finished run's data, score model and flow (weights from ``flow.pt``)."""
-    from eqflow.pipeline import build_flow, load_data, load_score
+# where classes named by configs of runs made before the models/ and protocols/ layout live now
+MOVED_TARGETS = {
+    "eqflow.score.ScoreModule": "eqflow.models.ScoreModule",
+    "eqflow.image_score.ImageScoreModule": "eqflow.models.ImageScoreModule",
+    "eqflow.flow.EquilibriumFlowModule": "eqflow.models.EquilibriumFlowModule",
+    "eqflow.flow.TrainingFreeFlow": "eqflow.models.TrainingFreeFlow",
+    "eqflow.callbacks.MMDCallback": "eqflow.protocols.Preservation",
+    "eqflow.callbacks.LyapunovCallback": "eqflow.protocols.Chaos",
+    "eqflow.callbacks.FidelityCallback": "eqflow.protocols.Fidelity",
+    "eqflow.callbacks.FigureCallback": "eqflow.protocols.Figures",
+    "eqflow.callbacks.PatternFidelityCallback": "eqflow.protocols.Patterns",
+    "eqflow.callbacks.CreatureCallback": "eqflow.protocols.Creatures",
+}
 
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """A run config from an older layout, with its classes' new names (protocols no longer take
+    ``output_dir`` and ``seed``: the run's folder and seed are passed when they measure)."""
+    for group in ("score.model", "flow.model"):
+        node = OmegaConf.select(cfg, group)
+        if node is not None and node.get("_target_") in MOVED_TARGETS:
+            node._target_ = MOVED_TARGETS[node._target_]
+    for node in (cfg.get("callbacks") or {}).values():
+        if node and node.get("_target_", "").startswith("eqflow.callbacks."):
+            if node._target_ in MOVED_TARGETS:
+                node._target_ = MOVED_TARGETS[node._target_]
+                for key in ("output_dir", "seed", "enabled"):
+                    node.pop(key, None)
+    return cfg
+
+
+def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
+    """Rebuild a finished run's data, score model (from the cache) and flow (from ``flow.pt``)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     if cache_dir is not None:
@@ -55,12 +93,25 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
     except Exception as exc:
         raise RunLoadError(f"{weights} is unreadable ({type(exc).__name__}: {exc}); re-run the job")
     system, snapshots = load_data(cfg)
-    score, _ = load_score(cfg, system, snapshots)
+    try:
+        score, _ = load_score(cfg, system, snapshots, train_if_missing=False)
+    except MissingScoreError as exc:
+        raise RunLoadError(str(exc)) from exc
     flow = build_flow(cfg, score, snapshots.x)
     flow.load_state_dict(state)
     flow.eval()
-    dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
-    return LoadedRun(run_dir, cfg, dm, flow, read_metrics(run_dir))
+    return LoadedRun(run_dir, cfg, SnapshotData(system, snapshots), flow, read_metrics(run_dir))
+
+
+def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
+                loggers: list = ()) -> dict:
+    """Run a finished run's protocols again (its own settings and seed) into ``output_dir``;
+    returns the metrics written there."""
+    run = load_run(run_dir, cache_dir)
+    protocols, _ = build_protocols(run.cfg)
+    log.info("Measuring %s (%s)", run_dir, ", ".join(p.name for p in protocols))
+    measure_and_record(protocols, run.flow, run.data, int(run.cfg.seed), output_dir, loggers)
+    return read_metrics(output_dir)
 
 
 def runs_with_metrics(run_dirs: list[Path], names: dict[Path, str], key: str, missing: str,
@@ -86,3 +137,87 @@ def runs_with_metrics(run_dirs: list[Path], names: dict[Path, str], key: str, mi
             continue
         found.append((name, cfg, metrics))
     return found, failed
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """The run directories under ``path`` (those holding ``.hydra/config.yaml``), sorted by
+    job number where the names are numbers. ``path`` may itself be one run, or a folder of
+    symbolic links to runs (to put separate runs in one table)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"sweep={path} is not a directory; pass a run or multirun folder, "
+                                f"e.g. outputs/multirun/lorenz/<date time>")
+    if (path / ".hydra" / "config.yaml").exists():
+        return [path]
+    configs = [Path(root) / "config.yaml" for root, _, files in os.walk(path, followlinks=True)
+               if Path(root).name == ".hydra" and "config.yaml" in files]  # links to runs too
+    found = sorted({p.parent.parent for p in configs if _is_train_config(p)},
+                   key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else 1 << 30, str(p)))
+    if not found:
+        raise FileNotFoundError(f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
+                                f"a multirun wrote, e.g. outputs/multirun/lorenz/<date time>")
+    return found
+
+
+def _is_train_config(path: Path) -> bool:
+    """True for a train.py run's config (evaluate.py's own output folders are not runs)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return True  # unreadable: let load_run report it by name
+    return "\nsweep:" not in "\n" + text
+
+
+@dataclass
+class Sweep:
+    root: Path
+    runs: list[LoadedRun] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run name -> why it was left out
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name_of(r.run_dir) for r in self.runs]
+
+    def name_of(self, run_dir: Path) -> str:
+        return run_name(self.root, run_dir)
+
+
+def run_name(root: Path, run_dir: Path) -> str:
+    """A run's name within its sweep: its path below the sweep folder (or its own name)."""
+    return str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+
+
+def named_run_dirs(path: str | Path) -> dict[Path, str]:
+    """:func:`run_dirs` with each run's name within the sweep."""
+    root = Path(path)
+    return {d: run_name(root, d) for d in run_dirs(root)}
+
+
+def load_sweep(path: str | Path, cache_dir: str | None = None) -> Sweep:
+    """Load every run of a sweep; runs that cannot be loaded go to ``failed`` with the reason."""
+    root = Path(path)
+    sweep = Sweep(root)
+    for run_dir in run_dirs(root):
+        name = sweep.name_of(run_dir)
+        try:
+            sweep.runs.append(load_run(run_dir, cache_dir))
+        except Exception as exc:  # one bad run must not stop the evaluation of the others
+            reason = f"{type(exc).__name__}: {exc}"
+            sweep.failed[name] = reason
+            log.warning("Leaving out run %s: %s", name, reason)
+    if not sweep.runs:
+        raise RuntimeError(f"none of the {len(sweep.failed)} runs under {root} could be loaded: "
+                           + "; ".join(f"{k}: {v}" for k, v in sweep.failed.items()))
+    _check_same_score(sweep)
+    return sweep
+
+
+def _check_same_score(sweep: Sweep) -> None:
+    """The cross-run tables compare flows of one score model on one dataset."""
+    keys = {}
+    for run in sweep.runs:
+        keys.setdefault(repr(score_key(run.cfg)), []).append(sweep.name_of(run.run_dir))
+    if len(keys) > 1:
+        groups = "; ".join(", ".join(v) for v in keys.values())
+        raise RuntimeError(f"the runs under {sweep.root} use different data or score models "
+                           f"({groups}); evaluate each group of runs on its own")

@@ -1,8 +1,12 @@
-"""The systems whose snapshots eqflow learns from, and how samples are served."""
-from eqflow.data.base import Snapshots, SnapshotSystem, random_subset
+"""The systems whose snapshots eqflow learns from (each a :class:`SnapshotSystem`), and how
+samples are served."""
+from eqflow.data.alife import AlifeSystem
+from eqflow.data.base import SnapshotData, Snapshots, SnapshotSystem, random_subset
 from eqflow.data.datamodule import SnapshotDataModule
+from eqflow.data.gray_scott import GrayScott, GrayScottSystem
 from eqflow.data.ode import Lorenz, ODESystem
 from eqflow.data.toys import Ring, TwoMoons, TwoPeaks
 
-__all__ = ["Lorenz", "ODESystem", "Ring", "SnapshotDataModule", "SnapshotSystem", "Snapshots",
-           "TwoMoons", "TwoPeaks", "random_subset"]
+__all__ = ["AlifeSystem", "GrayScott", "GrayScottSystem", "Lorenz", "ODESystem", "Ring",
+           "SnapshotData", "SnapshotDataModule", "SnapshotSystem", "Snapshots", "TwoMoons",
+           "TwoPeaks", "random_subset"]

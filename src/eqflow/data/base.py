@@ -57,3 +57,30 @@ class SnapshotSystem(ABC):
     def true_field(self, snapshots: Snapshots) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The ground-truth vector field in the snapshots' coordinates, if the system has one."""
         return None
+
+    def simulator(self, snapshots: Snapshots) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+        """``step(x, n)``: ``n`` steps of the true dynamics in the snapshots' coordinates, for
+        systems that are simulated rather than given as a field (Gray-Scott); else None."""
+        return None
+
+
+@dataclass
+class SnapshotData:
+    """A system and its drawn snapshots: what the protocols and analyses measure a flow on."""
+
+    system: SnapshotSystem
+    snapshots: Snapshots
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.snapshots.x
+
+    @property
+    def dim(self) -> int:
+        return self.snapshots.x.shape[1]
+
+    def true_field(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self.system.true_field(self.snapshots)
+
+    def simulator(self) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+        return self.system.simulator(self.snapshots)

@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.data.base import SnapshotData, Snapshots, SnapshotSystem
 
 
 class _Rows(Dataset):
@@ -38,15 +38,12 @@ class SnapshotDataModule(pl.LightningDataModule):
         self.batch_size = min(int(batch_size), len(self.train_rows))
 
     @property
-    def x(self) -> torch.Tensor:
-        return self.snapshots.x
+    def data(self) -> SnapshotData:
+        return SnapshotData(self.system, self.snapshots)
 
     @property
-    def dim(self) -> int:
-        return self.snapshots.x.shape[1]
-
-    def true_field(self):
-        return self.system.true_field(self.snapshots)
+    def x(self) -> torch.Tensor:
+        return self.snapshots.x
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of the training rows (all rows when there is no validation split)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from eqflow.data.base import Snapshots, SnapshotSystem
+
 PRESETS: dict[str, tuple[float, float]] = {  # (F, k), PAPER_NOTES 5
     "life": (0.006, 0.045),
     "waves": (0.018, 0.049),
@@ -86,7 +88,7 @@ def initial_state(batch: int, size: int, generator: torch.Generator, n_discs: in
     return state
 
 
-class GrayScottSystem:
+class GrayScottSystem(SnapshotSystem):
     """Turing-pattern snapshots: ``n_samples`` independent simulations of ``steps`` Euler steps
     from the published random-disc start, stored as 2 channels scaled to [-1, 1] (x = 2 s - 1).
 
@@ -118,8 +120,6 @@ class GrayScottSystem:
 
     def generate(self, generator: torch.Generator):
         from tqdm.auto import tqdm
-
-        from eqflow.data.base import Snapshots
 
         out = []
         bar = tqdm(total=self.n_samples, desc="Gray-Scott samples", disable=not self.progress)

@@ -52,3 +52,15 @@ def similarity_table(groups: Mapping[str, Sequence[torch.Tensor] | torch.Tensor]
             std = float(vals.std()) if vals.numel() > 1 else 0.0
             table[(a, b)] = table[(b, a)] = (float(vals.mean()), std)
     return table
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """cos between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
+    a = a.flatten(1).double()
+    b = b.flatten(1).double().expand_as(a)
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def abs_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|cos| between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
+    return cosine(a, b).abs()

@@ -11,8 +11,10 @@ import argparse
 
 import torch
 
-from eqflow.callbacks import pick_pattern
-from eqflow.metrics.patterns import cosine, langevin_representation, random_kernel_drift
+from eqflow.protocols import pick_pattern
+from eqflow.metrics.fidelity import cosine
+from eqflow.models.baselines import random_kernel_drift
+from eqflow.protocols.patterns import langevin_representation
 from eqflow.runs import load_run
 
 R = 2 ** -0.5
@@ -27,10 +29,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="start pattern and SDE noise")
     args = parser.parse_args()
     run = load_run(args.run_dir)
-    flow, dm = run.flow, run.datamodule
+    flow, dm = run.flow, run.data
     if flow.score_model.hparams.get("channels", 2) != 2:
         raise SystemExit("the fixed kernels are 2 x 2: run this on a Gray-Scott (2-channel) run")
-    simulate = dm.system.simulator(dm.snapshots)
+    simulate = dm.simulator()
     g = torch.Generator().manual_seed(args.seed)
     x0 = pick_pattern(dm.x, g)
     protocol = run.cfg.callbacks.patterns  # the run's own Table 2 settings

@@ -1,6 +1,6 @@
 """Speed statistics across artificial-life runs (evaluate.py on an alife run or sweep).
 
-Each run records ``creatures/*`` in metrics.json (:class:`eqflow.callbacks.CreatureCallback`).
+Each run records ``creatures/*`` in metrics.json (:class:`eqflow.protocols.Creatures`).
 Runs are grouped by icon; per icon: the mean tracked speed and polarisation, mean (std) over
 runs (seeds), the number of tracks, and the creatures found per frame against the number the
 training density predicts.
@@ -11,8 +11,10 @@ import logging
 import math
 from pathlib import Path
 
-from eqflow.results import mean_std
-from eqflow.runs import runs_with_metrics
+from omegaconf import DictConfig
+
+from eqflow.report import Report, mean_std
+from eqflow.runs import load_config, named_run_dirs, runs_with_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +65,29 @@ def runs_markdown(icons: dict[str, dict]) -> str:
             lines.append(f"| {icon} | {run} | {row['seeds'][i]} | {row['speed'][i]:.3g} | {row['polarisation'][i]:.2f} | "
                          f"{row['tracks'][i]} | {row['count_ratio'][i]:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
+    """Speed and polarisation per icon over the artificial-life runs under ``root``."""
+    names = named_run_dirs(root)
+    dirs = list(names)
+    icons, failed = collect(dirs, names)
+    if not icons:
+        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has creature statistics: "
+                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    md = markdown(icons)
+    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+    return Report(
+        root=Path(root), group=str(run_cfg.get("name", "eqflow")), headline="creatures.md",
+        failed=failed, run_config=run_cfg, summary={"kind": "creatures", "icons": icons},
+        files={"creatures.md": md},
+        sections=[("Creature motion per icon (mean ± std over runs)", md),
+                  ("Per run", runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
+                   "are in its own `figures/` folder.")],
+        tables={"creatures": (["icon", "run", "seed", "mean_speed", "polarisation", "tracks",
+                               "count_ratio"],
+                              [[icon, r, row["seeds"][i], row["speed"][i], row["polarisation"][i],
+                                row["tracks"][i], row["count_ratio"][i]]
+                               for icon, row in icons.items() for i, r in enumerate(row["runs"])])},
+        scalars={f"creatures/{icon}/mean_speed": mean_std(row["speed"])[0]
+                 for icon, row in icons.items()})

@@ -1,4 +1,5 @@
-"""ScoreModule: a diffusion model whose score s(x) = grad log p_t(x) feeds the flows."""
+"""Score models: what a flow needs of a diffusion model (:class:`Score`), and the
+low-dimensional DDPM (:class:`ScoreModule`) whose score s(x) = grad log p_t(x) feeds the flows."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from eqflow.errors import check_finite_loss
+from eqflow.models.optim import build_optimizer
+from eqflow.models.schedules import CosineSchedule
 from eqflow.nets import ScoreMLP
-from eqflow.schedules import CosineSchedule
 
 PREDICTIONS = ("eps", "v")
 
@@ -35,10 +37,22 @@ def x0_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
-class NoisingMixin:
-    """``noise(x0)``: clean samples taken to the score's noise level ``alpha``."""
+class Score:
+    """The interface every score model offers the flows, the protocols and the baselines.
+
+    Subclasses define ``alpha`` (alpha_bar at the level the score is read at) and ``score(x)``;
+    ``noise``, ``denoise`` follow from them. ``network`` is the network the score is read from
+    where redrawing its weights makes sense (image models; the re-weight baseline), else None;
+    ``sample`` exists where the model can draw samples (``can_sample``).
+    """
 
     alpha: torch.Tensor
+    can_sample: bool = False
+    trains_every_level: bool = True
+    network: torch.nn.Module | None = None
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``sqrt(a) x0 + sqrt(1 - a) eps`` with eps drawn from ``generator`` if given."""
@@ -50,8 +64,16 @@ class NoisingMixin:
         a = self.alpha.to(x0)
         return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
 
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in ``x``."""
+        a = self.alpha.to(x)
+        return (x + (1 - a) * self.score(x)) / torch.sqrt(a)
 
-class ScoreModule(NoisingMixin, pl.LightningModule):
+    def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} cannot draw samples")
+
+
+class ScoreModule(Score, pl.LightningModule):
     """Low-dimensional DDPM with the published cosine schedule; ``.score(x)`` at level ``t``."""
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu",
@@ -93,7 +115,5 @@ class ScoreModule(NoisingMixin, pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        from eqflow.optim import build_optimizer
-
         return build_optimizer(self, self.hparams.lr, self.hparams.weight_decay,
                                self.hparams.lr_schedule)

@@ -2,25 +2,34 @@
 groups (training-free flows, untrained flow networks, the ground truth, the score), compared by
 their representations (Table 1), their chaos, their distribution preservation and a UMAP.
 
-Everything here works on plain objects (a :class:`~eqflow.sweeps.Sweep`); evaluate.py only
-adds Hydra, output files and logging.
+The building blocks work on plain objects (a :class:`~eqflow.runs.Sweep`); :func:`analyse`
+puts them together into a :class:`~eqflow.report.Report`.
 """
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from eqflow.callbacks import flow_lyapunov
+from eqflow import plots
 from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
-from eqflow.flow import EquilibriumFlowModule, TrainingFreeFlow
 from eqflow.metrics import mmd_over_time, representation, similarity_table
+from eqflow.metrics.embedding import umap_embedding
+from eqflow.metrics.fidelity import align_signs
 from eqflow.metrics.lyapunov import REST_SPEED
-from eqflow.sweeps import Sweep
+from eqflow.models.baselines import random_flow, training_free_flow
+from eqflow.models.flow import EquilibriumFlowModule
+from eqflow.protocols.chaos import SUSTAINED_RATIO, flow_lyapunov, sustained_chaos
+from eqflow.report import Report
+from eqflow.runs import Sweep, load_sweep
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ def build_groups(sweep: Sweep, n_baselines: int | None = None, seed: int = 0) ->
     """The sweep's flows, ``n_baselines`` training-free and random flows (default: as many as
     the sweep has flows), the ground-truth field where the data has one, and the score."""
     first = sweep.runs[0]
-    score, dim = first.flow.score_model, first.datamodule.x.shape[1]
+    score, dim = first.flow.score_model, first.data.dim
     n = len(sweep.runs) if n_baselines is None else int(n_baselines)
     groups = Groups()
     own = sweep_group_name(sweep)
@@ -59,17 +68,14 @@ def build_groups(sweep: Sweep, n_baselines: int | None = None, seed: int = 0) ->
     if own != "training-free":
         for i in range(n):
             groups.add("training-free", f"training-free {i}",
-                       TrainingFreeFlow(score, dim, seed=base + i).eval().velocity)
+                       training_free_flow(score, dim, base + i).velocity)
     flow_kw = {}
     if isinstance(first.flow, EquilibriumFlowModule):
         flow_kw = {k: first.flow.hparams[k] for k in ("hidden", "activation", "n_freqs")}
-    x0 = first.datamodule.x
     for i in range(n):
-        torch.manual_seed(base + n + i)
-        random_flow = EquilibriumFlowModule(score, dim, **flow_kw)
-        random_flow.calibrate(x0)  # outputs normalised like a trained flow's
-        groups.add("random", f"random {i}", random_flow.eval().velocity)
-    truth = first.datamodule.true_field()
+        groups.add("random", f"random {i}",
+                   random_flow(score, dim, base + n + i, first.data.x, **flow_kw).velocity)
+    truth = first.data.true_field()
     if truth is not None:
         groups.add("ground truth", "ground truth", truth)
     groups.add("score", "score", first.flow.score)
@@ -80,7 +86,7 @@ def fixed_points(sweep: Sweep, n_points: int, seed: int) -> torch.Tensor:
     """N data points scaled by sqrt(alpha) (the noised data's scale), drawn from ``seed``."""
     first = sweep.runs[0]
     g = torch.Generator().manual_seed(seed)
-    return random_subset(first.datamodule.x, n_points, g) * torch.sqrt(first.flow.alpha)
+    return random_subset(first.data.x, n_points, g) * torch.sqrt(first.flow.alpha)
 
 
 @torch.no_grad()
@@ -115,12 +121,6 @@ def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandw
     return out
 
 
-# A positive exponent over a finite horizon T is also what linear separation gives (a shear, a
-# torus): log(c T) / T, which shrinks to a third or less over 4 T. An exponent that keeps at least
-# half its value over the longer horizon is counted as sustained (exponential separation keeps all).
-SUSTAINED_RATIO = 0.5
-
-
 def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
           seed: int = 0, long_horizon: int = 0) -> list[dict]:
     """The largest Lyapunov exponent of every flow of the sweep (raw and speed-normalised):
@@ -137,14 +137,9 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
                 **(settings or {})}
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
     if long_horizon > 0:
-        long = {**settings, "steps": settings["steps"] * long_horizon}
         for row, run in zip(rows, sweep.runs):
-            res = flow_lyapunov(run.flow, run.datamodule.x,
-                                generator=torch.Generator().manual_seed(seed),
-                                record_at=settings["steps"], **long)
-            lam, first = res["lyapunov"], res["lyapunov_at_record"]
-            row["lyapunov_long"], row["lyapunov_long_first"] = lam, first
-            row["sustained"] = bool(_finite(lam) and lam > 0 and lam >= SUSTAINED_RATIO * first)
+            row.update(sustained_chaos(run.flow, run.data.x, settings, long_horizon,
+                                       torch.Generator().manual_seed(seed)))
     return rows
 
 
@@ -162,7 +157,7 @@ def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
                          "speed_normalised": normalised, "mean_speed": speed, "source": "run"})
             continue
         g = torch.Generator().manual_seed(seed)
-        res = flow_lyapunov(run.flow, run.datamodule.x, generator=g, **settings)
+        res = flow_lyapunov(run.flow, run.data.x, generator=g, **settings)
         rows.append({"run": name, "lyapunov": res["lyapunov"],
                      "speed_normalised": res["lyapunov_speed_normalised"],
                      "mean_speed": res["mean_speed"], "source": "evaluate"})
@@ -222,3 +217,131 @@ def mmd_final_markdown(curves: dict[str, torch.Tensor], times: list[float]) -> s
         std = float(last.std()) if len(last) > 1 else 0.0
         lines.append(f"| {g} | {len(c)} | {float(last.mean()):.5f} ± {std:.5f} |")
     return "\n".join(lines) + "\n"
+
+
+# ---- the analysis ---------------------------------------------------------------------------
+
+CHAOS_COLUMNS = ["run", "lyapunov", "speed_normalised", "mean_speed", "source"]
+LONG_HORIZON_COLUMNS = ["lyapunov_long_first", "lyapunov_long", "sustained"]
+
+
+def chaos_columns(rows: list[dict]) -> list[str]:
+    """The chaos table's columns; the long-horizon ones when they were measured."""
+    return CHAOS_COLUMNS + [c for c in LONG_HORIZON_COLUMNS if rows and c in rows[0]]
+
+
+def study_umap(reps: dict[str, torch.Tensor], n_neighbors: int, seed: int) -> np.ndarray:
+    ref = reference_of(reps)
+    allreps = torch.cat([align_signs(r.double(), ref.double()) for r in reps.values()])
+    return umap_embedding(allreps, n_neighbors, "cosine", seed)
+
+
+def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
+    """Table 1, chaos, MMD over time and UMAP for the sweep at ``root``; figures into ``out``."""
+    timings = {}
+    t0 = time.perf_counter()
+    sweep = load_sweep(root, cfg.paths.get("cache_dir"))
+    timings["load_s"] = time.perf_counter() - t0
+    log.info("Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed))
+
+    t = time.perf_counter()
+    groups = build_groups(sweep, cfg.n_baselines, int(cfg.seed))
+    reps = representations(groups, fixed_points(sweep, int(cfg.n_points), int(cfg.seed)))
+    table = table1(reps)
+    names, sizes = list(reps), groups.sizes()
+    timings["table1_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rows = chaos(sweep, bool(cfg.chaos.recompute), OmegaConf.to_container(cfg.chaos.settings),
+                 int(cfg.seed), int(cfg.chaos.get("long_horizon", 0)))
+    columns = chaos_columns(rows)
+    chaos_csv = ",".join(columns) + "\n" + "".join(
+        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
+        + "\n" for r in rows)
+    plots.histogram({"raw": [r["lyapunov"] for r in rows],
+                     "speed-normalised": [r["speed_normalised"] for r in rows]},
+                    out / "lyapunov_hist.png", "largest Lyapunov exponent")
+    timings["chaos_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    first = sweep.runs[0]
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    start = first.flow.score_model.noise(random_subset(first.data.x, int(cfg.mmd.n_points), g), g)
+    curves = mmd_curves(groups, start, float(cfg.mmd.dt), int(cfg.mmd.steps),
+                        float(cfg.mmd.bandwidth))
+    times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
+    plots.curves({k: c.mean(0) for k, c in curves.items()}, out / "mmd.png", "time",
+                 "MMD² to start", "Distribution preservation (mean ± std)",
+                 x={k: times for k in curves},
+                 bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
+                        for k, c in curves.items()})
+    timings["mmd_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    has_umap = False
+    try:
+        labels = [grp for grp, m in groups.members.items() for _ in m]
+        plots.embedding(study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed)), labels,
+                        out / "umap.png", "UMAP of flow representations (cosine)",
+                        marked=("ground truth", "score"))
+        has_umap = True
+    except ValueError as exc:
+        log.warning("No UMAP: %s", exc)
+    timings["umap_s"] = time.perf_counter() - t
+
+    ch = chaos_summary(rows)
+    mmd_final = {k: {"mean": float(c[:, -1].mean()),
+                     "std": float(c[:, -1].std()) if len(c) > 1 else 0.0} for k, c in curves.items()}
+    run_cfg = first.cfg
+    wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
+    report = Report(
+        root=sweep.root, group=str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow")),
+        headline="table1.md", failed=sweep.failed, run_config=run_cfg,
+        summary={"kind": "uniqueness", "runs": sweep.names, "group_sizes": sizes,
+                 "table1": {f"{a} | {b}": {"mean": m, "std": s} for (a, b), (m, s) in table.items()},
+                 "chaos": ch, "chaos_rows": rows, "mmd_final": mmd_final,
+                 "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
+                 "timings": timings},
+        files={"table1.md": table1_markdown(table, names, sizes), "table1.csv": table1_csv(table, names),
+               "chaos.csv": chaos_csv, "mmd_final.md": mmd_final_markdown(curves, times)},
+        tables={"table1": (["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
+                           [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]),
+                "chaos": (columns, [[r[c] for c in columns] for r in rows])},
+        scalars={**{f"chaos/{k}": v for k, v in ch.items()},
+                 **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
+                 **{f"table1/{a} | {b}": m for (a, b), (m, _) in table.items()}})
+    report.sections = [
+        ("Runs", f"- runs evaluated: {len(sweep.runs)}\n"
+                 f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
+                 f"(t = {run_cfg.score.model.get('t')}), flow: `{run_cfg.flow.model._target_}`\n"
+                 f"- N = {cfg.n_points} fixed points, baseline draws per group: "
+                 f"{cfg.n_baselines if cfg.n_baselines is not None else len(sweep.runs)}, seed {cfg.seed}"),
+        ("Table 1: |cos| between groups (mean ± std over pairs, sign-aligned)",
+         table1_markdown(table, names, sizes) + "[CSV](table1.csv)"),
+        ("Chaos: largest Lyapunov exponent of each flow", chaos_markdown(ch, cfg)),
+        ("Distribution preservation: MMD² to the start set",
+         mmd_final_markdown(curves, times) + "![MMD over time](mmd.png)")]
+    if has_umap:
+        report.sections.append(("UMAP of all representations", "![UMAP](umap.png)"))
+    return report
+
+
+def chaos_markdown(ch: dict, cfg: DictConfig) -> str:
+    if not ch.get("n"):
+        return "No flow has an estimate."
+    lines = [f"- positive: {ch['n_positive']} of {ch['n']} flows "
+             f"({100 * ch['share_positive']:.0f} % of the {ch['n_finite']} with an estimate; "
+             f"a flow has none when all its trajectories leave the box |x| < bound)",
+             f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
+             f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
+             f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "
+             f"whose trajectories came to rest, mean speed < {REST_SPEED:g}, have none: "
+             f"{ch['n_at_rest']} of {ch['n']})"]
+    if "n_sustained" in ch:
+        lines.append(f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
+                     f"of {ch['n']} flows (exponent over the long horizon positive and at least "
+                     f"{SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
+                     f"separation, as in a shear, keeps about a third; `lyapunov_long_first` "
+                     f"and `lyapunov_long` in the CSV)")
+    lines += ["", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
+    return "\n".join(lines)

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from eqflow.callbacks import pick_pattern
-from eqflow.metrics.patterns import pattern_fidelity
+from eqflow.protocols import pick_pattern
+from eqflow.protocols import pattern_fidelity
 from eqflow.runs import load_run
 
 
@@ -21,8 +21,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     run = load_run(args.run_dir)
-    flow, dm = run.flow, run.datamodule
-    simulate = dm.system.simulator(dm.snapshots)
+    flow, dm = run.flow, run.data
+    simulate = dm.simulator()
     for seed in args.seeds:
         g = torch.Generator().manual_seed(seed)
         x0 = pick_pattern(dm.x, g)

@@ -1,9 +1,9 @@
 """ImageScoreModule: the score of image data (Turing patterns, artificial life) from a
 diffusers U-Net with circular padding and a ``DDPMScheduler`` (PAPER_NOTES 3).
 
-It has the interface of :class:`eqflow.score.ScoreModule`: ``alpha``, ``noise(x0)``,
-``score(x)``, plus ``denoise(x)`` (the prediction x0_hat shown in animations) and
-``sample(n, size)`` (ancestral DDPM samples, logged during training).
+A :class:`eqflow.models.score.Score`: ``alpha``, ``noise(x0)``, ``score(x)``, ``denoise(x)``
+(the network's prediction x0_hat, shown in animations), ``network`` (the weights the score is read
+from; the re-weight baseline redraws them) and ``sample(n, size)`` (ancestral DDPM samples).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from eqflow.data.augment import periodic_symmetry
 from eqflow.errors import check_finite_loss
 from eqflow.nets.unet import circular_unet
-from eqflow.score import PREDICTIONS, NoisingMixin, score_from_prediction, x0_from_prediction
+from eqflow.models.score import PREDICTIONS, Score, score_from_prediction, x0_from_prediction
 
 _SCHEDULER_PREDICTION = {"eps": "epsilon", "v": "v_prediction"}
 
@@ -46,7 +46,9 @@ def _timestep_band(band: Sequence[int], num_train_timesteps: int) -> tuple[int, 
     return int(lo), int(hi)
 
 
-class ImageScoreModule(NoisingMixin, pl.LightningModule):
+class ImageScoreModule(Score, pl.LightningModule):
+    can_sample = True
+
     def __init__(self, channels: int, block_out_channels: Sequence[int] = (16, 32, 64),
                  layers_per_block: int = 2, norm_num_groups: int = 8, prediction: str = "v",
                  num_train_timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,

@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = [load_run(r) for r in args.runs]
     g = torch.Generator().manual_seed(args.seed)
-    data = runs[0].datamodule.x
+    data = runs[0].data.x
     data = data[torch.randperm(len(data), generator=g)[:max(args.points, 1024)]].double()
     x0, rep_points = data[:args.points], data[:1024]
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)  # the same noised points for every flow

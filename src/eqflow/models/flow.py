@@ -1,5 +1,5 @@
-"""Equilibrium flows: a learned field trained on the continuity-equation loss, and
-training-free fields v = D s, behind one interface (``velocity(x)``)."""
+"""The learned equilibrium flow (a field trained on the continuity-equation loss) and the base
+every flow shares: a frozen score model and ``velocity(x)``."""
 from __future__ import annotations
 
 import copy
@@ -11,9 +11,9 @@ import torch
 from eqflow.dynamics.divergence import (METHODS, PROBES, divergence_estimates,
                                         hutchinson_variance, jacobian, trace)
 from eqflow.errors import check_finite_loss
+from eqflow.models.optim import build_optimizer
+from eqflow.models.score import Score
 from eqflow.nets import FlowMLP
-from eqflow.nets.skew_conv import circular_conv, gamma_kernel, random_skew_kernel
-from eqflow.score import ScoreModule
 
 # How the Hutchinson residual enters the loss:
 # squared  (published) (mean of K estimates + v.s)^2, whose mean over probes is the exact
@@ -24,7 +24,7 @@ from eqflow.score import ScoreModule
 ESTIMATORS = ("squared", "product", "expected")
 
 
-class _FlowBase(pl.LightningModule):
+class FlowBase(pl.LightningModule):
     """Common parts: a frozen score model and its noise level.
 
     Every flow defines ``velocity(x)``: its vector field at ``x`` (B, d), whatever its mode.
@@ -32,7 +32,7 @@ class _FlowBase(pl.LightningModule):
 
     trainable = True
 
-    def __init__(self, score: ScoreModule):
+    def __init__(self, score: Score):
         super().__init__()
         self.score_model = score
         self.score_model.requires_grad_(False)
@@ -57,7 +57,7 @@ class _FlowBase(pl.LightningModule):
         """Fix data-dependent statistics from clean samples ``x0`` (no-op for most flows)."""
 
 
-class EquilibriumFlowModule(_FlowBase):
+class EquilibriumFlowModule(FlowBase):
     """Learn v with div(p_t v) = 0 by minimising E[(div v + v . s)^2] on noised points.
 
     With the published Hutchinson loss the residual carries a Jacobian penalty (see ESTIMATORS):
@@ -77,7 +77,7 @@ class EquilibriumFlowModule(_FlowBase):
     As mu -> 0 it tends to the equilibrium flow nearest v_0.
     """
 
-    def __init__(self, score: ScoreModule, dim: int, hidden: Sequence[int] = (64, 64),
+    def __init__(self, score: Score, dim: int, hidden: Sequence[int] = (64, 64),
                  activation: str = "silu", n_freqs: int = 4, lr: float = 1e-2,
                  weight_decay: float = 1e-5, lr_schedule: str = "constant",
                  divergence: str = "exact", n_probes: int = 10, probe: str = "gaussian",
@@ -216,57 +216,5 @@ class EquilibriumFlowModule(_FlowBase):
         self.net.norm.set_running_stats(self.net.pre_norm(x))
 
     def configure_optimizers(self):
-        from eqflow.optim import build_optimizer
-
         hp = self.hparams
         return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)
-
-
-class TrainingFreeFlow(_FlowBase):
-    """``v = D s`` with a constant skew-symmetric D of unit Frobenius norm (PAPER_NOTES 2).
-
-    On vectors (B, d), D is a matrix; on images (B, C, H, W) (``spatial=True``), a convolution
-    with circular padding whose kernel satisfies K[i, j, u, w] = -K[j, i, -u, -w]. ``kernel``:
-    ``random`` (drawn from ``seed``; ``radius`` sets the spatial extent on images) or ``gamma``
-    (the paper's gamma [[0, 1], [-1, 0]], two channels). It satisfies div(p v) = 0 exactly for
-    the model's p; ``eta`` is the Langevin strength when it is run as the irreversible SDE
-    ``dx = (v + eta s) dt + sqrt(2 eta) dW``.
-    """
-
-    trainable = False
-    KERNELS = ("random", "gamma")
-
-    def __init__(self, score, dim: int, seed: int = 0, eta: float = 0.1, kernel: str = "random",
-                 radius: int = 0, gamma: float = 1.0, spatial: bool = False):
-        super().__init__(score)
-        if kernel not in self.KERNELS:
-            raise ValueError(f"flow.model.kernel={kernel!r}: choose one of {self.KERNELS}")
-        if kernel == "gamma" and dim != 2:
-            raise ValueError(f"flow.model.kernel=gamma is the two-channel kernel of the paper; the "
-                             f"data has {dim} channels, use flow.model.kernel=random")
-        if radius < 0 or (radius and not spatial):
-            raise ValueError(f"flow.model.radius={radius}: a spatial radius >= 0 applies to image "
-                             f"data only; use 0 for vectors")
-        self.save_hyperparameters(ignore=["score"])
-        generator = torch.Generator().manual_seed(int(seed))
-        if kernel == "gamma":
-            weight = gamma_kernel(gamma)
-        else:
-            weight = random_skew_kernel(dim, radius, generator)
-        self.register_buffer("D", weight if spatial else weight[:, :, 0, 0].contiguous())
-
-    def velocity(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply_D(self.score(x))
-
-    def apply_D(self, s: torch.Tensor) -> torch.Tensor:
-        """D applied to scores ``s``: the flow's velocity wherever ``s`` was evaluated."""
-        if self.hparams.spatial:
-            return circular_conv(s, self.D)
-        return s @ self.D.T.to(s)
-
-    # Lightning's fit (run with max_epochs=0 so the end-of-fit metrics fire) needs these two.
-    def training_step(self, batch, batch_idx):
-        raise RuntimeError("a training-free flow has nothing to train; run it with max_epochs=0")
-
-    def configure_optimizers(self):
-        return None

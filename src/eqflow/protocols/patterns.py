@@ -13,16 +13,22 @@ Baselines share the Langevin term and replace v by
 """
 from __future__ import annotations
 
-import copy
-import warnings
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-from diffusers.models.unets.unet_2d import UNet2DOutput
-from torch.func import functional_call, stack_module_state, vmap
+
+from eqflow import plots
 
 from eqflow.dynamics.integrators import sde_heun
+from eqflow.metrics.fidelity import abs_cosine
+from eqflow.models.baselines import (StackedNetworks, matched_norm, random_kernel_drift,
+                                     random_kernels, redrawn_network)
+from eqflow.protocols.base import Measurement, Protocol
+
+log = logging.getLogger(__name__)
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,72 +69,6 @@ def langevin_representation(drift: ScoreDrift, score: Field, x0: torch.Tensor, *
     final = sde_heun(drift, score, x0, dt, steps, eta, generator=generator, callback=watch,
                      drift_from_score=True)
     return SDERecord(state["rep"], final, frames)
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """cos between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
-    a = a.flatten(1).double()
-    b = b.flatten(1).double().expand_as(a)
-    return torch.nn.functional.cosine_similarity(a, b, dim=1)
-
-
-def abs_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|cos| between each image of ``a`` (B, ...) and ``b`` (one image or B of them)."""
-    return cosine(a, b).abs()
-
-
-def random_kernel_drift(kernels: torch.Tensor) -> ScoreDrift:
-    """v_b = P_b s_b for a batch of B images and B (C, C) matrices (1 x 1 kernels)."""
-    def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bij,bjhw->bihw", kernels.to(s), s)
-    return drift
-
-
-def random_kernels(n: int, channels: int, generator: torch.Generator) -> torch.Tensor:
-    p = torch.randn(n, channels, channels, generator=generator, dtype=torch.float64)
-    return (p / p.flatten(1).norm(dim=1)[:, None, None]).float()
-
-
-def redrawn_network(net: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
-    """A copy of ``net`` whose every parameter tensor is redrawn from N(its mean, its std)."""
-    out = copy.deepcopy(net)
-    with torch.no_grad():
-        for p in out.parameters():
-            std = p.std() if p.numel() > 1 else torch.zeros((), dtype=p.dtype)
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
-            p.copy_((p.mean() + std * noise.to(p)).to(p))
-    return out
-
-
-class StackedNetworks:
-    """Networks of one architecture evaluated as one: image ``i`` of a batch goes through
-    network ``i`` (``torch.func.vmap`` over their stacked weights), which is faster than a loop
-    of batch-1 calls. Called like a diffusers ``UNet2DModel``: ``(x, t) -> .sample``."""
-
-    def __init__(self, nets: list[torch.nn.Module]):
-        self.params, self.buffers = stack_module_state(nets)
-        self.base = copy.deepcopy(nets[0]).to("meta")
-        self.n = len(nets)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor):
-        if x.shape[0] != self.n:
-            raise ValueError(f"StackedNetworks holds {self.n} networks; got a batch of {x.shape[0]}")
-
-        def one(params, buffers, xi, ti):
-            return functional_call(self.base, (params, buffers), (xi[None], ti[None])).sample[0]
-
-        with warnings.catch_warnings():  # attention has no batching rule yet: a loop inside
-            warnings.filterwarnings("ignore", message="There is a performance drop")
-            return UNet2DOutput(sample=vmap(one)(self.params, self.buffers, x, t.expand(self.n)))
-
-
-def matched_norm(field_: Field, scale: float) -> ScoreDrift:
-    """``field_(x)`` rescaled per image to ``scale`` times the norm of the score ``s``."""
-    def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        v = field_(x)
-        ratio = s.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return v * (scale * ratio).view(-1, *([1] * (v.ndim - 1)))
-    return drift
 
 
 @dataclass
@@ -179,7 +119,7 @@ def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.T
     score_model = flow.score_model
     kw = dict(eta=eta, dt=dt, ema=ema, ema_until=ema_until, generator=generator)
     record = langevin_representation(lambda x, s: flow.apply_D(s), flow.score, x0, steps=steps,
-                                     frame_every=frame_every, frame=getattr(score_model, "denoise", None),
+                                     frame_every=frame_every, frame=score_model.denoise,
                                      **kw)
     minus = langevin_representation(lambda x, s: -flow.apply_D(s), flow.score, x0, steps=ema_until,
                                     **kw)
@@ -194,7 +134,7 @@ def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.T
     random_cos = abs_cosine(rand.representation, truth).tolist()
 
     reweight_cos: list[float] = []
-    if reweight and hasattr(score_model, "network"):
+    if reweight and score_model.network is not None:
         # one SDE over a batch of n_draws copies; copy i moves by its own redrawn network
         nets = StackedNetworks([redrawn_network(score_model.network, generator or torch.Generator())
                                 for _ in range(n_draws)])
@@ -207,3 +147,53 @@ def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.T
         reweight_cos = abs_cosine(rec.representation, truth).tolist()
     return PatternFidelity(plus_cos, minus_cos, random_cos, reweight_cos, record, truth)
 
+
+
+def pick_pattern(x: torch.Tensor, generator: torch.Generator, min_std: float = 0.02) -> torch.Tensor:
+    """One pattern (1, C, H, W) drawn from those with spatial structure (std > ``min_std``)."""
+    alive = (x.flatten(2).std(-1).amax(-1) > min_std).nonzero().flatten()
+    if not len(alive):
+        raise ValueError(f"every pattern is flat (std <= {min_std}); the simulation died out. "
+                         f"Use a larger data.size or fewer data.steps")
+    return x[alive[torch.randint(len(alive), (1,), generator=generator)]]
+
+
+class Patterns(Protocol):
+    """Table 2 for image data with a simulator (PAPER_NOTES 6): the flow run as the irreversible
+    Langevin SDE from one clean pattern against the simulator from the same pattern, beside
+    the random-kernel and redrawn-network baselines; the Figure 3 panels and a GIF of the
+    denoised SDE frames. Nothing for data without a simulator."""
+
+    name = "patterns"
+
+    def __init__(self, eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9,
+                 ema_until: int = 200, truth_steps: int = 20, n_draws: int = 10,
+                 frame_every: int = 5, channel: int = 1):
+        self.eta, self.dt, self.steps, self.ema, self.ema_until = eta, dt, steps, ema, ema_until
+        self.truth_steps, self.n_draws = truth_steps, n_draws
+        self.frame_every, self.channel = frame_every, channel
+
+    def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
+        simulate = data.simulator()
+        if simulate is None:
+            log.info("Patterns: %s has no simulator; skipped", type(data.system).__name__)
+            return Measurement()
+        x0 = pick_pattern(data.x, generator).to(flow.device)
+        res = pattern_fidelity(flow, simulate, x0, eta=self.eta, dt=self.dt, steps=self.steps,
+                               ema=self.ema, ema_until=self.ema_until,
+                               truth_steps=self.truth_steps, n_draws=self.n_draws,
+                               generator=generator, frame_every=self.frame_every)
+        out = Measurement(res.summary())
+        if figures is None:
+            return out
+        evolved = res.record.frames[-1][0] if res.record.frames else res.record.final[0]
+        panels = {"initial": x0[0], f"training-free flow, {self.steps} SDE steps (x0_hat)": evolved,
+                  f"simulator, {self.steps} steps": simulate(x0, self.steps)[0],
+                  f"change under the flow (EMA, step {self.ema_until})": res.record.representation[0],
+                  f"change under the simulator ({self.truth_steps} steps)": res.truth[0]}
+        out.figures["figures/patterns"] = plots.pattern_panels(
+            panels, figures / "patterns.png", f"|cos| = {res.best:.3f}", channel=self.channel)
+        if res.record.frames:
+            out.videos["figures/sde"] = plots.animation([f[0] for f in res.record.frames],
+                                                        figures / "sde.gif", channel=self.channel)
+        return out

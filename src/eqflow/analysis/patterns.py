@@ -1,7 +1,7 @@
 """Table 2 across Gray-Scott runs (evaluate.py on a pattern run or sweep, PAPER_NOTES 6).
 
 Each run records its column (``table2/*`` in metrics.json, written by
-:class:`eqflow.callbacks.PatternFidelityCallback`); runs without it, or every run with
+:class:`eqflow.protocols.Patterns`); runs without it, or every run with
 ``patterns.recompute=true``, are re-measured from their saved flow. Runs of the same pattern
 (e.g. a seed sweep) are pooled: the training-free value is their mean (std), a baseline's is
 the mean (std) over all its draws.
@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from eqflow.results import mean_std
-from eqflow.runs import runs_with_metrics
+from eqflow.report import Report, mean_std
+from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,12 @@ def pattern_name(cfg: DictConfig) -> str:
 
 
 def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
-            scratch: Path) -> tuple[dict[str, dict], dict[str, str]]:
+            scratch: Path, cache_dir: str | None = None) -> tuple[dict[str, dict], dict[str, str]]:
     """Per pattern: {"training-free": [...], "random": [...], "random re-weight": [...],
-    "runs": [...], "gamma": [...]}; plus the runs left out, with the reason."""
-    from eqflow.evaluation import evaluate_run
-
+    "runs": [...], "sign": [...]}; plus the runs left out, with the reason."""
     def measure(run_dir: Path, name: str) -> dict:
         log.info("Measuring Table 2 for %s", name)
-        return evaluate_run(run_dir, scratch / name.replace("/", "_"))
+        return measure_run(run_dir, scratch / name.replace("/", "_"), cache_dir)
 
     runs, failed = runs_with_metrics(run_dirs, names, "table2/training_free",
                                      "its data has no simulator", measure, remeasure=recompute)
@@ -120,3 +119,43 @@ def beats_baselines(table: dict) -> dict[str, dict[str, bool]]:
         out[p] = {row: bool(tf > rows[row][0] + rows[row][1])
                   for row in ROWS[1:] if rows[row][2]}
     return out
+
+
+def verdict_text(verdicts: dict[str, dict[str, bool]]) -> str:
+    return "Training-free above each baseline's mean + 1 std: " + "; ".join(
+        f"{p}: " + ", ".join(f"{row} {'yes' if ok else 'no'}" for row, ok in rows.items())
+        for p, rows in verdicts.items())
+
+
+def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
+    """Table 2 over the Gray-Scott runs under ``root`` (each run's recorded column, or
+    re-measured with ``patterns.recompute=true``)."""
+    names = named_run_dirs(root)
+    dirs = list(names)
+    start = time.perf_counter()
+    columns, failed = collect(dirs, names, bool(cfg.patterns.recompute), out / "runs",
+                              cfg.paths.get("cache_dir"))
+    if not columns:
+        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
+                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    table = summarise(columns)
+    md = markdown(table, columns)
+    verdicts = beats_baselines(table)
+    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+    return Report(
+        root=Path(root), group=str(run_cfg.get("name", "eqflow")), headline="table2.md",
+        failed=failed, run_config=run_cfg,
+        summary={"kind": "patterns",
+                 "table2": {p: {r: {"mean": m, "std": sd, "n": n} for r, (m, sd, n) in rows.items()}
+                            for p, rows in table.items()},
+                 "above_baseline_mean_plus_std": verdicts,
+                 "timings": {"table2_s": time.perf_counter() - start}},
+        files={"table2.md": md, "table2.csv": csv_text(table)},
+        sections=[("Table 2: fidelity to the Gray-Scott dynamics",
+                   f"- runs evaluated: {sum(len(c['runs']) for c in columns.values())}\n\n"
+                   + md + "[CSV](table2.csv)\n\n" + verdict_text(verdicts) + "\n\n"
+                   "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.")],
+        tables={"table2": (["pattern", "row", "mean", "std", "n"],
+                           [[p, r, m, sd, n] for p, rr in table.items()
+                            for r, (m, sd, n) in rr.items()])},
+        scalars={f"table2/{p}/{r}": m for p, rr in table.items() for r, (m, _, _) in rr.items()})

@@ -1,0 +1,46 @@
+"""Analyses of a sweep: ``analyse(root, cfg, out) -> Report``, one per kind of study.
+
+- ``uniqueness``: Table 1, chaos, MMD over time and UMAP of the flows of one score model;
+- ``patterns``: Table 2 over Gray-Scott runs;
+- ``creatures``: speed and polarisation per icon over artificial-life runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from eqflow.analysis import creatures, patterns, uniqueness
+from eqflow.report import Report
+from eqflow.runs import RunLoadError, load_config, run_dirs
+
+ANALYSES = {"uniqueness": uniqueness.analyse, "patterns": patterns.analyse,
+            "creatures": creatures.analyse}
+
+
+def infer_analysis(root: str | Path) -> str:
+    """The analysis a sweep's runs call for, from the first readable run config: ``patterns``
+    for runs that measured Table 2, ``creatures`` for artificial-life runs, else ``uniqueness``."""
+    for run_dir in run_dirs(root):
+        try:
+            cfg = load_config(run_dir)
+        except (RunLoadError, OSError, ValueError):
+            continue
+        measured = cfg.get("callbacks") or {}
+        if measured.get("patterns"):
+            return "patterns"
+        return "creatures" if measured.get("creatures") else "uniqueness"
+    return "uniqueness"
+
+
+def analyse(root: str | Path, cfg: DictConfig, out: Path) -> Report:
+    """Run the analysis ``cfg.analysis`` names (``auto``: :func:`infer_analysis`)."""
+    name = str(cfg.get("analysis", "auto"))
+    if name == "auto":
+        name = infer_analysis(root)
+    if name not in ANALYSES:
+        raise ValueError(f"analysis={name!r}: choose one of auto, {', '.join(ANALYSES)}")
+    return ANALYSES[name](Path(root), cfg, out)
+
+
+__all__ = ["ANALYSES", "analyse", "infer_analysis"]

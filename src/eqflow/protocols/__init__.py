@@ -1,0 +1,12 @@
+"""Measurement protocols: plain functions of a flow and its data that return numbers and figures
+(``Protocol.measure(flow, data, generator, figures) -> Measurement``)."""
+from eqflow.protocols.base import Measurement, Protocol
+from eqflow.protocols.chaos import Chaos, flow_lyapunov, sustained_chaos
+from eqflow.protocols.creatures import Creatures
+from eqflow.protocols.fidelity import Fidelity
+from eqflow.protocols.figures import Figures
+from eqflow.protocols.patterns import Patterns, pattern_fidelity, pick_pattern
+from eqflow.protocols.preservation import Preservation
+
+__all__ = ["Chaos", "Creatures", "Fidelity", "Figures", "Measurement", "Patterns", "Preservation",
+           "Protocol", "flow_lyapunov", "pattern_fidelity", "pick_pattern", "sustained_chaos"]

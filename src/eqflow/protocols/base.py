@@ -1,0 +1,34 @@
+"""What a protocol is: settings, and ``measure(flow, data, generator, figures)`` that returns the
+numbers and the figure files of one measurement of a flow. Plain Python, no Lightning: the end
+of a fit, ``evaluate.py`` and a user's script call the same protocols."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Measurement:
+    """What a protocol leaves: ``values`` for metrics.json and the loggers, ``figures`` and
+    ``videos`` as {logger key: file written}."""
+
+    values: dict = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    videos: dict[str, Path] = field(default_factory=dict)
+
+
+class Protocol:
+    """Base of the measurement protocols. ``name`` keys the timing (``time/<name>_s``).
+
+    ``measure`` sees the flow through ``velocity``, ``score``, ``score_model`` (a
+    :class:`eqflow.models.score.Score`) and ``alpha``, and the data through
+    :class:`eqflow.data.SnapshotData`; ``figures`` is the folder its figures go to (None: none).
+    """
+
+    name = "protocol"
+
+    def measure(self, flow, data, generator: torch.Generator,
+                figures: Path | None) -> Measurement:  # pragma: no cover - overridden
+        raise NotImplementedError
