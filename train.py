@@ -6,13 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from eqflow.errors import ConfigError, NonFiniteLossError
+from eqflow.pipeline import train
 
 log = logging.getLogger("eqflow")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from eqflow.pipeline import train
 
     try:
         result = train(cfg)
