@@ -5,6 +5,7 @@
 """
 import json
 import logging
+import os
 import sys
 
 import hydra
@@ -15,9 +16,16 @@ from eqflow.evaluation import evaluate_run, evaluate_sweep
 from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
-# evaluate.py's output folder: <the sweep or run evaluated>/evaluate/<time>
-OmegaConf.register_new_resolver("evaluated", lambda sweep, run: sweep or run or "outputs/evaluate",
-                                replace=True)
+
+
+def evaluated(sweep, run) -> str:
+    """evaluate.py's output folder lies in the sweep or run it evaluates (outputs/evaluate when
+    that is not an existing folder: nothing is created where a user mistyped a path)."""
+    target = sweep if sweep is not None else run
+    return str(target) if target is not None and os.path.isdir(str(target)) else "outputs/evaluate"
+
+
+OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from eqflow.errors import ConfigError, NonFiniteLossError
+from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.pipeline import train
 
 log = logging.getLogger("eqflow")
@@ -16,7 +16,10 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         result = train(cfg)
-    except (ConfigError, NonFiniteLossError, FileNotFoundError) as exc:
+    except RunInterrupted as exc:
+        log.error("%s", exc)
+        sys.exit(143)  # 128 + SIGTERM, as a shell or Slurm reports a job killed by it
+    except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
     value = result.metrics.get("mmd/final")

@@ -1,12 +1,14 @@
 """On-disk cache of expensive artefacts (datasets, score models), keyed by a config hash.
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``); a file lock
-makes concurrent jobs (a parallel sweep) build an entry once; an unreadable or mismatched
-entry is reported and rebuilt.
+makes concurrent jobs (a parallel sweep) build an entry once, and a complete entry is read
+without one (a read-only cache works); every entry carries the sha256 of its contents, so an
+unreadable, altered or mismatched entry is reported and rebuilt.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -52,11 +54,29 @@ def load_entry(path: Path, key: dict) -> Any:
         record = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated, not a torch file, unpicklable
         raise CorruptCacheError(f"cannot read cache file {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(record, dict) or "key" not in record or "value" not in record:
-        raise CorruptCacheError(f"cache file {path} is not an eqflow cache record")
+    if not isinstance(record, dict) or not {"key", "payload", "sha256"} <= set(record):
+        raise CorruptCacheError(f"cache file {path} is not an eqflow cache record (or one "
+                                f"from before checksums)")
     if record["key"] != json.loads(json.dumps(key, sort_keys=True, default=str)):
         raise CorruptCacheError(f"cache file {path} was written for another configuration")
-    return record["value"]
+    payload = record["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise CorruptCacheError(f"cache file {path} does not match its checksum (altered on disk)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CorruptCacheError(f"cannot read the contents of {path}: {exc}") from exc
+
+
+def _record(key: dict, value: Any) -> dict:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    payload = buffer.getvalue()
+    # the serialised value travels as one uint8 tensor: torch stores tensors' bytes without a
+    # check of its own, so the sha256 beside it is what catches an altered file
+    return {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+            "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+            "sha256": hashlib.sha256(payload).hexdigest()}
 
 
 def entry_path(kind: str, key: dict, root: str | os.PathLike) -> Path:
@@ -71,8 +91,24 @@ def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLi
     ``validate(value)`` may raise to mark a loaded value unusable (it is then rebuilt).
     """
     path = entry_path(kind, key, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    if path.exists():  # a complete entry (written by rename) is read without the lock
+        try:
+            value = load_entry(path, key)
+            if validate is not None:
+                validate(value)
+            log.info("Loaded cached %s from %s", kind, path)
+            return value, path, True
+        except Exception as exc:
+            log.warning("Cached %s at %s is unusable (%s); rebuilding it.", kind, path, exc)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as exc:
+        raise OSError(f"cannot build the {kind} cache entry {path}: {exc}. The cache folder must "
+                      f"be writable to build an entry; point paths.cache_dir= (or "
+                      f"EQFLOW_CACHE_DIR) at a writable folder") from exc
+    try:
         if path.exists():
             try:
                 value = load_entry(path, key)
@@ -85,7 +121,8 @@ def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLi
                 path.unlink(missing_ok=True)
         log.info("Building %s (cache miss: %s)", kind, path)
         value = build()
-        atomic_torch_save({"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
-                           "value": value}, path)
+        atomic_torch_save(_record(key, value), path)
         log.info("Cached %s at %s", kind, path)
         return value, path, False
+    finally:
+        lock.release()

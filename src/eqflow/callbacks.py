@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from eqflow import plots
+from eqflow.errors import NonFiniteLossError
 from eqflow.protocols.base import Protocol
 from eqflow.report import log_figure, log_to_loggers, log_video, update_metrics
 
@@ -60,6 +61,29 @@ class Measure(pl.Callback):
             return
         measure_and_record(self.protocols, pl_module, trainer.datamodule.data, self.seed,
                            self.output_dir, trainer.loggers, step=trainer.global_step)
+
+
+class FiniteWeights(pl.Callback):
+    """Stop the fit when a weight turns NaN or infinite, at the end of the epoch and before that
+    epoch's checkpoint is written (Lightning runs ModelCheckpoint after the other callbacks),
+    so no checkpoint ever holds non-finite weights. ``what`` names the model in the message."""
+
+    def __init__(self, what: str = "flow"):
+        self.what = what
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        bad = [name for name, p in pl_module.named_parameters()
+               if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            last = next((c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks
+                         if (c.last_model_path or c.best_model_path)), None)
+            where = (f"the last checkpoint, {last}, holds the weights before epoch "
+                     f"{trainer.current_epoch + 1} and can be resumed with ckpt_path={last}"
+                     if last else "no checkpoint was written yet")
+            raise NonFiniteLossError(
+                f"{self.what} weights became non-finite in epoch {trainer.current_epoch + 1} "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); stopping before a "
+                f"checkpoint is written. Lower the learning rate ({self.what}.model.lr); {where}.")
 
 
 class LossHistory(pl.Callback):

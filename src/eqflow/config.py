@@ -6,6 +6,8 @@ a key that does not exist is refused and named; an unknown option of a group lis
 """
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Rule:
-    kind: type | tuple[type, ...]
+    kind: type | tuple[type, ...] | str
     gt: float | None = None
     ge: float | None = None
     le: float | None = None
@@ -37,7 +39,8 @@ class Rule:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+        kind = {"sizes": "a list of positive integers, e.g. [64, 64]", int: "an integer",
+                float: "a finite number", bool: "true or false", str: "a string",
                 (int, float): "a number"}.get(self.kind, str(self.kind))
         bounds = [f"{op} {v}" for op, v in
                   [(">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)] if v is not None]
@@ -46,6 +49,9 @@ class Rule:
     def ok(self, value: Any) -> bool:
         if value is None:
             return self.nullable
+        if self.kind == "sizes":  # a list of positive integers (layer widths)
+            return (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
         if self.choices is not None:
             return value in self.choices
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
@@ -54,6 +60,8 @@ class Rule:
         elif isinstance(value, bool) and bool not in kinds:
             return False
         elif not isinstance(value, kinds):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
             return False
         return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
@@ -114,6 +122,10 @@ RULES: dict[str, Rule] = {
     "callbacks.creatures.min_track_frames": Rule(int, ge=2),
     "callbacks.creatures.reference_images": INT_POS,
     "flow.batch_size": INT_POS,
+    "flow.ensemble": INT_POS,
+    "flow.model.hidden": Rule("sizes"),
+    "score.model.hidden": Rule("sizes"),
+    "score.model.block_out_channels": Rule("sizes"),
     "flow.model.lr": NUM_POS,
     "flow.model.weight_decay": NUM_NONNEG,
     "flow.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
@@ -183,3 +195,29 @@ def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
                             f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`.")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+# ---- run folders ------------------------------------------------------------------------------
+
+_CLAIMED: dict[str, str] = {}
+
+
+def claim_run_dir(path: str) -> str:
+    """``path``, or ``path_2``, ``path_3``, ... : the first that this process can create, so that
+    two runs started in the same second never share a folder (``os.mkdir`` is atomic). The same
+    ``path`` asked again in one process gives the same answer (Hydra resolves it more than once)."""
+    if path in _CLAIMED:
+        return _CLAIMED[path]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = path if n == 1 else f"{path}_{n}"
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        _CLAIMED[path] = candidate
+        return candidate
+    raise RuntimeError(f"cannot claim a run folder for {path}: 10 000 folders of that name exist")
+
+
+OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)

@@ -10,21 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow import plots
 from eqflow.cache import atomic_torch_save, cached, entry_path
-from eqflow.callbacks import LossHistory, Measure, ScoreSamples, TrainingClock, measure_and_record
+from eqflow.callbacks import (FiniteWeights, LossHistory, Measure, ScoreSamples, TrainingClock,
+                              measure_and_record)
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
-from eqflow.errors import ConfigError
+from eqflow.errors import ConfigError, RunInterrupted
+from eqflow.models.ensemble import EnsembleDataModule, EnsembleFlowModule
 from eqflow.models.score import Score
 from eqflow.protocols.base import Protocol
-from eqflow.report import (build_loggers, finish_loggers, log_figure, read_metrics,
-                           update_metrics)
+from eqflow.report import (build_loggers, finish_loggers, log_figure, log_to_loggers, read_metrics,
+                           update_metrics, write_text_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots,
                                 val_fraction=float(cfg.score.get("val_fraction", 0.0)))
         history, clock = LossHistory("score/loss"), TrainingClock()
         last = every_epoch_checkpoint(resume_dir)
-        callbacks = [history, clock, last]
+        callbacks = [history, clock, FiniteWeights("score"), last]
         if model.can_sample and cfg.score.get("samples"):
             if not model.trains_every_level:
                 log.info("No score-model samples: ancestral sampling needs every noise level, "
@@ -179,6 +182,16 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
             raise ConfigError(f"flow={cfg.flow.model._target_} works on vectors; for image data "
                               f"use flow=training_free")
         extra["spatial"] = True
+    members = int(cfg.flow.get("ensemble", 1))
+    if members > 1:
+        if not cfg.flow.model._target_.endswith("EquilibriumFlowModule"):
+            raise ConfigError(f"flow.ensemble={members} trains learned flows together; "
+                              f"{cfg.flow.model._target_} has nothing to train (sweep its seeds "
+                              f"with -m seed=...) or set flow.ensemble=1")
+        settings = OmegaConf.to_container(cfg.flow.model, resolve=True)
+        settings.pop("_target_")
+        seeds = [int(cfg.seed) + k for k in range(members)]
+        return EnsembleFlowModule(score, x.shape[1], seeds=seeds, **settings)
     # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
     return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
 
@@ -210,21 +223,20 @@ def train(cfg: DictConfig) -> RunResult:
     A trainable flow is fitted (the protocols run when the fit ends, through :class:`Measure`);
     a training-free flow goes straight to the protocols."""
     validate(cfg)
+    checkpoint = read_checkpoint(cfg.ckpt_path, cfg) if cfg.get("ckpt_path") else None
+    protocols, callbacks = build_protocols(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info("Run directory: %s", output_dir)
-    if cfg.get("ckpt_path") and not os.path.isfile(cfg.ckpt_path):
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a "
-                                f"checkpoint written by a previous run, e.g. "
-                                f"outputs/runs/<name>/<time>/checkpoints/last.ckpt")
     start = time.perf_counter()
     system, snapshots, data_info = load_data_with_info(cfg)
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     flow = build_flow(cfg, score, snapshots.x)
-    protocols, callbacks = build_protocols(cfg)
+    if checkpoint is not None:
+        check_checkpoint_matches(checkpoint, cfg.ckpt_path, flow)
     loggers = build_loggers(cfg)
-    update_metrics(output_dir, {**data_info,
+    update_metrics(output_dir, {**data_info, "status": "running",
                                 **{k: v for k, v in score_info.items() if k != "loss_history"}})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
     if samples:  # the score model was trained in this run: show its last samples
@@ -233,27 +245,146 @@ def train(cfg: DictConfig) -> RunResult:
     try:
         fit_start = time.perf_counter()
         history = LossHistory()
+        ensemble = isinstance(flow, EnsembleFlowModule)
         if flow.trainable:
-            dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
+            if ensemble:  # measured member by member once the fit is done
+                dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
+                measure = []
+            else:
+                dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
+                measure = [Measure(protocols, output_dir, int(cfg.seed))]
             trainer = _trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                               callbacks=[*callbacks, history,
-                                          Measure(protocols, output_dir, int(cfg.seed))])
-            trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+                               callbacks=[*callbacks, history, FiniteWeights("flow"), *measure])
+            stopped = False
+            try:
+                trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+            except SIGTERMException:  # Lightning's is a SystemExit with status 0
+                stopped = True
+            if stopped or trainer.received_sigterm:
+                last = output_dir / "checkpoints" / "last.ckpt"
+                raise RunInterrupted(f"the run was stopped (SIGTERM) in epoch "
+                                     f"{trainer.current_epoch + 1}; resume it with "
+                                     f"ckpt_path={last}")
         else:
             flow.to(flow_device(cfg))
             measure_and_record(protocols, flow, SnapshotData(system, snapshots), int(cfg.seed),
                                output_dir, loggers)
+        fit_seconds = time.perf_counter() - fit_start
         loss_figure(output_dir, loggers, history.values, score_info["loss_history"])
-        update_metrics(output_dir, {"time/flow_fit_s": time.perf_counter() - fit_start,
+        if ensemble:
+            info = {**data_info, **{k: v for k, v in score_info.items() if k != "loss_history"},
+                    "time/ensemble_fit_s": fit_seconds}
+            write_members(cfg, flow, protocols, SnapshotData(system, snapshots), output_dir,
+                          info, score_info["loss_history"])
+        update_metrics(output_dir, {"time/flow_fit_s": fit_seconds,
                                     "time/total_s": time.perf_counter() - start})
         atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt")
         status = "success"
+    except BaseException as exc:
+        update_metrics(output_dir, {"status": f"incomplete: {type(exc).__name__}: {exc}"})
+        raise
     finally:
         finish_loggers(loggers, status)
+    update_metrics(output_dir, {"status": "finished"})
     metrics = read_metrics(output_dir)
     log.info("Metrics written to %s/metrics.json: %s", output_dir, {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return RunResult(output_dir, metrics, flow)
+
+
+def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
+    """The config of one ensemble member: the run's, as a single run of ``seed`` in ``output_dir``."""
+    member = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(member):
+        member.seed = int(seed)
+        member.flow.ensemble = 1
+        member.paths.output_dir = str(output_dir)
+    return member
+
+
+def write_members(cfg: DictConfig, flow: EnsembleFlowModule, protocols: list[Protocol],
+                  data: SnapshotData, output_dir: Path, info: dict,
+                  score_losses: list[float]) -> list[Path]:
+    """One folder per member, ``seed<s>/``, laid out like a multirun's job: its config (as a
+    single run of that seed), ``flow.pt``, ``metrics.json`` from the protocols, figures, and its
+    own logger run (one W&B run per member in the experiment's group, as a multirun's jobs)."""
+    folders = []
+    for k, seed in enumerate(flow.hparams.seeds):
+        folder = output_dir / f"seed{seed}"
+        member_cfg = member_config(cfg, seed, folder)
+        write_text_atomic(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(member_cfg))
+        member = flow.member(k)
+        loggers = build_loggers(member_cfg)
+        status = "failed"
+        try:
+            losses = [epoch[k] for epoch in flow.member_losses]
+            for epoch, value in enumerate(losses):
+                log_to_loggers(loggers, {"train/loss": value}, step=epoch)
+            update_metrics(folder, {**info, "status": "running", "ensemble/member": k,
+                                    "ensemble/members": len(flow.hparams.seeds),
+                                    "ensemble/run": str(output_dir)})
+            measure_and_record(protocols, member, data, int(seed), folder, loggers)
+            loss_figure(folder, loggers, losses, score_losses)
+            atomic_torch_save({"state_dict": member.state_dict()}, folder / "flow.pt")
+            update_metrics(folder, {"status": "finished"})
+            status = "success"
+        finally:
+            finish_loggers(loggers, status)
+        folders.append(folder)
+    log.info("Wrote %d ensemble members under %s (seed<s>/ each)", len(folders), output_dir)
+    return folders
+
+
+def read_checkpoint(path: str, cfg: DictConfig) -> dict:
+    """Read ``ckpt_path`` safely (tensors and plain containers only) and check that it is an
+    eqflow flow checkpoint of the configured flow; a clear error otherwise."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ckpt_path={path} does not exist; pass the path of a checkpoint "
+                                f"written by a previous run, e.g. "
+                                f"outputs/runs/<name>/<time>/checkpoints/last.ckpt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path={path} cannot be read as a checkpoint ({type(exc).__name__}); "
+                          f"it is truncated, corrupt or not a checkpoint. Pass another one (each "
+                          f"run keeps checkpoints/last.ckpt) or start the run without ckpt_path")
+    if not isinstance(state, dict) or "state_dict" not in state or "hyper_parameters" not in state:
+        raise ConfigError(f"ckpt_path={path} is not an eqflow flow checkpoint (no state_dict and "
+                          f"hyper_parameters); pass <run>/checkpoints/last.ckpt")
+    # the architecture must match; training settings (lr, a relaxation stage) may change
+    configured = OmegaConf.to_container(cfg.flow.model, resolve=True)
+    differ = [f"{k} (checkpoint {state['hyper_parameters'].get(k)!r}, config {v!r})"
+              for k, v in configured.items() if k in ("hidden", "activation", "n_freqs")
+              and k in state["hyper_parameters"] and _plain(state["hyper_parameters"][k]) != _plain(v)]
+    if differ:
+        raise ConfigError(f"ckpt_path={path} holds another flow architecture: "
+                          f"{'; '.join(differ)}. Resume with the settings the run had (its "
+                          f".hydra/config.yaml), or start a new run without ckpt_path")
+    return state
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_checkpoint_matches(state: dict, path: str, flow: pl.LightningModule) -> None:
+    """The checkpoint's flow must fit this flow's architecture, and its score model must be the
+    one this config trains (same data, same score settings): resuming never swaps it."""
+    own = flow.state_dict()
+    theirs = state["state_dict"]
+    shapes = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    missing = [k for k in own if k not in theirs and not k.startswith("anchor")]
+    if shapes or missing:
+        raise ConfigError(f"ckpt_path={path} holds another architecture (parameters "
+                          f"{', '.join((shapes + missing)[:4])} differ); resume with the run's own "
+                          f"flow settings (.hydra/config.yaml)")
+    score = [k for k in own if k.startswith("score_model.") and k in theirs
+             and not torch.equal(own[k].cpu(), theirs[k].cpu())]
+    if score:
+        raise ConfigError(f"ckpt_path={path} was trained with another score model than this "
+                          f"config's (other data or score settings: {score[0]} differs); resume "
+                          f"with the data and score settings of the run that wrote it "
+                          f"(its .hydra/config.yaml)")
 
 
 def loss_figure(output_dir: Path, loggers: list, flow_losses: list[float],

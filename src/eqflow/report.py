@@ -56,8 +56,9 @@ def read_metrics(run_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-run evaluate.py on the run "
-                         f"to recompute it") from exc
+        raise ValueError(f"{path} is not valid JSON ({exc}); move it aside and run "
+                         f"`python evaluate.py run={Path(run_dir)}` to measure the run again "
+                         f"(the new metrics.json is written in the evaluate folder)") from exc
 
 
 def update_metrics(run_dir: str | os.PathLike, values: dict) -> dict:
@@ -132,8 +133,16 @@ def flatten(tree: Any, prefix: str = "") -> dict:
 
 def build_loggers(cfg: DictConfig, log_config: bool = True) -> list:
     """The loggers ``cfg.logger`` names (``logger=wandb|csv|none``), with the flattened config
-    as their hyper-parameters."""
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+    as their hyper-parameters. An ensemble's own W&B run (its fit) is named for its seeds; its
+    members get runs of their own (see :func:`eqflow.pipeline.write_members`)."""
+    members = int(OmegaConf.select(cfg, "flow.ensemble", default=1) or 1)
+    overrides = {}
+    if members > 1:
+        seed = int(cfg.seed)
+        overrides["wandb"] = {"name": f"{cfg.name}-ensemble-seeds{seed}-{seed + members - 1}",
+                              "job_type": "train-ensemble"}
+    loggers = [instantiate(node, **overrides.get(key, {}))
+               for key, node in (cfg.get("logger") or {}).items() if node]
     if log_config:
         flat = flatten(OmegaConf.to_container(cfg, resolve=True))
         for logger in loggers:

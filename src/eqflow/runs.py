@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,12 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
     flow = build_flow(cfg, score, snapshots.x)
     flow.load_state_dict(state)
     flow.eval()
-    return LoadedRun(run_dir, cfg, SnapshotData(system, snapshots), flow, read_metrics(run_dir))
+    try:
+        metrics = read_metrics(run_dir)
+    except ValueError as exc:  # a corrupt metrics.json: the flow itself can still be measured
+        log.warning("%s", exc)
+        metrics = {}
+    return LoadedRun(run_dir, cfg, SnapshotData(system, snapshots), flow, metrics)
 
 
 def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
@@ -140,32 +146,43 @@ def runs_with_metrics(run_dirs: list[Path], names: dict[Path, str], key: str, mi
 
 
 def run_dirs(path: str | Path) -> list[Path]:
-    """The run directories under ``path`` (those holding ``.hydra/config.yaml``), sorted by
-    job number where the names are numbers. ``path`` may itself be one run, or a folder of
-    symbolic links to runs (to put separate runs in one table)."""
+    """The run directories under ``path`` (those holding ``.hydra/config.yaml``), in natural
+    order of their names (job numbers, ``seed<s>``). ``path`` may itself be one run, an
+    ensemble run (its members are the runs), or a folder of symbolic links to runs (to put
+    separate runs in one table)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"sweep={path} is not a directory; pass a run or multirun folder, "
                                 f"e.g. outputs/multirun/lorenz/<date time>")
-    if (path / ".hydra" / "config.yaml").exists():
+    if (path / ".hydra" / "config.yaml").exists() and _kind(path / ".hydra" / "config.yaml") == "run":
         return [path]
     configs = [Path(root) / "config.yaml" for root, _, files in os.walk(path, followlinks=True)
                if Path(root).name == ".hydra" and "config.yaml" in files]  # links to runs too
-    found = sorted({p.parent.parent for p in configs if _is_train_config(p)},
-                   key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else 1 << 30, str(p)))
+    found = sorted({p.parent.parent for p in configs if _kind(p) == "run"}, key=_natural)
     if not found:
         raise FileNotFoundError(f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
                                 f"a multirun wrote, e.g. outputs/multirun/lorenz/<date time>")
     return found
 
 
-def _is_train_config(path: Path) -> bool:
-    """True for a train.py run's config (evaluate.py's own output folders are not runs)."""
+def _natural(path: Path) -> tuple:
+    return (len(path.parts), [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))])
+
+
+def _kind(path: Path) -> str:
+    """``run`` for a train.py run's config; ``ensemble`` for an ensemble run (its members are the
+    runs); ``other`` for evaluate.py's own output folders."""
     try:
         text = path.read_text()
     except OSError:
-        return True  # unreadable: let load_run report it by name
-    return "\nsweep:" not in "\n" + text
+        return "run"  # unreadable: let load_run report it by name
+    if "\nsweep:" in "\n" + text:
+        return "other"
+    try:
+        members = OmegaConf.select(OmegaConf.create(text), "flow.ensemble", default=1)
+    except Exception:
+        return "run"
+    return "ensemble" if isinstance(members, int) and members > 1 else "run"
 
 
 @dataclass

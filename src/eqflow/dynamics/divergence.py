@@ -1,7 +1,8 @@
 """Divergence of a per-sample vector field: exact (Jacobian trace) or Hutchinson's estimate.
 
 ``f`` maps a batch ``(B, d)`` to ``(B, d)`` and must act on each sample independently (no
-batch coupling: pass a batch norm's statistics in as constants). Everything is forward-mode
+batch coupling: pass a batch norm's statistics in as constants). Leading axes are allowed:
+``(K, B, d)`` for an ensemble of K fields, each on its own batch. Everything is forward-mode
 (``torch.func.jvp``) and vectorised over probe vectors with ``torch.func.vmap``, so gradients
 with respect to the parameters of ``f`` flow through the result.
 """
@@ -34,13 +35,15 @@ def _jvps(f: Callable, x: torch.Tensor, tangents: torch.Tensor):
 
 def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
                          n_probes: int = 10, probe: str = "gaussian",
-                         generator: torch.Generator | None = None):
+                         generator: torch.Generator | None = None,
+                         probes: torch.Tensor | None = None):
     """Return ``(f(x), estimates)``.
 
     ``estimates`` has shape ``(n, B)``: for ``exact`` one row, the trace of the Jacobian; for
     ``hutchinson`` one row per probe ``z``, each ``z^T J z`` (unbiased for the divergence).
+    ``probes`` (n, *x.shape) replaces the probe vectors drawn from ``generator``.
     """
-    if x.ndim != 2:
+    if x.ndim < 2:
         raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
     if method == "exact":
         fx, jac = jacobian(f, x)
@@ -48,20 +51,21 @@ def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
     if method == "hutchinson":
         if n_probes < 1:
             raise ValueError(f"n_probes must be >= 1, got {n_probes}")
-        z = _probe_vectors(x, n_probes, probe, generator)
+        z = _probe_vectors(x, n_probes, probe, generator) if probes is None else probes
         fx, jz = _jvps(f, x, z)
         return fx, (z * jz).sum(-1)
     raise ValueError(f"unknown divergence method {method!r}; choose one of {METHODS}")
 
 
 def jacobian(f: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f(x), J)`` with ``J[b, i, j] = d f_i / d x_j`` at each row of ``x`` (d JVPs)."""
-    if x.ndim != 2:
+    """``(f(x), J)`` with ``J[..., b, i, j] = d f_i / d x_j`` at each row of ``x`` (d JVPs)."""
+    if x.ndim < 2:
         raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
-    d = x.shape[1]
-    basis = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, *x.shape)
-    fx, columns = _jvps(f, x, basis)  # columns[j, b, :] = J[b, :, j]
-    return fx, columns.permute(1, 2, 0)
+    d = x.shape[-1]
+    lead = (1,) * (x.ndim - 1)
+    basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, *lead, d).expand(d, *x.shape)
+    fx, columns = _jvps(f, x, basis)  # columns[j, ..., b, :] = J[..., b, :, j]
+    return fx, columns.movedim(0, -1)
 
 
 def trace(jac: torch.Tensor) -> torch.Tensor:

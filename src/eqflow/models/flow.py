@@ -145,8 +145,13 @@ class EquilibriumFlowModule(FlowBase):
             for key in [k for k in state if k.startswith("anchor.") or k == "anchor_set"]:
                 del state[key]
 
+    def probes(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Hutchinson probe vectors for ``x``; None: drawn from the global generator."""
+        return None
+
     def continuity_loss(self, x: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss and its parts on noised points ``x`` with scores ``s``."""
+        """The loss and its parts on noised points ``x`` (B, d) with scores ``s``; the batch is
+        the last axis but one, so a leading axis of ensemble members gives a loss per member."""
         hp = self.hparams
         h = self.net.pre_norm(x)
         mean, std = self.net.norm.stats(h)
@@ -172,15 +177,16 @@ class EquilibriumFlowModule(FlowBase):
                 distance = ((v - v_0) ** 2).sum(-1)
                 parts["anchor"] = distance.mean()
                 residual = residual + hp.relax_anchor * distance
-            return {"loss": residual.mean(), **parts}
-        v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe)
+            return {"loss": residual.mean(-1), **parts}
+        v, est = divergence_estimates(v_fn, x, hp.divergence, hp.n_probes, hp.probe,
+                                      probes=self.probes(x) if hp.divergence == "hutchinson" else None)
         v_dot_s = (v * s).sum(-1)
         if hp.estimator == "product":
             half = est.shape[0] // 2
             residual = (est[:half].mean(0) + v_dot_s) * (est[half:].mean(0) + v_dot_s)
         else:
             residual = (est.mean(0) + v_dot_s) ** 2
-        return {"loss": residual.mean(), "div": est.mean(0).abs().mean(),
+        return {"loss": residual.mean(-1), "div": est.mean(0).abs().mean(),
                 "v_dot_s": v_dot_s.abs().mean()}
 
     def on_train_epoch_start(self) -> None:

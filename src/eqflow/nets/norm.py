@@ -12,17 +12,23 @@ class NonAffineBatchNorm(nn.Module):
     Unlike ``nn.BatchNorm1d`` the forward pass never mutates buffers, so it is safe under
     ``torch.func.jvp``/``vmap``: running statistics are updated explicitly with
     :meth:`update_running_stats` from outside any transform.
+
+    The batch is the last axis but one: ``members`` = K keeps K sets of statistics for inputs
+    (K, B, d), one per ensemble member.
     """
 
-    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5):
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5,
+                 members: int | None = None):
         super().__init__()
         self.momentum = momentum
         self.eps = eps
-        self.register_buffer("running_mean", torch.zeros(dim))
-        self.register_buffer("running_var", torch.ones(dim))
+        shape = (dim,) if members is None else (members, 1, dim)
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_var", torch.ones(shape))
 
     def batch_stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return h.mean(dim=0), h.var(dim=0, unbiased=False)
+        return (h.mean(dim=-2, keepdim=h.ndim > 2),
+                h.var(dim=-2, unbiased=False, keepdim=h.ndim > 2))
 
     def stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) the forward pass uses for ``h`` in the current mode."""
@@ -43,7 +49,7 @@ class NonAffineBatchNorm(nn.Module):
     @torch.no_grad()
     def update_running_stats(self, h: torch.Tensor) -> None:
         mean, var = self.batch_stats(h.detach())
-        n = h.shape[0]
+        n = h.shape[-2]
         var = var * n / max(n - 1, 1)
         self.running_mean.lerp_(mean, self.momentum)
         self.running_var.lerp_(var, self.momentum)
@@ -51,5 +57,5 @@ class NonAffineBatchNorm(nn.Module):
     @torch.no_grad()
     def set_running_stats(self, h: torch.Tensor) -> None:
         """Replace the running statistics by those of ``h`` (a recalibration on many points)."""
-        self.running_mean.copy_(h.mean(0))
-        self.running_var.copy_(h.var(0))
+        self.running_mean.copy_(h.mean(-2, keepdim=h.ndim > 2))
+        self.running_var.copy_(h.var(-2, keepdim=h.ndim > 2))

@@ -1,0 +1,188 @@
+"""An ensemble of learned flows trained as one vectorised model (a seed sweep in one process).
+
+Member k is the flow a single run with seed ``seeds[k]`` trains: the same initial weights (built
+exactly as that run builds them), the same loss, its own batches (its own sampler seed) and its
+own noise and probe draws (a generator that continues the single run's random stream). The
+loss is summed over members; their parameters are disjoint and Adam acts element-wise, so each
+member's update is its own.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.dynamics.divergence import _probe_vectors
+from eqflow.errors import check_finite_loss
+from eqflow.models.flow import EquilibriumFlowModule
+from eqflow.models.score import Score
+from eqflow.nets.batched import BatchedFlowMLP
+
+
+class EnsembleFlowModule(EquilibriumFlowModule):
+    """``len(seeds)`` :class:`EquilibriumFlowModule` members as one model; ``member(k)`` gives
+    member k as a plain flow. Every flow setting applies to all members."""
+
+    def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
+        members = []
+        generators = []
+        for seed in seeds:  # as a single run builds its flow: seed everything, then construct
+            pl.seed_everything(int(seed), workers=True, verbose=False)
+            members.append(EquilibriumFlowModule(score, dim, **flow_settings))
+            g = torch.Generator()
+            g.set_state(torch.get_rng_state())
+            generators.append(g)
+        super().__init__(score, dim, **flow_settings)
+        self.save_hyperparameters(ignore=["score"])
+        self.net = BatchedFlowMLP([m.net for m in members])
+        if self.hparams.relax_anchor > 0:
+            self.anchor = copy.deepcopy(self.net).requires_grad_(False)
+        self.generators = generators
+        self.member_losses: list[list[float]] = []  # per epoch: each member's mean loss
+        self._epoch_sums: torch.Tensor | None = None
+        self._epoch_batches = 0
+
+    @property
+    def n_members(self) -> int:
+        return len(self.hparams.seeds)
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's field at ``x``: (B, d) or (K, B, d) in, (K, B, d) out."""
+        if x.ndim == 2:
+            x = x.expand(self.n_members, *x.shape)
+        return self.net.with_running_stats(x)
+
+    def _draw(self, shape, draw) -> torch.Tensor:
+        return torch.stack([draw(shape, g) for g in self.generators]).to(self.device)
+
+    def probes(self, x: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        per_member = [_probe_vectors(x[k].cpu(), hp.n_probes, hp.probe, g)
+                      for k, g in enumerate(self.generators)]
+        return torch.stack(per_member, dim=1).to(x)
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        eps = self._draw(x0.shape[1:], lambda s, g: torch.randn(s, generator=g, dtype=x0.dtype))
+        a = self.alpha.to(x0)
+        x = torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+        with torch.no_grad():
+            s = self.score(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        parts = self.continuity_loss(x, s)
+        per_member = parts["loss"]
+        total = per_member.sum()
+        check_finite_loss(total, "flow", self.global_step)
+        detached = per_member.detach()
+        self._epoch_sums = detached if self._epoch_sums is None else self._epoch_sums + detached
+        self._epoch_batches += 1
+        self.log("train/loss", per_member.mean(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/abs_div", parts["div"], on_step=False, on_epoch=True)
+        self.log("train/abs_v_dot_s", parts["v_dot_s"], on_step=False, on_epoch=True)
+        if "anchor" in parts:
+            self.log("train/anchor_distance", parts["anchor"], on_step=False, on_epoch=True)
+        return total
+
+    def on_train_epoch_start(self) -> None:
+        # a single run's DataLoader draws its workers' base seed from the global generator each
+        # time an epoch's iterator is made; each member's stream makes the same draw
+        for g in self.generators:
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+        super().on_train_epoch_start()
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_batches:
+            self.member_losses.append((self._epoch_sums / self._epoch_batches).cpu().tolist())
+        self._epoch_sums, self._epoch_batches = None, 0
+
+    @torch.no_grad()
+    def calibrate(self, x0: torch.Tensor) -> None:
+        """Each member's batch-norm statistics from many noised points, drawn from its own
+        generator as a single run draws them."""
+        n = min(len(x0), self.hparams.calibration_points)
+        hs = []
+        for g in self.generators:
+            idx = torch.randperm(len(x0), generator=g)[:n]
+            x = self.score_model.noise(x0[idx], generator=g).to(self.device)
+            hs.append(x)
+        h = self.net.pre_norm(torch.stack(hs))
+        self.net.norm.set_running_stats(h)
+
+    def member(self, k: int) -> EquilibriumFlowModule:
+        """Member ``k`` as a plain :class:`EquilibriumFlowModule` (the score model shared)."""
+        settings = {key: value for key, value in self.hparams.items() if key not in ("seeds", "dim")}
+        flow = EquilibriumFlowModule(self.score_model, self.hparams.dim, **settings)
+        state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
+        if self.hparams.relax_anchor > 0:
+            state.update({f"anchor.{key}": value
+                          for key, value in self.anchor.member_state(k).items()})
+            state["anchor_set"] = self.anchor_set.clone()
+        flow.load_state_dict({**flow.state_dict(), **state})
+        return flow.to(self.device).eval()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["member_generators"] = [g.get_state() for g in self.generators]
+        checkpoint["member_losses"] = self.member_losses
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        for g, state in zip(self.generators, checkpoint.get("member_generators", [])):
+            g.set_state(state)
+        self.member_losses = list(checkpoint.get("member_losses", []))
+
+
+class _Rows(Dataset):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, rows):
+        return self.x[torch.as_tensor(rows)]
+
+
+class _MemberBatches(Sampler):
+    """One batch of rows per member per step, member k's from its own seeded shuffle."""
+
+    def __init__(self, n: int, batch_size: int, seeds: Sequence[int]):
+        self.n, self.batch_size, self.seeds = n, batch_size, list(seeds)
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        orders = [iter(RandomSampler(range(self.n), generator=g)) for g in self.generators]
+        for _ in range(len(self)):
+            yield [[next(order) for _ in range(self.batch_size)] for order in orders]
+        for order in orders:  # run each shuffle out, as a single run's batch sampler does, so
+            for _ in order:   # that the next epoch draws from the same generator state
+                pass
+
+
+class EnsembleDataModule(pl.LightningDataModule):
+    """Batches (K, B, d): member k's rows in the order a single run of seed ``seeds[k]`` sees."""
+
+    def __init__(self, system: SnapshotSystem, snapshots: Snapshots, batch_size: int,
+                 seeds: Sequence[int]):
+        super().__init__()
+        self.system, self.snapshots, self.seeds = system, snapshots, list(seeds)
+        self.batch_size = min(int(batch_size), len(snapshots.x))
+        self.sampler = _MemberBatches(len(snapshots.x), self.batch_size, self.seeds)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.snapshots.x
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Rows(self.x), sampler=self.sampler, batch_size=None)
+
+    def state_dict(self) -> dict:
+        return {"generators": [g.get_state() for g in self.sampler.generators]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for g, s in zip(self.sampler.generators, state["generators"]):
+            g.set_state(s)
