@@ -95,3 +95,25 @@ def test_an_interrupted_ensemble_resumes_to_the_same_weights(tmp_path, monkeypat
     resumed = _train(["seed=0", "flow.ensemble=2", f"ckpt_path={ckpt}"], tmp_path, "cut")
     for key, value in full.flow.state_dict().items():
         assert torch.allclose(resumed.flow.state_dict()[key], value, atol=1e-6), key
+
+
+def test_batched_lyapunov_equals_one_flow_at_a_time():
+    from eqflow.data.base import random_subset  # noqa: F401  (the starts flow_lyapunov draws)
+    from eqflow.protocols.chaos import flow_lyapunov, flow_lyapunov_many
+
+    score = ScoreModule(dim=3)
+    flows = []
+    for seed in range(3):
+        pl.seed_everything(seed, verbose=False)
+        flow = EquilibriumFlowModule(score, 3, hidden=[16, 16]).eval()
+        flow.calibrate(torch.randn(500, 3))
+        flows.append(flow)
+    data = torch.randn(200, 3, generator=torch.Generator().manual_seed(1))
+    settings = dict(n_trajectories=4, dt=0.1, steps=300, burn_in=20, bound=4.0, record_at=150)
+    batched = flow_lyapunov_many(flows, data, [torch.Generator().manual_seed(7 + k)
+                                               for k in range(3)], **settings)
+    for k, flow in enumerate(flows):
+        alone = flow_lyapunov(flow, data, generator=torch.Generator().manual_seed(7 + k), **settings)
+        for key in ("lyapunov", "mean_speed", "lyapunov_at_record"):
+            assert batched[k][key] == pytest.approx(alone[key], rel=1e-6, abs=1e-9), key
+        assert batched[k]["n_kept"] == alone["n_kept"]

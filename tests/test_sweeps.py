@@ -207,11 +207,12 @@ def test_chaos_rows_drop_the_speed_normalised_exponent_of_flows_at_rest():
 def test_chaos_keeps_a_recorded_nan_and_measures_only_runs_that_recorded_nothing(monkeypatch):
     measured = []
 
-    def fake_lyapunov(flow, x, generator, **settings):
-        measured.append(flow)
-        return {"lyapunov": 0.02, "lyapunov_speed_normalised": 0.04, "mean_speed": 0.5}
+    def fake_lyapunov_many(flows, x, generators, **settings):
+        measured.extend(flows)
+        return [{"lyapunov": 0.02, "lyapunov_speed_normalised": 0.04, "mean_speed": 0.5}
+                for _ in flows]
 
-    monkeypatch.setattr(study, "flow_lyapunov", fake_lyapunov)
+    monkeypatch.setattr(study, "flow_lyapunov_many", fake_lyapunov_many)
     escaped = {"lyapunov/max": "nan", "lyapunov/speed_normalised": "nan",
                "lyapunov/mean_speed": "nan"}  # as metrics.json stores it: every trajectory left
     runs = [SimpleNamespace(metrics=escaped, flow="escaped", data=SimpleNamespace(x=None)),

@@ -134,6 +134,7 @@ RULES: dict[str, Rule] = {
     "flow.model.probe": Rule(str, choices=PROBES),
     "flow.model.estimator": Rule(str, choices=ESTIMATORS),
     "flow.model.relax_epochs": INT_NONNEG,
+    "flow.model.compile": Rule(bool),
     "flow.model.relax_penalty": NUM_NONNEG,
     "flow.model.relax_lr": Rule(float, gt=0, nullable=True),
     "flow.model.n_freqs": INT_NONNEG,

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from eqflow import plots
 from eqflow.cache import atomic_torch_save, cached, entry_path
 from eqflow.callbacks import (FiniteWeights, LossHistory, Measure, ScoreSamples, TrainingClock,
-                              measure_and_record)
+                              measure_and_record, measure_flows, send_to_loggers)
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
@@ -306,31 +306,32 @@ def write_members(cfg: DictConfig, flow: EnsembleFlowModule, protocols: list[Pro
                   data: SnapshotData, output_dir: Path, info: dict,
                   score_losses: list[float]) -> list[Path]:
     """One folder per member, ``seed<s>/``, laid out like a multirun's job: its config (as a
-    single run of that seed), ``flow.pt``, ``metrics.json`` from the protocols, figures, and its
-    own logger run (one W&B run per member in the experiment's group, as a multirun's jobs)."""
-    folders = []
-    for k, seed in enumerate(flow.hparams.seeds):
-        folder = output_dir / f"seed{seed}"
-        member_cfg = member_config(cfg, seed, folder)
-        write_text_atomic(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(member_cfg))
-        member = flow.member(k)
-        loggers = build_loggers(member_cfg)
+    single run of that seed), ``flow.pt``, ``metrics.json`` from the protocols (run on all
+    members at once, batched where a protocol can), figures, and its own logger run (one W&B
+    run per member in the experiment's group, as a multirun's jobs have)."""
+    seeds = [int(s) for s in flow.hparams.seeds]
+    folders = [output_dir / f"seed{seed}" for seed in seeds]
+    members = [flow.member(k) for k in range(len(seeds))]
+    for k, folder in enumerate(folders):
+        write_text_atomic(folder / ".hydra" / "config.yaml",
+                          OmegaConf.to_yaml(member_config(cfg, seeds[k], folder)))
+        update_metrics(folder, {**info, "status": "running", "ensemble/member": k,
+                                "ensemble/members": len(seeds), "ensemble/run": str(output_dir)})
+    measured = measure_flows(protocols, members, data, seeds, folders)
+    for k, (folder, member) in enumerate(zip(folders, members)):
+        loggers = build_loggers(member_config(cfg, seeds[k], folder))
         status = "failed"
         try:
             losses = [epoch[k] for epoch in flow.member_losses]
             for epoch, value in enumerate(losses):
                 log_to_loggers(loggers, {"train/loss": value}, step=epoch)
-            update_metrics(folder, {**info, "status": "running", "ensemble/member": k,
-                                    "ensemble/members": len(flow.hparams.seeds),
-                                    "ensemble/run": str(output_dir)})
-            measure_and_record(protocols, member, data, int(seed), folder, loggers)
+            send_to_loggers(loggers, measured[k], step=len(losses))
             loss_figure(folder, loggers, losses, score_losses)
             atomic_torch_save({"state_dict": member.state_dict()}, folder / "flow.pt")
             update_metrics(folder, {"status": "finished"})
             status = "success"
         finally:
             finish_loggers(loggers, status)
-        folders.append(folder)
     log.info("Wrote %d ensemble members under %s (seed<s>/ each)", len(folders), output_dir)
     return folders
 

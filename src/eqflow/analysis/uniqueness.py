@@ -27,7 +27,7 @@ from eqflow.metrics.fidelity import align_signs
 from eqflow.metrics.lyapunov import REST_SPEED
 from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
-from eqflow.protocols.chaos import SUSTAINED_RATIO, flow_lyapunov, sustained_chaos
+from eqflow.protocols.chaos import SUSTAINED_RATIO, flow_lyapunov_many, sustained_chaos_many
 from eqflow.report import Report
 from eqflow.runs import Sweep, load_sweep
 
@@ -136,17 +136,20 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
                 **(settings or {})}
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
-    if long_horizon > 0:
-        for row, run in zip(rows, sweep.runs):
-            row.update(sustained_chaos(run.flow, run.data.x, settings, long_horizon,
-                                       torch.Generator().manual_seed(seed)))
+    if long_horizon > 0:  # every flow from the same starts, all in one batched integration
+        flows = [run.flow for run in sweep.runs]
+        generators = [torch.Generator().manual_seed(seed) for _ in flows]
+        for row, extra in zip(rows, sustained_chaos_many(flows, sweep.runs[0].data.x, settings,
+                                                          long_horizon, generators)):
+            row.update(extra)
     return rows
 
 
 def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
                                 seed: int) -> list[dict]:
-    rows = []
-    for run, name in zip(sweep.runs, sweep.names):
+    rows: list[dict | None] = []
+    todo = []
+    for i, (run, name) in enumerate(zip(sweep.runs, sweep.names)):
         m = run.metrics
         if not recompute and "lyapunov/max" in m:
             speed = float(m.get("lyapunov/mean_speed", math.nan))
@@ -156,11 +159,16 @@ def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
             rows.append({"run": name, "lyapunov": float(m["lyapunov/max"]),
                          "speed_normalised": normalised, "mean_speed": speed, "source": "run"})
             continue
-        g = torch.Generator().manual_seed(seed)
-        res = flow_lyapunov(run.flow, run.data.x, generator=g, **settings)
-        rows.append({"run": name, "lyapunov": res["lyapunov"],
-                     "speed_normalised": res["lyapunov_speed_normalised"],
-                     "mean_speed": res["mean_speed"], "source": "evaluate"})
+        rows.append(None)
+        todo.append(i)
+    if todo:  # re-measured together: one batched integration where the flows stack
+        flows = [sweep.runs[i].flow for i in todo]
+        results = flow_lyapunov_many(flows, sweep.runs[todo[0]].data.x,
+                                     [torch.Generator().manual_seed(seed) for _ in todo], **settings)
+        for i, res in zip(todo, results):
+            rows[i] = {"run": sweep.names[i], "lyapunov": res["lyapunov"],
+                       "speed_normalised": res["lyapunov_speed_normalised"],
+                       "mean_speed": res["mean_speed"], "source": "evaluate"}
     return rows
 
 

@@ -17,7 +17,7 @@ METHODS = ("exact", "hutchinson")
 PROBES = ("gaussian", "rademacher")
 
 
-def _probe_vectors(x: torch.Tensor, n: int, probe: str, generator: torch.Generator | None):
+def probe_vectors(x: torch.Tensor, n: int, probe: str, generator: torch.Generator | None):
     shape = (n, *x.shape)
     if probe == "gaussian":
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -51,7 +51,7 @@ def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
     if method == "hutchinson":
         if n_probes < 1:
             raise ValueError(f"n_probes must be >= 1, got {n_probes}")
-        z = _probe_vectors(x, n_probes, probe, generator) if probes is None else probes
+        z = probe_vectors(x, n_probes, probe, generator) if probes is None else probes
         fx, jz = _jvps(f, x, z)
         return fx, (z * jz).sum(-1)
     raise ValueError(f"unknown divergence method {method!r}; choose one of {METHODS}")

@@ -38,17 +38,33 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     ``record_at`` (a step count): also return the exponent of the same kept trajectories over
     their first ``record_at`` steps (``lyapunov_at_record``), to see whether it holds over time.
     """
+    directions = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    return max_lyapunov_groups(f, x0, directions, dt, steps, burn_in, renorm_every,
+                               perturbation, bound, rest_speed, record_at, groups=1)[0]
+
+
+@torch.no_grad()
+def max_lyapunov_groups(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
+                        directions: torch.Tensor, dt: float, steps: int, burn_in: int = 0,
+                        renorm_every: int = 1, perturbation: float = 1e-8,
+                        bound: float | None = None, rest_speed: float = REST_SPEED,
+                        record_at: int | None = None, groups: int = 1) -> list[dict]:
+    """:func:`max_lyapunov` of ``groups`` equal consecutive blocks of starts integrated at once
+    (e.g. several fields' trajectories, ``f`` giving block g field g's velocity), with the
+    twins' initial ``directions`` given; one result per block, as if measured alone."""
     if steps < 1 or dt <= 0 or perturbation <= 0:
         raise ValueError(f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
                          f"got {steps}, {dt}, {perturbation}")
     if record_at is not None and (not 1 <= record_at <= steps
                                   or (record_at % renorm_every and record_at != steps)):
         raise ValueError(f"record_at={record_at} must be a renormalisation step in 1..{steps}")
+    if x0.shape[0] % groups:
+        raise ValueError(f"{x0.shape[0]} starts do not split into {groups} equal groups")
     x = x0.detach().to(torch.float64)
     n = x.shape[0]
     for _ in range(burn_in):
         x = rk4_step(f, x, dt)
-    w = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+    w = directions.to(dtype=torch.float64, device=x.device)
     pair = torch.cat([x, x + perturbation * w / w.norm(dim=-1, keepdim=True)])
     log_growth = torch.zeros(n, dtype=torch.float64, device=x.device)
     speed = torch.zeros_like(log_growth)
@@ -73,13 +89,22 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
             recorded = log_growth.clone() / (record_at * dt)
     exponents = log_growth / (steps * dt)
     mean_speed = speed / steps
+    size = n // groups
+    return [_summary(exponents[g * size:(g + 1) * size], mean_speed[g * size:(g + 1) * size],
+                     alive[g * size:(g + 1) * size],
+                     None if recorded is None else recorded[g * size:(g + 1) * size], rest_speed)
+            for g in range(groups)]
+
+
+def _summary(exponents: torch.Tensor, mean_speed: torch.Tensor, alive: torch.Tensor,
+             recorded: torch.Tensor | None, rest_speed: float) -> dict:
     kept = int(alive.sum())
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
     moving = kept and mspeed >= rest_speed
     out = {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
            "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
-           "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": n}
-    if record_at is not None:
+           "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": len(exponents)}
+    if recorded is not None:
         out["lyapunov_at_record"] = recorded[alive].mean().item() if kept else float("nan")
     return out

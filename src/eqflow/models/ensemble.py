@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from eqflow.data.base import Snapshots, SnapshotSystem
-from eqflow.dynamics.divergence import _probe_vectors
+from eqflow.dynamics.divergence import probe_vectors
 from eqflow.errors import check_finite_loss
 from eqflow.models.flow import EquilibriumFlowModule
 from eqflow.models.score import Score
@@ -61,17 +61,22 @@ class EnsembleFlowModule(EquilibriumFlowModule):
 
     def probes(self, x: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
-        per_member = [_probe_vectors(x[k].cpu(), hp.n_probes, hp.probe, g)
+        per_member = [probe_vectors(x[k].cpu(), hp.n_probes, hp.probe, g)
                       for k, g in enumerate(self.generators)]
         return torch.stack(per_member, dim=1).to(x)
 
-    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step's loss per member (``loss``: (K,)) on batches ``x0`` (K, B, d), each member's
+        noise from its own generator."""
         eps = self._draw(x0.shape[1:], lambda s, g: torch.randn(s, generator=g, dtype=x0.dtype))
         a = self.alpha.to(x0)
         x = torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
         with torch.no_grad():
             s = self.score(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        parts = self.continuity_loss(x, s)
+        return self.continuity_loss(x, s)
+
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        parts = self.loss_parts(x0)
         per_member = parts["loss"]
         total = per_member.sum()
         check_finite_loss(total, "flow", self.global_step)

@@ -32,3 +32,9 @@ class Protocol:
     def measure(self, flow, data, generator: torch.Generator,
                 figures: Path | None) -> Measurement:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def measure_many(self, flows: list, data, generators: list[torch.Generator],
+                     figures: list[Path | None]) -> list[Measurement]:
+        """Each flow with its own generator and figure folder: the same numbers as measuring
+        them one at a time; protocols that can batch the flows override this."""
+        return [self.measure(f, data, g, d) for f, g, d in zip(flows, generators, figures)]

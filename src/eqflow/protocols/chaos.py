@@ -4,12 +4,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from eqflow.data.base import random_subset
-from eqflow.metrics.lyapunov import REST_SPEED, max_lyapunov
+from eqflow.metrics.lyapunov import REST_SPEED, max_lyapunov, max_lyapunov_groups
+from eqflow.models.flow import EquilibriumFlowModule
+from eqflow.nets.batched import BatchedFlowMLP
 from eqflow.protocols.base import Measurement, Protocol
 
 log = logging.getLogger(__name__)
@@ -34,17 +37,71 @@ def flow_lyapunov(flow, data: torch.Tensor, n_trajectories: int, dt: float, step
                         record_at=record_at)
 
 
+def batched_field(flows: list, rows: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """One float64 field for several learned flows of one architecture, on inputs made of
+    blocks of K x ``rows`` rows (a start set, or starts and their twins stacked): within each
+    block, rows k*rows .. (k+1)*rows - 1 move by flow k. None where the flows cannot be stacked
+    (other kinds, other shapes)."""
+    if len(flows) < 2 or not all(type(f) is EquilibriumFlowModule for f in flows):
+        return None
+    layouts = {tuple((k, tuple(v.shape)) for k, v in f.net.state_dict().items()) for f in flows}
+    activations = {tuple(type(m).__name__ for m in f.net.net) for f in flows}
+    if len(layouts) > 1 or len(activations) > 1:
+        return None
+    net = BatchedFlowMLP([f.net for f in flows]).double().to(flows[0].device).eval()
+    k = len(flows)
+
+    def field(x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1]
+        by_flow = x.reshape(-1, k, rows, d).transpose(0, 1).reshape(k, -1, d)
+        v = net.with_running_stats(by_flow)
+        return v.reshape(k, -1, rows, d).transpose(0, 1).reshape(x.shape)
+
+    return field
+
+
+def flow_lyapunov_many(flows: list, data: torch.Tensor, generators: list[torch.Generator],
+                       n_trajectories: int, dt: float, steps: int, burn_in: int,
+                       bound: float | None, perturbation: float = 1e-8, renorm_every: int = 1,
+                       record_at: int | None = None) -> list[dict]:
+    """:func:`flow_lyapunov` of every flow (flow k drawing from ``generators[k]``), all twins
+    integrated in one batched call where the flows stack; the same numbers as one at a time."""
+    field = batched_field(flows, min(n_trajectories, len(data)))
+    if field is None:
+        return [flow_lyapunov(f, data, n_trajectories, dt, steps, burn_in, bound, g,
+                              perturbation, renorm_every, record_at)
+                for f, g in zip(flows, generators)]
+    starts, directions = [], []
+    for flow, g in zip(flows, generators):  # the draws flow_lyapunov makes, in its order
+        start = random_subset(data, n_trajectories, g).double()
+        starts.append(start * torch.sqrt(flow.alpha.double().cpu()))
+        directions.append(torch.randn(start.shape, generator=g, dtype=torch.float64))
+    return max_lyapunov_groups(field, torch.cat(starts).to(flows[0].device), torch.cat(directions),
+                               dt, steps, burn_in, renorm_every, perturbation, bound,
+                               record_at=record_at, groups=len(flows))
+
+
 def sustained_chaos(flow, data: torch.Tensor, settings: dict, factor: int,
-                 generator: torch.Generator) -> dict:
+                    generator: torch.Generator) -> dict:
     """Follow the flow for ``factor`` times the horizon of ``settings``: ``lyapunov_long`` (the
     exponent over the long horizon), ``lyapunov_long_first`` (the same trajectories' over the
     first horizon) and ``sustained`` (the long one positive and at least SUSTAINED_RATIO of the
     first: chaos keeps its exponent, linear separation loses most of it)."""
-    res = flow_lyapunov(flow, data, generator=generator, record_at=settings["steps"],
-                        **{**settings, "steps": settings["steps"] * factor})
-    lam, first = res["lyapunov"], res["lyapunov_at_record"]
-    return {"lyapunov_long": lam, "lyapunov_long_first": first,
-            "sustained": bool(math.isfinite(lam) and lam > 0 and lam >= SUSTAINED_RATIO * first)}
+    return sustained_chaos_many([flow], data, settings, factor, [generator])[0]
+
+
+def sustained_chaos_many(flows: list, data: torch.Tensor, settings: dict, factor: int,
+                         generators: list[torch.Generator]) -> list[dict]:
+    """:func:`sustained_chaos` of every flow, batched where they stack."""
+    results = flow_lyapunov_many(flows, data, generators, record_at=settings["steps"],
+                                 **{**settings, "steps": settings["steps"] * factor})
+    out = []
+    for res in results:
+        lam, first = res["lyapunov"], res["lyapunov_at_record"]
+        out.append({"lyapunov_long": lam, "lyapunov_long_first": first,
+                    "sustained": bool(math.isfinite(lam) and lam > 0
+                                      and lam >= SUSTAINED_RATIO * first)})
+    return out
 
 
 class Chaos(Protocol):
@@ -69,7 +126,14 @@ class Chaos(Protocol):
                 "renorm_every": self.renorm_every}
 
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
-        res = flow_lyapunov(flow, data.x, generator=generator, **self.settings)
+        return self._measurement(flow_lyapunov(flow, data.x, generator=generator, **self.settings))
+
+    def measure_many(self, flows, data, generators, figures) -> list[Measurement]:
+        """All flows' twins in one batched integration (where the flows stack)."""
+        return [self._measurement(r)
+                for r in flow_lyapunov_many(flows, data.x, generators, **self.settings)]
+
+    def _measurement(self, res: dict) -> Measurement:
         if res["n_kept"] < res["n_total"]:
             log.warning("Lyapunov: %d of %d trajectories left |x| < %s and were dropped",
                         res["n_total"] - res["n_kept"], res["n_total"], self.bound)
