@@ -5,11 +5,10 @@
 """
 import json
 import logging
-import os
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from eqflow.errors import ConfigError
 from eqflow.evaluation import evaluate_run, evaluate_sweep
@@ -17,15 +16,6 @@ from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
 
-
-def evaluated(sweep, run) -> str:
-    """evaluate.py's output folder lies in the sweep or run it evaluates (outputs/evaluate when
-    that is not an existing folder: nothing is created where a user mistyped a path)."""
-    target = sweep if sweep is not None else run
-    return str(target) if target is not None and os.path.isdir(str(target)) else "outputs/evaluate"
-
-
-OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -3,12 +3,32 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from hydra import compose
+from omegaconf import DictConfig, open_dict
 
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
+from eqflow.evaluation import evaluate_sweep
 from eqflow.pipeline import train
+from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
+
+
+def evaluate_after_training(cfg: DictConfig, run_dir) -> None:
+    """``evaluate=true``: the run (an ensemble's members) evaluated as a study, into
+    ``<run dir>/evaluate/``, with conf/evaluate.yaml's settings and ``evaluate_overrides``."""
+    eval_cfg = compose(config_name="evaluate", overrides=list(cfg.get("evaluate_overrides") or []))
+    with open_dict(eval_cfg):
+        eval_cfg.sweep = str(run_dir)
+        eval_cfg.paths.output_dir = str(run_dir / "evaluate")
+        eval_cfg.paths.cache_dir = cfg.paths.cache_dir
+        eval_cfg.logger = cfg.logger
+    try:
+        summary = evaluate_sweep(eval_cfg)
+    except (RunLoadError, ConfigError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        log.error("The evaluation failed (the run itself is complete): %s", exc)
+        sys.exit(2)
+    print(open(summary["headline"]).read())
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -22,6 +42,8 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+    if cfg.get("evaluate"):
+        evaluate_after_training(cfg, result.output_dir)
     value = result.metrics.get("mmd/final")
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -275,3 +275,22 @@ def test_evaluate_settings_are_checked():
         cfg = compose("evaluate", overrides=["sweep=x", "chaos.long_horizon=-1", "n_points=abc"])
     with pytest.raises(ConfigError, match="(?s)n_points=.abc.*chaos.long_horizon=-1"):
         validate(cfg, EVALUATE_RULES)
+
+
+def test_a_sweep_of_ensembles_on_submitit_is_evaluated_as_one_study(tmp_path):
+    """Two jobs of two members each (seeds 0-1 and 2-3): four learned flows in one Table 1."""
+    _run("train.py", "-m", *TINY_LORENZ, *TINY, "seed=0,2", "flow.ensemble=2", "logger=csv",
+         f"paths.cache_dir={tmp_path / 'cache'}", "hydra/launcher=submitit_local",
+         "hydra.launcher.timeout_min=15", cwd=tmp_path)
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun" / "lorenz").iterdir()
+    from eqflow.runs import run_dirs
+
+    names = [str(d.relative_to(sweep_dir)) for d in run_dirs(sweep_dir)]
+    assert names == ["0/seed0", "0/seed1", "1/seed2", "1/seed3"]
+    out = tmp_path / "eval"
+    _run("evaluate.py", f"sweep={sweep_dir}", "n_points=64", "n_baselines=2", "mmd.steps=5",
+         "mmd.n_points=32", "chaos.settings.steps=20", "chaos.settings.burn_in=0",
+         "chaos.long_horizon=2", "logger=none", f"hydra.run.dir={out}", cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["group_sizes"]["learned"] == 4 and summary["failed"] == {}
+    assert summary["chaos"]["n"] == 4

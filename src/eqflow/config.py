@@ -221,4 +221,12 @@ def claim_run_dir(path: str) -> str:
     raise RuntimeError(f"cannot claim a run folder for {path}: 10 000 folders of that name exist")
 
 
+def evaluated(sweep, run) -> str:
+    """evaluate.py's output folder lies in the sweep or run it evaluates (outputs/evaluate when
+    that is not an existing folder: nothing is created where a user mistyped a path)."""
+    target = sweep if sweep is not None else run
+    return str(target) if target is not None and os.path.isdir(str(target)) else "outputs/evaluate"
+
+
 OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
+OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)
