@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
-    if cfg.get("evaluate"):
+    if cfg.get("evaluate") and int(cfg.flow.get("ensemble", 1)) > 1:
         evaluate_after_training(cfg, result.output_dir)
     value = result.metrics.get("mmd/final")
     return float(value) if isinstance(value, (int, float)) else None

@@ -11,7 +11,8 @@ from eqflow.models.ensemble import EnsembleFlowModule
 from eqflow.runs import load_run, run_dirs
 from helpers import compose_train
 
-TINY_LORENZ = ["experiment=lorenz", "data.n_trajectories=2", "data.n_steps=400",
+TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
+               "data.n_trajectories=2", "data.n_steps=400",
                "data.burn_in_steps=100", "logger=none", "trainer.max_epochs=3",
                "flow.batch_size=256"]
 

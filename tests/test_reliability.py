@@ -19,7 +19,8 @@ from eqflow.models import EquilibriumFlowModule
 from helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LORENZ = ["experiment=lorenz", "data.n_trajectories=2", "data.n_steps=400",
+TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
+               "data.n_trajectories=2", "data.n_steps=400",
                "data.burn_in_steps=100", "logger=none"]
 
 
