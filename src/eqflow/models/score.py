@@ -2,6 +2,7 @@
 low-dimensional DDPM (:class:`ScoreModule`) whose score s(x) = grad log p_t(x) feeds the flows."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -37,7 +38,7 @@ def x0_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
-class Score:
+class Score(ABC):
     """The interface every score model offers the flows, the protocols and the baselines.
 
     Subclasses define ``alpha`` (alpha_bar at the level the score is read at) and ``score(x)``;
@@ -51,8 +52,9 @@ class Score:
     trains_every_level: bool = True
     network: torch.nn.Module | None = None
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """grad log p_t at ``x``, at the level ``alpha``."""
 
     def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``sqrt(a) x0 + sqrt(1 - a) eps`` with eps drawn from ``generator`` if given."""
@@ -70,7 +72,7 @@ class Score:
         return (x + (1 - a) * self.score(x)) / torch.sqrt(a)
 
     def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} cannot draw samples")
+        raise TypeError(f"{type(self).__name__} cannot draw samples (can_sample is False)")
 
 
 class ScoreModule(Score, pl.LightningModule):

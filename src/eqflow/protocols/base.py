@@ -3,6 +3,7 @@ numbers and the figure files of one measurement of a flow. Plain Python, no Ligh
 of a fit, ``evaluate.py`` and a user's script call the same protocols."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ class Measurement:
     videos: dict[str, Path] = field(default_factory=dict)
 
 
-class Protocol:
+class Protocol(ABC):
     """Base of the measurement protocols. ``name`` keys the timing (``time/<name>_s``).
 
     ``measure`` sees the flow through ``velocity``, ``score``, ``score_model`` (a
@@ -29,9 +30,10 @@ class Protocol:
 
     name = "protocol"
 
+    @abstractmethod
     def measure(self, flow, data, generator: torch.Generator,
-                figures: Path | None) -> Measurement:  # pragma: no cover - overridden
-        raise NotImplementedError
+                figures: Path | None) -> Measurement:
+        """One flow measured with draws from ``generator``; figures into ``figures``."""
 
     def measure_many(self, flows: list, data, generators: list[torch.Generator],
                      figures: list[Path | None]) -> list[Measurement]:
