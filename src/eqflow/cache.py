@@ -84,6 +84,24 @@ def entry_path(kind: str, key: dict, root: str | os.PathLike) -> Path:
     return Path(root) / kind / f"{config_hash(key)}.pt"
 
 
+_ABSENT = object()
+
+
+def _read(kind: str, path: Path, key: dict, validate: Callable[[Any], None] | None) -> Any:
+    """The entry's value, or _ABSENT when there is none or it is unusable (reported)."""
+    if not path.exists():
+        return _ABSENT
+    try:
+        value = load_entry(path, key)
+        if validate is not None:
+            validate(value)
+    except Exception as exc:
+        log.warning("Cached %s at %s is corrupt (%s); rebuilding it.", kind, path, exc)
+        return _ABSENT
+    log.info("Loaded cached %s from %s", kind, path)
+    return value
+
+
 def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLike,
            validate: Callable[[Any], None] | None = None) -> tuple[Any, Path, bool]:
     """Return ``(value, path, hit)`` for the entry ``root/kind/<hash(key)>.pt``, building it once.
@@ -91,15 +109,9 @@ def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLi
     ``validate(value)`` may raise to mark a loaded value unusable (it is then rebuilt).
     """
     path = entry_path(kind, key, root)
-    if path.exists():  # a complete entry (written by rename) is read without the lock
-        try:
-            value = load_entry(path, key)
-            if validate is not None:
-                validate(value)
-            log.info("Loaded cached %s from %s", kind, path)
-            return value, path, True
-        except Exception as exc:
-            log.warning("Cached %s at %s is unusable (%s); rebuilding it.", kind, path, exc)
+    found = _read(kind, path, key, validate)  # a complete entry (renamed into place): no lock
+    if found is not _ABSENT:
+        return found, path, True
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path) + ".lock")
@@ -109,16 +121,10 @@ def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLi
                       f"be writable to build an entry; point paths.cache_dir= (or "
                       f"EQFLOW_CACHE_DIR) at a writable folder") from exc
     try:
-        if path.exists():
-            try:
-                value = load_entry(path, key)
-                if validate is not None:
-                    validate(value)
-                log.info("Loaded cached %s from %s", kind, path)
-                return value, path, True
-            except Exception as exc:
-                log.warning("Cached %s at %s is corrupt (%s); rebuilding it.", kind, path, exc)
-                path.unlink(missing_ok=True)
+        found = _read(kind, path, key, validate)  # another job may have built it meanwhile
+        if found is not _ABSENT:
+            return found, path, True
+        path.unlink(missing_ok=True)
         log.info("Building %s (cache miss: %s)", kind, path)
         value = build()
         atomic_torch_save(_record(key, value), path)

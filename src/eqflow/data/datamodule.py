@@ -8,8 +8,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from eqflow.data.base import SnapshotData, Snapshots, SnapshotSystem
 
 
-class _Rows(Dataset):
-    """Index a tensor by a list of rows at once (one call per batch, no per-item collation)."""
+class Rows(Dataset):
+    """Index a tensor by a list of rows at once (one call per batch, no per-item collation);
+    a list of K lists gives (K, B, ...)."""
 
     def __init__(self, x: torch.Tensor):
         self.x = x
@@ -18,7 +19,7 @@ class _Rows(Dataset):
         return len(self.x)
 
     def __getitem__(self, rows):
-        return self.x[rows]
+        return self.x[torch.as_tensor(rows)]
 
 
 class SnapshotDataModule(pl.LightningDataModule):
@@ -51,7 +52,7 @@ class SnapshotDataModule(pl.LightningDataModule):
         rows = self.x if not len(self.val_rows) else self.x[self.train_rows]
         sampler = BatchSampler(RandomSampler(range(len(rows)), generator=generator),
                                self.batch_size, self.drop_last)
-        return DataLoader(_Rows(rows), sampler=sampler, batch_size=None)
+        return DataLoader(Rows(rows), sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list:
         """The held-out rows in order (an empty list when ``val_fraction`` is 0)."""
@@ -59,4 +60,4 @@ class SnapshotDataModule(pl.LightningDataModule):
             return []
         rows = self.x[self.val_rows]
         sampler = BatchSampler(range(len(rows)), self.batch_size, drop_last=False)
-        return DataLoader(_Rows(rows), sampler=sampler, batch_size=None)
+        return DataLoader(Rows(rows), sampler=sampler, batch_size=None)

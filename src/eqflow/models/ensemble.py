@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.data.datamodule import Rows
 from eqflow.dynamics.divergence import probe_vectors
 from eqflow.errors import check_finite_loss
 from eqflow.models.flow import EquilibriumFlowModule
@@ -138,17 +139,6 @@ class EnsembleFlowModule(EquilibriumFlowModule):
         self.member_losses = list(checkpoint.get("member_losses", []))
 
 
-class _Rows(Dataset):
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, rows):
-        return self.x[torch.as_tensor(rows)]
-
-
 class _MemberBatches(Sampler):
     """One batch of rows per member per step, member k's from its own seeded shuffle."""
 
@@ -183,7 +173,7 @@ class EnsembleDataModule(pl.LightningDataModule):
         return self.snapshots.x
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Rows(self.x), sampler=self.sampler, batch_size=None)
+        return DataLoader(Rows(self.x), sampler=self.sampler, batch_size=None)
 
     def state_dict(self) -> dict:
         return {"generators": [g.get_state() for g in self.sampler.generators]}

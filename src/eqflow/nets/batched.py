@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eqflow.nets.mlp import FlowMLP, PositionalEncoding
+from eqflow.nets.mlp import FlowMLP, NormalisedField, PositionalEncoding
 from eqflow.nets.norm import NonAffineBatchNorm
 
 
@@ -21,7 +21,7 @@ class BatchedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
-class BatchedFlowMLP(nn.Module):
+class BatchedFlowMLP(NormalisedField):
     """K :class:`FlowMLP` (same architecture) stacked: ``pre_norm``, ``forward`` and
     ``with_running_stats`` take (K, B, d) and give member k's field on row k. ``member(k)``
     writes member k back into a plain FlowMLP's state dict."""
@@ -45,15 +45,6 @@ class BatchedFlowMLP(nn.Module):
         with torch.no_grad():
             self.norm.running_mean.copy_(torch.stack([n.norm.running_mean for n in nets])[:, None])
             self.norm.running_var.copy_(torch.stack([n.norm.running_var for n in nets])[:, None])
-
-    def pre_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encoding(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.pre_norm(x))
-
-    def with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm.with_running_stats(self.pre_norm(x))
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k`` as the state dict of a :class:`FlowMLP`."""

@@ -56,7 +56,21 @@ class ScoreMLP(nn.Module):
         return out + x if self.skip else out
 
 
-class FlowMLP(nn.Module):
+class NormalisedField(nn.Module):
+    """A field ``norm(net(encoding(x)))``: subclasses set ``encoding``, ``net`` and ``norm``."""
+
+    def pre_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoding(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.pre_norm(x))
+
+    def with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """The field as a trained net gives it: normalised by the running statistics."""
+        return self.norm.with_running_stats(self.pre_norm(x))
+
+
+class FlowMLP(NormalisedField):
     """Positional encoding -> smooth MLP -> non-affine batch norm (the published flow net).
 
     ``pre_norm(x)`` is a per-sample function (safe for vmap/jvp); ``forward`` applies the norm.
@@ -71,13 +85,3 @@ class FlowMLP(nn.Module):
         self.encoding = PositionalEncoding(n_freqs)
         self.net = mlp([self.encoding.out_dim(dim), *hidden, dim], activation)
         self.norm = NonAffineBatchNorm(dim, momentum=norm_momentum)
-
-    def pre_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.encoding(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.pre_norm(x))
-
-    def with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
-        """The field as a trained net gives it: normalised by the running statistics."""
-        return self.norm.with_running_stats(self.pre_norm(x))
