@@ -236,8 +236,8 @@ def train(cfg: DictConfig) -> RunResult:
     if checkpoint is not None:
         check_checkpoint_matches(checkpoint, cfg.ckpt_path, flow)
     loggers = build_loggers(cfg)
-    update_metrics(output_dir, {**data_info, "status": "running",
-                                **{k: v for k, v in score_info.items() if k != "loss_history"}})
+    score_summary = {k: v for k, v in score_info.items() if k != "loss_history"}
+    update_metrics(output_dir, {**data_info, **score_summary, "status": "running"})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
     if samples:  # the score model was trained in this run: show its last samples
         log_figure(loggers, "score/samples", samples[-1])
@@ -247,24 +247,9 @@ def train(cfg: DictConfig) -> RunResult:
         history = LossHistory()
         ensemble = isinstance(flow, EnsembleFlowModule)
         if flow.trainable:
-            if ensemble:  # measured member by member once the fit is done
-                dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
-                measure = []
-            else:
-                dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
-                measure = [Measure(protocols, output_dir, int(cfg.seed))]
-            trainer = _trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                               callbacks=[*callbacks, history, FiniteWeights("flow"), *measure])
-            stopped = False
-            try:
-                trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-            except SIGTERMException:  # Lightning's is a SystemExit with status 0
-                stopped = True
-            if stopped or trainer.received_sigterm:
-                last = output_dir / "checkpoints" / "last.ckpt"
-                raise RunInterrupted(f"the run was stopped (SIGTERM) in epoch "
-                                     f"{trainer.current_epoch + 1}; resume it with "
-                                     f"ckpt_path={last}")
+            fit_flow(cfg, flow, system, snapshots, [*callbacks, history],
+                     [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
+                     loggers, output_dir)
         else:
             flow.to(flow_device(cfg))
             measure_and_record(protocols, flow, SnapshotData(system, snapshots), int(cfg.seed),
@@ -272,8 +257,7 @@ def train(cfg: DictConfig) -> RunResult:
         fit_seconds = time.perf_counter() - fit_start
         loss_figure(output_dir, loggers, history.values, score_info["loss_history"])
         if ensemble:
-            info = {**data_info, **{k: v for k, v in score_info.items() if k != "loss_history"},
-                    "time/ensemble_fit_s": fit_seconds}
+            info = {**data_info, **score_summary, "time/ensemble_fit_s": fit_seconds}
             write_members(cfg, flow, protocols, SnapshotData(system, snapshots), output_dir,
                           info, score_info["loss_history"])
         update_metrics(output_dir, {"time/flow_fit_s": fit_seconds,
@@ -290,6 +274,26 @@ def train(cfg: DictConfig) -> RunResult:
     log.info("Metrics written to %s/metrics.json: %s", output_dir, {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return RunResult(output_dir, metrics, flow)
+
+
+def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots,
+             callbacks: list, measure: list, loggers: list, output_dir: Path) -> None:
+    """Fit a trainable flow (an ensemble on batches of every member), resuming from
+    ``cfg.ckpt_path``; a SIGTERM ends it with :class:`RunInterrupted` (a non-zero exit)."""
+    if isinstance(flow, EnsembleFlowModule):
+        dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
+    else:
+        dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
+    trainer = _trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                       callbacks=[*callbacks, FiniteWeights("flow"), *measure])
+    stopped = False
+    try:
+        trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # Lightning's is a SystemExit with status 0
+        stopped = True
+    if stopped or trainer.received_sigterm:
+        raise RunInterrupted(f"the run was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; "
+                             f"resume it with ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
 
 
 def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
