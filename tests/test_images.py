@@ -253,6 +253,20 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     rows = summary["table2"]["maze"]
     for row, ok in verdict.items():
         assert ok == (rows["training-free"]["mean"] > rows[row]["mean"] + rows[row]["std"])
+    assert summary["paired"]["maze"]["random"]["n_units"] == 1
+    assert "Verdict rule" in table
+
+    # evaluate.py patterns.n_starts=2: re-measured from two starts; the first is the run's own
+    from eqflow.analysis.patterns import collect, paired
+    run = result.output_dir
+    columns, failed = collect([run], {run: "run"}, False, tmp_path / "scratch",
+                              str(tmp_path / "cache"), n_starts=2)
+    assert not failed and len(columns["maze"]["starts"]) == 2
+    first = columns["maze"]["starts"][0]
+    assert first["training-free"] == pytest.approx(m["table2/training_free"], abs=1e-6)
+    assert first["random"] == pytest.approx(m["table2/random_draws"], abs=1e-6)
+    stats = paired(columns)["maze"]["random"]
+    assert stats["n_units"] == 2 and stats["n_pairs"] == 6
 
 
 def test_beats_baselines_asks_each_baseline_with_draws():

@@ -151,6 +151,8 @@ RULES: dict[str, Rule] = {
     "callbacks.patterns.ema_until": INT_POS,
     "callbacks.patterns.truth_steps": INT_POS,
     "callbacks.patterns.n_draws": Rule(int, ge=1),
+    "callbacks.patterns.n_starts": INT_POS,
+    "callbacks.patterns.start_batch": INT_POS,
     "callbacks.mmd.n_points": Rule(int, ge=2),
     "callbacks.mmd.steps": INT_POS,
     "callbacks.mmd.dt": NUM_POS,
@@ -181,6 +183,8 @@ EVALUATE_RULES: dict[str, Rule] = {
     "mmd.dt": NUM_POS,
     "mmd.bandwidth": NUM_POS,
     "umap.n_neighbors": Rule(int, ge=2),
+    "patterns.recompute": Rule(bool),
+    "patterns.n_starts": Rule(int, gt=0, nullable=True),
 }
 
 

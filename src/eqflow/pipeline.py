@@ -316,14 +316,14 @@ def write_members(cfg: DictConfig, flow: EnsembleFlowModule, protocols: list[Pro
     seeds = [int(s) for s in flow.hparams.seeds]
     folders = [output_dir / f"seed{seed}" for seed in seeds]
     members = [flow.member(k) for k in range(len(seeds))]
+    configs = [member_config(cfg, seed, folder) for seed, folder in zip(seeds, folders)]
     for k, folder in enumerate(folders):
-        write_text_atomic(folder / ".hydra" / "config.yaml",
-                          OmegaConf.to_yaml(member_config(cfg, seeds[k], folder)))
+        write_text_atomic(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(configs[k]))
         update_metrics(folder, {**info, "status": "running", "ensemble/member": k,
                                 "ensemble/members": len(seeds), "ensemble/run": str(output_dir)})
     measured = measure_flows(protocols, members, data, seeds, folders)
     for k, (folder, member) in enumerate(zip(folders, members)):
-        loggers = build_loggers(member_config(cfg, seeds[k], folder))
+        loggers = build_loggers(configs[k])
         status = "failed"
         try:
             losses = [epoch[k] for epoch in flow.member_losses]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow.data import SnapshotData
 from eqflow.callbacks import measure_and_record
@@ -110,10 +110,14 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
 
 
 def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
-                loggers: list = ()) -> dict:
-    """Run a finished run's protocols again (its own settings and seed) into ``output_dir``;
+                loggers: list = (), settings: dict | None = None) -> dict:
+    """Run a finished run's protocols again (its own settings and seed, with ``settings``
+    overriding config keys, e.g. ``{"callbacks.patterns.n_starts": 8}``) into ``output_dir``;
     returns the metrics written there."""
     run = load_run(run_dir, cache_dir)
+    with open_dict(run.cfg):
+        for key, value in (settings or {}).items():
+            OmegaConf.update(run.cfg, key, value, merge=False)
     protocols, _ = build_protocols(run.cfg)
     log.info("Measuring %s (%s)", run_dir, ", ".join(p.name for p in protocols))
     measure_and_record(protocols, run.flow, run.data, int(run.cfg.seed), output_dir, loggers)

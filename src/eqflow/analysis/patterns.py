@@ -2,9 +2,11 @@
 
 Each run records its column (``table2/*`` in metrics.json, written by
 :class:`eqflow.protocols.Patterns`); runs without it, or every run with
-``patterns.recompute=true``, are re-measured from their saved flow. Runs of the same pattern
-(e.g. a seed sweep) are pooled: the training-free value is their mean (std), a baseline's is
-the mean (std) over all its draws.
+``patterns.recompute=true`` or ``patterns.n_starts=S``, are re-measured from their saved flow.
+The starts of all runs of one pattern (a run's S start patterns; a seed sweep's runs) are
+pooled: the training-free value is the mean (std) over starts, a baseline's the mean (std) over
+all (start, draw) pairs, and the paired comparison (:mod:`eqflow.metrics.paired`) gives the
+share of pairs the training-free flow wins and a bootstrap interval of the mean difference.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from eqflow.metrics.paired import VERDICT_RULE, paired_comparison
 from eqflow.report import Report, mean_std
 from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metrics
 
@@ -29,6 +32,21 @@ PUBLISHED = {  # PAPER_NOTES 6, Table 2: value or (mean, std) over 10 draws
     "maze": {"training-free": 0.270, "random": (0.072, 0.104), "random re-weight": (0.031, 0.022)},
 }
 ROWS = ("training-free", "random", "random re-weight")
+DRAW_KEYS = {"random": "random", "random re-weight": "reweight"}
+
+
+def run_starts(metrics: dict) -> list[dict]:
+    """A run's starts: ``{"training-free", "random", "random re-weight"}`` per start, the
+    training-free value with the run's chosen sign (runs from before n_starts: one start)."""
+    sign = metrics.get("table2/sign")
+    if sign is None:
+        sign = "+" if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"] else "-"
+    starts = metrics.get("table2/starts") or [{
+        "plus": metrics["table2/training_free_plus"], "minus": metrics["table2/training_free_minus"],
+        "random": metrics["table2/random_draws"], "reweight": metrics.get("table2/reweight_draws", [])}]
+    return [{"training-free": float(st["plus"] if sign == "+" else st["minus"]),
+             **{row: [float(v) for v in st[key]] for row, key in DRAW_KEYS.items()}}
+            for st in starts]
 
 
 def is_pattern_run(cfg: DictConfig) -> bool:
@@ -43,29 +61,63 @@ def pattern_name(cfg: DictConfig) -> str:
 
 
 def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
-            scratch: Path, cache_dir: str | None = None) -> tuple[dict[str, dict], dict[str, str]]:
-    """Per pattern: {"training-free": [...], "random": [...], "random re-weight": [...],
-    "runs": [...], "sign": [...]}; plus the runs left out, with the reason."""
+            scratch: Path, cache_dir: str | None = None, n_starts: int | None = None,
+            ) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per pattern: {"starts": [...] (see :func:`run_starts`), "runs": [...], "sign": [...]};
+    plus the runs left out, with the reason. ``n_starts`` re-measures every run from that many
+    start patterns."""
+    settings = {"callbacks.patterns.n_starts": int(n_starts)} if n_starts else None
+
     def measure(run_dir: Path, name: str) -> dict:
         log.info("Measuring Table 2 for %s", name)
-        return measure_run(run_dir, scratch / name.replace("/", "_"), cache_dir)
+        return measure_run(run_dir, scratch / name.replace("/", "_"), cache_dir,
+                           settings=settings)
 
     runs, failed = runs_with_metrics(run_dirs, names, "table2/training_free",
-                                     "its data has no simulator", measure, remeasure=recompute)
+                                     "its data has no simulator", measure,
+                                     remeasure=recompute or bool(n_starts))
     columns: dict[str, dict] = {}
     for name, cfg, metrics in runs:
-        col = columns.setdefault(pattern_name(cfg), {r: [] for r in ROWS} | {"runs": [], "sign": []})
-        col["training-free"].append(float(metrics["table2/training_free"]))
-        col["random"].extend(float(v) for v in metrics["table2/random_draws"])
-        col["random re-weight"].extend(float(v) for v in metrics.get("table2/reweight_draws", []))
+        col = columns.setdefault(pattern_name(cfg), {"starts": [], "runs": [], "sign": []})
+        col["starts"] += run_starts(metrics)
         col["runs"].append(name)
-        col["sign"].append("+" if metrics["table2/training_free_plus"]
-                           >= metrics["table2/training_free_minus"] else "-")
+        col["sign"].append(metrics.get("table2/sign") or (
+            "+" if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"]
+            else "-"))
     return columns, failed
 
 
 def summarise(columns: dict[str, dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    return {p: {r: (*mean_std(col[r]), len(col[r])) for r in ROWS} for p, col in columns.items()}
+    """Per pattern and row: (mean, std, n) over starts (training-free) or (start, draw) pairs."""
+    out = {}
+    for p, col in columns.items():
+        values = {"training-free": [st["training-free"] for st in col["starts"]]}
+        values |= {row: [v for st in col["starts"] for v in st[row]] for row in DRAW_KEYS}
+        out[p] = {r: (*mean_std(values[r]), len(values[r])) for r in ROWS}
+    return out
+
+
+def paired(columns: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per pattern and baseline with draws: the paired comparison over the pattern's starts."""
+    out: dict[str, dict[str, dict]] = {}
+    for p, col in columns.items():
+        tf = [st["training-free"] for st in col["starts"]]
+        for row in DRAW_KEYS:
+            draws = [st[row] for st in col["starts"]]
+            if all(draws):
+                out.setdefault(p, {})[row] = paired_comparison(tf, draws).as_dict()
+    return out
+
+
+def paired_markdown(stats: dict[str, dict[str, dict]]) -> str:
+    lines = ["| pattern | baseline | starts | pairs won by training-free | mean difference "
+             "[95 % bootstrap interval] | verdict |", "|---|---|---|---|---|---|"]
+    for p, rows in stats.items():
+        for row, c in rows.items():
+            lines.append(f"| {p} | {row} | {c['n_units']} | {c['share_beaten']:.0%} of "
+                         f"{c['n_pairs']} | {c['mean_difference']:+.3f} [{c['ci_low']:+.3f}, "
+                         f"{c['ci_high']:+.3f}] | {c['verdict']} |")
+    return "\n".join(lines) + "\n\nVerdict rule: " + VERDICT_RULE + "\n"
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -89,9 +141,11 @@ def markdown(table: dict, columns: dict) -> str:
         cells = [f"{_cell(*table[p][row])} | {_published(p, row)}" for p in patterns]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "|cos| between the change under the flow (EMA of the SDE trajectory at step 200, "
-              "minus the start) and under the simulator (20 steps, minus the start); best of the "
-              "two signs of the skew kernel. Baselines: mean (std) over their draws; several runs "
-              "of one pattern: mean (std) over runs.",
+              "minus the start) and under the simulator (20 steps, minus the start); the sign of "
+              "the skew kernel with the higher mean over a run's starts (one start: the better "
+              "of the two, as published). Training-free: mean (std) over starts (of all runs of "
+              "the pattern); baselines: mean (std) over all (start, draw) pairs. Published: one "
+              "start.",
               "", "Runs: " + "; ".join(f"{p}: {', '.join(columns[p]['runs'])} "
                                         f"(sign {', '.join(columns[p]['sign'])})" for p in patterns)]
     return "\n".join(lines) + "\n"
@@ -129,17 +183,18 @@ def verdict_text(verdicts: dict[str, dict[str, bool]]) -> str:
 
 def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     """Table 2 over the Gray-Scott runs under ``root`` (each run's recorded column, or
-    re-measured with ``patterns.recompute=true``)."""
+    re-measured with ``patterns.recompute=true`` or from ``patterns.n_starts`` starts)."""
     names = named_run_dirs(root)
     dirs = list(names)
     start = time.perf_counter()
     columns, failed = collect(dirs, names, bool(cfg.patterns.recompute), out / "runs",
-                              cfg.paths.get("cache_dir"))
+                              cfg.paths.get("cache_dir"), cfg.patterns.get("n_starts"))
     if not columns:
         raise RuntimeError(f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
                            + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     table = summarise(columns)
-    md = markdown(table, columns)
+    stats = paired(columns)
+    md = markdown(table, columns) + "\n" + paired_markdown(stats)
     verdicts = beats_baselines(table)
     run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
     return Report(
@@ -148,7 +203,8 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
         summary={"kind": "patterns",
                  "table2": {p: {r: {"mean": m, "std": sd, "n": n} for r, (m, sd, n) in rows.items()}
                             for p, rows in table.items()},
-                 "above_baseline_mean_plus_std": verdicts,
+                 "above_baseline_mean_plus_std": verdicts, "paired": stats,
+                 "verdict_rule": VERDICT_RULE,
                  "timings": {"table2_s": time.perf_counter() - start}},
         files={"table2.md": md, "table2.csv": csv_text(table)},
         sections=[("Table 2: fidelity to the Gray-Scott dynamics",
@@ -157,5 +213,10 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
                    "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.")],
         tables={"table2": (["pattern", "row", "mean", "std", "n"],
                            [[p, r, m, sd, n] for p, rr in table.items()
-                            for r, (m, sd, n) in rr.items()])},
+                            for r, (m, sd, n) in rr.items()]),
+                "table2_paired": (["pattern", "baseline", "starts", "share_beaten",
+                                   "mean_difference", "ci_low", "ci_high", "verdict"],
+                                  [[p, r, c["n_units"], c["share_beaten"], c["mean_difference"],
+                                    c["ci_low"], c["ci_high"], c["verdict"]]
+                                   for p, rr in stats.items() for r, c in rr.items()])},
         scalars={f"table2/{p}/{r}": m for p, rr in table.items() for r, (m, _, _) in rr.items()})

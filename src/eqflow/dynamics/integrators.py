@@ -21,13 +21,16 @@ def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
              score: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
              steps: int, eta: float, generator: torch.Generator | None = None,
              callback: Callable[[int, torch.Tensor], None] | None = None,
-             drift_from_score: bool = False) -> torch.Tensor:
+             drift_from_score: bool = False,
+             noise: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Irreversible Langevin SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW`` by Heun's method.
 
     One noise draw per step is shared by predictor and corrector. Returns the final state;
     ``callback(step, x)`` sees every state (for trajectories, EMA frames, animations).
     With ``drift_from_score``, ``drift(x, s)`` receives the score already computed at ``x``, so
     a field built from the score (v = D s) costs one score evaluation per drift evaluation.
+    ``noise(x)``, when given, returns each step's standard normal draw (shaped like ``x``)
+    instead of ``generator`` (e.g. :class:`NoiseStreams`: one stream per part of a batch).
     """
     def a(x):
         if drift_from_score:
@@ -38,12 +41,33 @@ def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
     x = x0
     noise_scale = (2 * eta * dt) ** 0.5
     for k in range(steps):
-        # drawn where the generator lives (a CPU generator also serves CUDA states)
-        e = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                        device=generator.device if generator is not None else x.device).to(x.device)
+        if noise is not None:
+            e = noise(x)
+        else:  # drawn where the generator lives (a CPU generator also serves CUDA states)
+            e = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                            device=generator.device if generator is not None else x.device
+                            ).to(x.device)
         ax = a(x)
         x_hat = x + ax * dt + noise_scale * e
         x = x + 0.5 * (ax + a(x_hat)) * dt + noise_scale * e
         if callback is not None:
             callback(k + 1, x)
     return x
+
+
+class NoiseStreams:
+    """Standard normal draws for a batch made of parts, part ``i`` (``sizes[i]`` rows) drawn from
+    its own generator: a batched SDE whose parts see the same noise as separate runs, each with
+    its generator, would (the draw of a part does not depend on the other parts)."""
+
+    def __init__(self, generators: list[torch.Generator], sizes: list[int]):
+        if len(generators) != len(sizes):
+            raise ValueError(f"{len(generators)} generators for {len(sizes)} parts")
+        self.generators, self.sizes = generators, [int(n) for n in sizes]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != sum(self.sizes):
+            raise ValueError(f"the streams cover {sum(self.sizes)} rows; the batch has {x.shape[0]}")
+        parts = [torch.randn((n, *x.shape[1:]), generator=g, dtype=x.dtype, device=g.device)
+                 for g, n in zip(self.generators, self.sizes)]
+        return torch.cat(parts).to(x.device)

@@ -62,8 +62,8 @@ class EnsembleFlowModule(EquilibriumFlowModule):
 
     def probes(self, x: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
-        per_member = [probe_vectors(x[k].cpu(), hp.n_probes, hp.probe, g)
-                      for k, g in enumerate(self.generators)]
+        shape = torch.empty(x.shape[1:], dtype=x.dtype)  # drawn on the CPU, where g lives
+        per_member = [probe_vectors(shape, hp.n_probes, hp.probe, g) for g in self.generators]
         return torch.stack(per_member, dim=1).to(x)
 
     def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -5,8 +5,10 @@ from eqflow.protocols.chaos import Chaos, flow_lyapunov, sustained_chaos
 from eqflow.protocols.creatures import Creatures
 from eqflow.protocols.fidelity import Fidelity
 from eqflow.protocols.figures import Figures
-from eqflow.protocols.patterns import Patterns, pattern_fidelity, pick_pattern
+from eqflow.protocols.patterns import (Patterns, StartPatterns, pattern_fidelity, pick_pattern,
+                                       pick_patterns)
 from eqflow.protocols.preservation import Preservation
 
 __all__ = ["Chaos", "Creatures", "Fidelity", "Figures", "Measurement", "Patterns", "Preservation",
-           "Protocol", "flow_lyapunov", "pattern_fidelity", "pick_pattern", "sustained_chaos"]
+           "Protocol", "StartPatterns", "flow_lyapunov", "pattern_fidelity", "pick_pattern",
+           "pick_patterns", "sustained_chaos"]
