@@ -1,6 +1,8 @@
 """Train (or build) an equilibrium flow and measure it: `python train.py [experiment=...]`."""
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra import compose
@@ -31,6 +33,16 @@ def evaluate_after_training(cfg: DictConfig, run_dir) -> None:
     print(open(summary["headline"]).read())
 
 
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove the run folder of a run that failed before writing anything of its own (it holds
+    only Hydra's .hydra/ and the log), so bad input leaves nothing behind."""
+    if not run_dir.is_dir():
+        return
+    own = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if not own:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
 
@@ -41,6 +53,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(143)  # 128 + SIGTERM, as a shell or Slurm reports a job killed by it
     except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
+        discard_unused_run_dir(Path(cfg.paths.output_dir))
         sys.exit(2)
     if cfg.get("evaluate") and int(cfg.flow.get("ensemble", 1)) > 1:
         evaluate_after_training(cfg, result.output_dir)

@@ -37,7 +37,8 @@ def _container(node) -> Any:
 
 
 def file_fingerprints(tree: Any) -> dict[str, str]:
-    """sha256 of every existing file a config names (an icon's bytes, not just its path)."""
+    """sha256 of every existing file (or folder of files) a config names: an icon's or a data
+    file's bytes, not just its path."""
     import hashlib
 
     found = {}
@@ -47,6 +48,12 @@ def file_fingerprints(tree: Any) -> dict[str, str]:
             found.update(file_fingerprints(value))
         elif isinstance(value, str) and os.path.isfile(os.path.expanduser(value)):
             found[value] = hashlib.sha256(Path(value).expanduser().read_bytes()).hexdigest()
+        elif isinstance(value, str) and value not in (".", "") and os.path.isdir(os.path.expanduser(value)):
+            digest = hashlib.sha256()  # a folder of files (images): every name and its bytes
+            for f in sorted(Path(value).expanduser().iterdir()):
+                if f.is_file():
+                    digest.update(f.name.encode() + b"\0" + f.read_bytes())
+            found[value] = digest.hexdigest()
     return found
 
 
@@ -71,12 +78,19 @@ def load_data(cfg: DictConfig) -> tuple[SnapshotSystem, Snapshots]:
     return system, snapshots
 
 
-def load_data_with_info(cfg: DictConfig) -> tuple[SnapshotSystem, Snapshots, dict]:
-    """:func:`load_data`, plus how the data came: generation time, cache path and hit."""
+def build_system(cfg: DictConfig) -> SnapshotSystem:
+    """The data config's system (a file it reads is read and checked here)."""
     try:
-        system = instantiate(cfg.data)
+        return instantiate(cfg.data)
     except Exception as exc:
-        raise ConfigError(f"cannot build data={cfg.data.get('_target_')}: {exc}") from exc
+        cause = exc.__cause__ if isinstance(exc.__cause__, ValueError) else exc
+        raise ConfigError(f"cannot build data={cfg.data.get('_target_')}: {cause}") from exc
+
+
+def load_data_with_info(cfg: DictConfig, system: SnapshotSystem | None = None,
+                        ) -> tuple[SnapshotSystem, Snapshots, dict]:
+    """:func:`load_data`, plus how the data came: generation time, cache path and hit."""
+    system = system if system is not None else build_system(cfg)
 
     def build() -> dict:
         g = torch.Generator().manual_seed(int(cfg.data_seed))
@@ -225,11 +239,12 @@ def train(cfg: DictConfig) -> RunResult:
     validate(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path, cfg) if cfg.get("ckpt_path") else None
     protocols, callbacks = build_protocols(cfg)
+    start = time.perf_counter()
+    system = build_system(cfg)  # bad data files are refused here, before anything is written
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info("Run directory: %s", output_dir)
-    start = time.perf_counter()
-    system, snapshots, data_info = load_data_with_info(cfg)
+    system, snapshots, data_info = load_data_with_info(cfg, system)
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     flow = build_flow(cfg, score, snapshots.x)

@@ -59,6 +59,35 @@ def trajectory_3d(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path
     return _save(fig, path)
 
 
+def pair_plot(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path, title: str = "",
+              names: Sequence[str] | None = None, max_dims: int = 5) -> Path:
+    """Trajectories (T, n, d) over the data, one panel per pair of the first ``max_dims``
+    coordinates (a corner plot: data densities on the diagonal)."""
+    traj = trajectory.detach().cpu().numpy()
+    pts = data.detach().cpu().numpy()[:4000]
+    k = min(max_dims, pts.shape[1])
+    names = list(names or [f"x{i}" for i in range(pts.shape[1])])
+    fig, axes = plt.subplots(k, k, figsize=(2.2 * k, 2.2 * k), squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(pts[:, i], bins=40, color="tab:gray", alpha=0.6)
+            else:
+                ax.scatter(pts[:, j], pts[:, i], s=1, alpha=0.1, color="tab:gray")
+                for n in range(traj.shape[1]):
+                    ax.plot(traj[:, n, j], traj[:, n, i], lw=0.8)
+            if i == k - 1:
+                ax.set_xlabel(names[j])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i])
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def curves(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, ylabel: str,
            title: str = "", x: Mapping[str, Sequence[float]] | None = None,
            bands: Mapping[str, Sequence[float]] | None = None, logy: bool = False) -> Path:

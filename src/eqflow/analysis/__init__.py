@@ -2,7 +2,8 @@
 
 - ``uniqueness``: Table 1, chaos, MMD over time and UMAP of the flows of one score model;
 - ``patterns``: Table 2 over Gray-Scott runs;
-- ``creatures``: speed and polarisation per icon over artificial-life runs.
+- ``creatures``: speed and polarisation per icon over artificial-life runs;
+- ``systems``: one table across dynamical systems (a multirun over ``data.system``).
 """
 from __future__ import annotations
 
@@ -10,27 +11,33 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from eqflow.analysis import creatures, patterns, uniqueness
+from eqflow.analysis import creatures, patterns, systems, uniqueness
 from eqflow.report import Report
 from eqflow.runs import RunLoadError, load_config, run_dirs
 
 ANALYSES = {"uniqueness": uniqueness.analyse, "patterns": patterns.analyse,
-            "creatures": creatures.analyse}
+            "creatures": creatures.analyse, "systems": systems.analyse}
 
 
 def infer_analysis(root: str | Path) -> str:
-    """The analysis a sweep's runs call for, from the first readable run config: ``patterns``
-    for runs that measured Table 2, ``creatures`` for artificial-life runs, else ``uniqueness``."""
+    """The analysis a sweep's runs call for, from the readable run configs: ``patterns`` for
+    runs that measured Table 2, ``creatures`` for artificial-life runs, ``systems`` for runs of
+    more than one dynamical system, else ``uniqueness``."""
+    configs = []
     for run_dir in run_dirs(root):
         try:
-            cfg = load_config(run_dir)
+            configs.append(load_config(run_dir))
         except (RunLoadError, OSError, ValueError):
             continue
-        measured = cfg.get("callbacks") or {}
-        if measured.get("patterns"):
-            return "patterns"
-        return "creatures" if measured.get("creatures") else "uniqueness"
-    return "uniqueness"
+    if not configs:
+        return "uniqueness"
+    measured = configs[0].get("callbacks") or {}
+    if measured.get("patterns"):
+        return "patterns"
+    if measured.get("creatures"):
+        return "creatures"
+    found = {systems.system_name(cfg) for cfg in configs}
+    return "systems" if len(found - {None}) > 1 else "uniqueness"
 
 
 def analyse(root: str | Path, cfg: DictConfig, out: Path) -> Report:

@@ -54,9 +54,13 @@ class ODESystem(SnapshotSystem):
         self.burn_in_steps, self.init_std = int(burn_in_steps), float(init_std)
         self.standardise, self.method = standardise, method
 
+    def initial_states(self, generator: torch.Generator) -> torch.Tensor:
+        """The trajectories' starts (n_trajectories, dim), float64: ``init_std * N(0, I)``."""
+        return self.init_std * torch.randn(self.n_trajectories, self.dim, generator=generator,
+                                           dtype=torch.float64)
+
     def generate(self, generator: torch.Generator) -> Snapshots:
-        x0 = self.init_std * torch.randn(self.n_trajectories, self.dim, generator=generator,
-                                         dtype=torch.float64)
+        x0 = self.initial_states(generator)
         steps = self.burn_in_steps + self.n_steps
         path = integrate_ode(self.vector_field, x0, self.dt, steps, self.method)
         if not torch.isfinite(path).all():

@@ -1,4 +1,5 @@
-"""The flow over the data: a 2-D quiver with trajectories, or 3-D trajectories."""
+"""The flow over the data: a 2-D quiver with trajectories, 3-D trajectories, or a pair plot of
+the first coordinates for d > 3."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ from eqflow.protocols.base import Measurement, Protocol
 
 class Figures(Protocol):
     """``n_trajectories`` trajectories of ``steps`` RK4 steps from noised data points, drawn over
-    the data (scaled by sqrt(alpha), the level the flow lives at). No figure for d > 3."""
+    the data (scaled by sqrt(alpha), the level the flow lives at): a quiver (d = 2), 3-D
+    trajectories (d = 3) or a pair plot of the first five coordinates (d > 3)."""
 
     name = "figures"
 
@@ -22,7 +24,7 @@ class Figures(Protocol):
 
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         out = Measurement()
-        if figures is None or data.dim not in (2, 3):
+        if figures is None or data.x.ndim != 2 or data.dim < 2:
             return out
         x = data.x
         start = flow.score_model.noise(random_subset(x, self.n_trajectories, generator)
@@ -33,7 +35,9 @@ class Figures(Protocol):
         if data.dim == 2:
             out.figures["figures/flow"] = plots.quiver_2d(
                 lambda p: flow.velocity(p.to(flow.device)), shown, traj, figures / "quiver.png", title)
-        else:
+        elif data.dim == 3:
             out.figures["figures/flow"] = plots.trajectory_3d(traj, shown,
                                                               figures / "trajectory_3d.png", title)
+        else:
+            out.figures["figures/flow"] = plots.pair_plot(traj, shown, figures / "pairs.png", title)
         return out
