@@ -7,9 +7,10 @@ Both draw the same randomness in the same order, so they give the same numbers (
     python benchmarks/bench_table2.py [--starts 1 8] [hydra overrides ...]
 
 The overrides pick the preset and its size; the default is a reduced Gray-Scott "waves" grid
-(48 x 48, a 3-epoch score model), so that the slow path at S = 8 fits in minutes on a laptop
-CPU; pass e.g. ``data.size=96 data.n_samples=256 data.steps=3000 score.epochs=40`` for the
-CPU-quick preset. Numbers come from the data and score caches (built on first use).
+(32 x 32, a 1-epoch score model: the timing does not depend on the score's quality), so that the
+slow path at S = 8 fits in minutes on a laptop CPU; pass e.g. ``data.size=96 data.n_samples=256
+data.steps=3000 score.epochs=40`` for the CPU-quick preset (about 5 minutes a start on one core).
+Numbers come from the data and score caches (built on first use).
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from eqflow.data import SnapshotData
 from eqflow.protocols.patterns import (StartPatterns, langevin_representation, pattern_fidelity)
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-DEFAULT = ["experiment=gray_scott_waves", "data.size=48", "data.n_samples=64", "data.steps=1500",
-           "score.epochs=3"]
+DEFAULT = ["experiment=gray_scott_waves", "data.size=32", "data.n_samples=24", "data.steps=300",
+           "score.epochs=1", "trainer.enable_progress_bar=false"]
 
 
 def one_group_at_a_time(flow, simulate, pool, n_starts, g, p) -> list[float]:

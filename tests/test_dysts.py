@@ -90,3 +90,36 @@ def test_the_lorenz_exponent_through_dysts_is_within_5_percent_of_0_906():
     published, source = system.vector_field.reference_lyapunov
     assert published == pytest.approx(0.906, abs=1e-3) and "Sprott" in source
     assert res["lyapunov"] == pytest.approx(published, rel=0.05)
+
+
+def test_a_multirun_over_systems_gives_one_cross_system_table(tmp_path):
+    import json
+    import subprocess
+    import sys as _sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sweep = tmp_path / "multirun"
+    common = [f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"]
+    subprocess.run([_sys.executable, "train.py", "-m", "experiment=dysts_study",
+                    "data.system=Rossler,Halvorsen", "data.n_steps=300", "data.n_trajectories=4",
+                    "score.epochs=2", "trainer.max_epochs=2", "flow.ensemble=2",
+                    "callbacks.lyapunov.steps=100", "callbacks.lyapunov.burn_in=10",
+                    "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", *common],
+                   cwd=root, check=True, capture_output=True, timeout=600)
+    out = tmp_path / "eval"
+    done = subprocess.run([_sys.executable, "evaluate.py", f"sweep={sweep}", "n_points=128",
+                           "mmd.steps=5", "mmd.n_points=64", "chaos.long_horizon=0",
+                           "systems.true_exponent_periods=20", f"hydra.run.dir={out}", *common],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| Rossler | 2 |" in done.stdout and "| Halvorsen | 2 |" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "systems"
+    rows = {r["system"]: r for r in summary["systems"]}
+    assert rows["Rossler"]["published_exponent"] == 0.0714
+    assert rows["Rossler"]["true_exponent"] > 0 and rows["Halvorsen"]["true_exponent"] > 0
+    for r in rows.values():
+        assert 0 <= r["learned | ground truth"] <= 1 and 0 <= r["learned | learned"] <= 1
+    for system in ("Rossler", "Halvorsen"):  # each system's own full report
+        assert (out / system / "table1.md").exists() and (out / system / "report.md").exists()

@@ -188,6 +188,7 @@ EVALUATE_RULES: dict[str, Rule] = {
     "mmd.bandwidth": NUM_POS,
     "umap.n_neighbors": Rule(int, ge=2),
     "patterns.recompute": Rule(bool),
+    "systems.true_exponent_periods": NUM_POS,
     "patterns.n_starts": Rule(int, gt=0, nullable=True),
 }
 

@@ -109,8 +109,9 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             "system": system, "flows": len(members),
             **{c: _table1_value(s, *c.split(" | ")) for c in COLUMNS},
             "positive": ch.get("n_positive", 0), "finite": ch.get("n_finite", 0),
-            "true_exponent": true_exponent(members[0][0], cfg.paths.get("cache_dir"),
-                                           seed=int(cfg.seed)),
+            "true_exponent": true_exponent(
+                members[0][0], cfg.paths.get("cache_dir"),
+                float((cfg.get("systems") or {}).get("true_exponent_periods", 200)), int(cfg.seed)),
             "published_exponent": published[0] if published and not params else math.nan,
             "mmd_learned": s["mmd_final"].get("learned", {}).get("mean", math.nan),
             "mmd_training_free": s["mmd_final"].get("training-free", {}).get("mean", math.nan),
