@@ -207,3 +207,21 @@ def test_training_free_flow_on_a_gaussian_file_keeps_mmd_at_noise_level(tmp_path
     # the unbiased floor is ~0 (here -0.001); its spread at 128 points is ~0.005
     assert abs(m["mmd/final"] - m["mmd/noise_floor"]) < 0.005, (m["mmd/final"], m["mmd/noise_floor"])
     assert max(abs(float(v)) for v in m["mmd/curve"]) < 0.005
+
+
+def test_experiment_images_trains_the_image_score_and_builds_the_training_free_flow(tmp_path):
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 2), dtype=np.uint8)[..., 0]).save(
+            folder / f"{i:03d}.png")  # grayscale PNGs: one channel
+    cfg = compose_train(["experiment=images", f"data.path={folder}", "score.epochs=1",
+                         "score.batch_size=4", "score.samples=null", "logger=none",
+                         "trainer.enable_progress_bar=false"], tmp_path, tiny=False)
+    result = pipeline.train(cfg)
+    assert result.metrics["status"] == "finished"
+    assert result.flow.hparams.spatial and result.flow.D.shape == (1, 1, 3, 3)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    v, s = result.flow.velocity(x), result.flow.score(x)
+    assert v.shape == x.shape and abs(float((v * s).sum())) < 1e-3 * float((s * s).sum())

@@ -25,6 +25,9 @@ def skew_part(p: torch.Tensor) -> torch.Tensor:
 def skew_kernel(channels: int, radius: int, generator: torch.Generator | None = None,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A random skew kernel (channels, channels, 2 radius + 1, 2 radius + 1) drawn from ``generator``."""
+    if channels == 1 and radius == 0:
+        raise ValueError("a 1 x 1 skew kernel on one channel is zero (D = -D^T); one-channel "
+                         "images need a spatial kernel: flow.model.radius=1 or more")
     size = 2 * radius + 1
     p = torch.randn(channels, channels, size, size, generator=generator, dtype=torch.float64)
     return skew_part(p).to(dtype)
