@@ -225,3 +225,21 @@ def test_experiment_images_trains_the_image_score_and_builds_the_training_free_f
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     v, s = result.flow.velocity(x), result.flow.score(x)
     assert v.shape == x.shape and abs(float((v * s).sum())) < 1e-3 * float((s * s).sum())
+
+
+def test_scatters_from_a_file_are_tracked_as_creatures(tmp_path):
+    from eqflow.data import AlifeSystem
+
+    scatters = AlifeSystem("dot", canvas=32, icon_size=12, n_samples=16, progress=False).generate(
+        torch.Generator().manual_seed(0)).x
+    np.save(tmp_path / "scatters.npy", scatters.numpy())  # floats in [-1, 1], (N, 3, H, W)
+    system = ImagesFromFiles(str(tmp_path / "scatters.npy"))
+    assert system.background == pytest.approx((1.0, 1.0, 1.0), abs=0.02)  # AlifeSystem's white
+    cfg = compose_train(["experiment=images", f"data.path={tmp_path / 'scatters.npy'}",
+                         "callbacks=creatures", "score.epochs=1", "score.batch_size=8",
+                         "score.samples=null", "logger=none", "trainer.enable_progress_bar=false",
+                         "callbacks.creatures.steps=40", "callbacks.creatures.frame_every=5"],
+                        tmp_path, tiny=False)
+    m = pipeline.train(cfg).metrics
+    assert m["creatures/reference_area"] > 0 and m["creatures/expected_count"] > 0
+    assert m["creatures/n_tracks"] == len(m["creatures/track_speeds"])

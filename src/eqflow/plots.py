@@ -252,14 +252,18 @@ def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps:
     return written
 
 
-def creatures_figure(icon: np.ndarray, sample: torch.Tensor, frames: Sequence, tracks: Sequence,
+def creatures_figure(icon: np.ndarray | None, sample: torch.Tensor, frames: Sequence, tracks: Sequence,
                      path: str | Path, title: str = "") -> Path:
     """Figure 5 layout: the icon, one training scatter, and three simulation frames with the
     tracks drawn up to each frame."""
     picks = [len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1]
     fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
-    axes[0].imshow(icon[..., :3] * icon[..., 3:] + (1 - icon[..., 3:]))
-    axes[0].set_title("icon", fontsize=9)
+    if icon is None:  # scatters read from files: no icon to show
+        axes[0].axis("off")
+        axes[0].set_title("no icon (images from files)", fontsize=9)
+    else:
+        axes[0].imshow(icon[..., :3] * icon[..., 3:] + (1 - icon[..., 3:]))
+        axes[0].set_title("icon", fontsize=9)
     axes[1].imshow(_rgb_uint8(sample))
     axes[1].set_title("a training scatter", fontsize=9)
     for ax, t in zip(axes[2:], picks):

@@ -29,7 +29,8 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
                                      "the run did not finish its simulation")
     icons: dict[str, dict] = {}
     for name, cfg, metrics in runs:
-        row = icons.setdefault(str(cfg.data.icon), {"speed": [], "polarisation": [], "tracks": [],
+        icon = cfg.data.get("icon") or Path(str(cfg.data.get("path", "images"))).stem  # files
+        row = icons.setdefault(str(icon), {"speed": [], "polarisation": [], "tracks": [],
                                                      "count_ratio": [], "runs": [], "seeds": []})
         row["speed"].append(float(metrics["creatures/mean_speed"]))
         # runs from before creature-sized detection have no count ratio

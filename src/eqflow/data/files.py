@@ -309,6 +309,12 @@ class ImagesFromFiles(SnapshotSystem):
             raise DataFileError(f"{p}: {n} images; at least {min_images} are needed")
         log.info("Images from %s: %d of %d channel(s), %dx%d, in [-1, 1]", p, n, c, h, w)
         self.images = x
+        # what the creature tracker (callbacks=creatures) reads where the images are scatters:
+        # the canvas size and the background colour (the median pixel: scatters are mostly
+        # background); there is no icon
+        self.canvas, self.icon, self.icon_name = h, None, p.stem or p.name
+        self.background = tuple(float(v) for v in (x.flatten(2).median(-1).values.median(0)
+                                                   .values + 1) / 2)
 
     def generate(self, generator: torch.Generator) -> Snapshots:
         c = self.images.shape[1]

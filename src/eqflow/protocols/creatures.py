@@ -2,6 +2,8 @@
 creatures it makes tracked, their speeds and polarisation."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +103,12 @@ class Creatures(Protocol):
         expected = float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale ** 2
         detections = [detect(foreground(rgb(f), background, self.threshold), low, high)
                       for f in frames]
-        max_step = self.max_step or max(system.icon.shape[:2]) / 2
+        if self.max_step:
+            max_step = self.max_step
+        elif getattr(system, "icon", None) is not None:
+            max_step = max(system.icon.shape[:2]) / 2
+        else:  # images from files: about half the width of a creature of the typical area
+            max_step = 0.7 * math.sqrt(ref_area)
         tracks = link(detections, (size, size), max_step)
         stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
                                   self.min_track_frames)
