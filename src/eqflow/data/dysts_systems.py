@@ -151,7 +151,8 @@ class DystsField:
                              f"{tuple(x.shape)}")
         if self._torch_rhs is None:
             return self.numpy_field(x.reshape(-1, self.dim)).reshape(x.shape)
-        return self._stack(self._torch_rhs(*x.unbind(-1), 0.0, *self.params), x)
+        params = [q.to(x) if torch.is_tensor(q) else q for q in self.params]  # array parameters
+        return self._stack(self._torch_rhs(*x.unbind(-1), 0.0, *params), x)
 
     @property
     def reference_lyapunov(self) -> tuple[float, str] | None:
