@@ -90,7 +90,7 @@ def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
 
     cfg = compose_train([f"experiment={experiment}", "flow=training_free"], tmp_path, tiny=False)
     validate(cfg)
-    image = experiment.startswith(("gray_scott", "alife"))
+    image = experiment.startswith(("gray_scott", "alife", "images"))
     dim = 2 if experiment.startswith("gray_scott") else 3
     flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=dim,
                        **({"spatial": True} if image else {}))
