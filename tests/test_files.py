@@ -49,6 +49,10 @@ def test_every_format_reads_to_the_same_points(tmp_path):
     by_index = PointsFromFile(str(tmp_path / "n.csv"), columns=[2, 0]).points
     assert torch.allclose(by_name, torch.from_numpy(POINTS[:, [2, 0]]))
     assert torch.equal(by_name, by_index)
+    assert PointsFromFile(str(tmp_path / "h.csv"), columns=["c", "a"]).names == ["c", "a"]
+    assert PointsFromFile(str(tmp_path / "p.tsv")).names == ["a", "b", "c"]
+    assert PointsFromFile(str(tmp_path / "n.csv")).names == ["x0", "x1", "x2"]
+    assert PointsFromFile(str(tmp_path / "h.csv"), columns=[2, 0]).names == ["c", "a"]
 
 
 def test_points_are_standardised_and_subsampled_from_the_data_seed(tmp_path):

@@ -168,6 +168,22 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
     return np.asarray(arr, dtype=np.float64)
 
 
+def column_names(p: Path, columns: list | None, dim: int) -> list[str]:
+    """The coordinates' names: a CSV/TSV header's (or the picked columns'), else x0, x1, ..."""
+    header = None
+    if p.suffix.lower() in (".csv", ".tsv"):
+        with open(p, newline="") as fh:
+            first = next(csv.reader(fh, delimiter="\t" if p.suffix.lower() == ".tsv" else ","), [])
+        try:
+            [float(c) for c in first]
+        except ValueError:
+            header = [c.strip() for c in first]
+    if columns is not None:
+        return [header[int(c)] if header and str(c).lstrip("-").isdigit() else str(c)
+                for c in columns]
+    return header if header and len(header) == dim else [f"x{i}" for i in range(dim)]
+
+
 class PointsFromFile(SnapshotSystem):
     """Points (N, d) from ``path`` (.npy, .npz with ``key``, .csv/.tsv with or without a header,
     ``columns`` picking columns by name or index, .pt, .parquet where pandas and pyarrow are
@@ -187,6 +203,7 @@ class PointsFromFile(SnapshotSystem):
         arr = read_points(path, key, list(columns) if columns is not None else None)
         self.points = self.check(arr, Path(path), drop_nonfinite, min_points)
         self.dim = self.points.shape[1]
+        self.names = column_names(Path(path), columns, self.dim)  # for figures
 
     @staticmethod
     def check(arr: np.ndarray, p: Path, drop_nonfinite: bool, min_points: int) -> torch.Tensor:

@@ -39,5 +39,8 @@ class Figures(Protocol):
             out.figures["figures/flow"] = plots.trajectory_3d(traj, shown,
                                                               figures / "trajectory_3d.png", title)
         else:
-            out.figures["figures/flow"] = plots.pair_plot(traj, shown, figures / "pairs.png", title)
+            names = [f"{n} (standardised)" for n in getattr(data.system, "names", None)
+                     or [f"x{i}" for i in range(data.dim)]]
+            out.figures["figures/flow"] = plots.pair_plot(traj, shown, figures / "pairs.png", title,
+                                                          names=names)
         return out
