@@ -35,12 +35,18 @@ ROWS = ("training-free", "random", "random re-weight")
 DRAW_KEYS = {"random": "random", "random re-weight": "reweight"}
 
 
-def run_starts(metrics: dict) -> list[dict]:
-    """A run's starts: ``{"training-free", "random", "random re-weight"}`` per start, the
-    training-free value with the run's chosen sign (runs from before n_starts: one start)."""
+def chosen_sign(metrics: dict) -> str:
+    """The sign of D a run chose (runs from before n_starts: the better of the two)."""
     sign = metrics.get("table2/sign")
     if sign is None:
         sign = "+" if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"] else "-"
+    return sign
+
+
+def starts_of_run(metrics: dict) -> list[dict]:
+    """A run's starts: ``{"training-free", "random", "random re-weight"}`` per start, the
+    training-free value with the run's chosen sign (runs from before n_starts: one start)."""
+    sign = chosen_sign(metrics)
     starts = metrics.get("table2/starts") or [{
         "plus": metrics["table2/training_free_plus"], "minus": metrics["table2/training_free_minus"],
         "random": metrics["table2/random_draws"], "reweight": metrics.get("table2/reweight_draws", [])}]
@@ -63,7 +69,7 @@ def pattern_name(cfg: DictConfig) -> str:
 def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
             scratch: Path, cache_dir: str | None = None, n_starts: int | None = None,
             ) -> tuple[dict[str, dict], dict[str, str]]:
-    """Per pattern: {"starts": [...] (see :func:`run_starts`), "runs": [...], "sign": [...]};
+    """Per pattern: {"starts": [...] (see :func:`starts_of_run`), "runs": [...], "sign": [...]};
     plus the runs left out, with the reason. ``n_starts`` re-measures every run from that many
     start patterns."""
     settings = {"callbacks.patterns.n_starts": int(n_starts)} if n_starts else None
@@ -79,11 +85,9 @@ def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
     columns: dict[str, dict] = {}
     for name, cfg, metrics in runs:
         col = columns.setdefault(pattern_name(cfg), {"starts": [], "runs": [], "sign": []})
-        col["starts"] += run_starts(metrics)
+        col["starts"] += starts_of_run(metrics)
         col["runs"].append(name)
-        col["sign"].append(metrics.get("table2/sign") or (
-            "+" if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"]
-            else "-"))
+        col["sign"].append(chosen_sign(metrics))
     return columns, failed
 
 

@@ -59,7 +59,8 @@ def _array_from_pt(p: Path, key: str | None) -> np.ndarray:
     return obj.detach().cpu().numpy()
 
 
-def _rows_from_csv(p: Path, columns: list | None) -> np.ndarray:
+def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str] | None]:
+    """The rows of numbers and the names of the columns kept (None without a header row)."""
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     with open(p, newline="") as fh:
         rows = [(i + 1, r) for i, r in enumerate(csv.reader(fh, delimiter=delimiter))
@@ -111,10 +112,11 @@ def _rows_from_csv(p: Path, columns: list | None) -> np.ndarray:
             else:
                 idx.append(header.index(c))
         values = values[:, idx]
-    return values
+        header = [header[i] for i in idx] if header is not None else None
+    return values, header
 
 
-def _array_from_parquet(p: Path, columns: list | None) -> np.ndarray:
+def _array_from_parquet(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]]:
     try:
         import pandas as pd
         table = pd.read_parquet(p, columns=[str(c) for c in columns] if columns else None)
@@ -126,11 +128,13 @@ def _array_from_parquet(p: Path, columns: list | None) -> np.ndarray:
         bad = [c for c in table.columns if c not in numeric.columns]
         raise DataFileError(f"{p}: columns {bad} are not numeric; pick numeric ones with "
                             f"data.columns=[...]")
-    return numeric.to_numpy(dtype=float)
+    return numeric.to_numpy(dtype=float), [str(c) for c in numeric.columns]
 
 
-def read_points(path: str | Path, key: str | None = None, columns: list | None = None) -> np.ndarray:
-    """The array in ``path`` (float64), in the file's own layout (no checks of its shape)."""
+def read_points(path: str | Path, key: str | None = None, columns: list | None = None,
+                ) -> tuple[np.ndarray, list[str] | None]:
+    """The array in ``path`` (float64), in the file's own layout (no checks of its shape), and
+    its columns' names where the file has them (a CSV/TSV header, parquet)."""
     p = _existing(path, "file")
     if p.is_dir():
         raise DataFileError(f"data.path={path} is a folder; data=points reads one file "
@@ -141,6 +145,7 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
                             f"{', '.join(POINT_FORMATS)}")
     if p.stat().st_size == 0:
         raise DataFileError(f"{p}: the file is empty")
+    names = None
     try:
         if ext == ".npy":
             arr = np.load(p, allow_pickle=False)
@@ -149,9 +154,9 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
         elif ext == ".pt":
             arr = _array_from_pt(p, key)
         elif ext == ".parquet":
-            arr = _array_from_parquet(p, columns)
+            arr, names = _array_from_parquet(p, columns)
         else:
-            arr = _rows_from_csv(p, columns)
+            arr, names = _rows_from_csv(p, columns)
     except DataFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader says, say which file
@@ -165,23 +170,7 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
                                 f"(0-based, fewer than {np.shape(arr)[-1]}); {exc}") from exc
     if not np.issubdtype(np.asarray(arr).dtype, np.number):
         raise DataFileError(f"{p}: holds {np.asarray(arr).dtype} values, not numbers")
-    return np.asarray(arr, dtype=np.float64)
-
-
-def column_names(p: Path, columns: list | None, dim: int) -> list[str]:
-    """The coordinates' names: a CSV/TSV header's (or the picked columns'), else x0, x1, ..."""
-    header = None
-    if p.suffix.lower() in (".csv", ".tsv"):
-        with open(p, newline="") as fh:
-            first = next(csv.reader(fh, delimiter="\t" if p.suffix.lower() == ".tsv" else ","), [])
-        try:
-            [float(c) for c in first]
-        except ValueError:
-            header = [c.strip() for c in first]
-    if columns is not None:
-        return [header[int(c)] if header and str(c).lstrip("-").isdigit() else str(c)
-                for c in columns]
-    return header if header and len(header) == dim else [f"x{i}" for i in range(dim)]
+    return np.asarray(arr, dtype=np.float64), names
 
 
 class PointsFromFile(SnapshotSystem):
@@ -200,10 +189,12 @@ class PointsFromFile(SnapshotSystem):
         if max_points is not None and max_points < min_points:
             raise DataFileError(f"data.max_points={max_points}: keep at least {min_points} points")
         self.path, self.max_points, self.standardise = str(path), max_points, standardise
-        arr = read_points(path, key, list(columns) if columns is not None else None)
+        arr, names = read_points(path, key, list(columns) if columns is not None else None)
         self.points = self.check(arr, Path(path), drop_nonfinite, min_points)
         self.dim = self.points.shape[1]
-        self.names = column_names(Path(path), columns, self.dim)  # for figures
+        if names is None:  # no header: the picked indices, or x0, x1, ...
+            names = [str(c) for c in columns] if columns is not None else None
+        self.names = names or [f"x{i}" for i in range(self.dim)]  # for figures
 
     @staticmethod
     def check(arr: np.ndarray, p: Path, drop_nonfinite: bool, min_points: int) -> torch.Tensor:

@@ -251,7 +251,8 @@ def run_starts(flow, plans: list[StartPlan], *, eta: float, dt: float, ema: floa
     sign = torch.tensor([1.0] * n + [-1.0] * n).view(-1, 1, 1, 1)
 
     def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        out = [flow.apply_D(s[flows]) * sign.to(s), random_drift(x[2 * n:rand_end], s[2 * n:rand_end])]
+        out = [flow.apply_D(s[flows]) * sign.to(s),
+               random_drift(x[2 * n:rand_end], s[2 * n:rand_end])]
         if reweight:
             out.append(reweight_drift(x[rand_end:], s[rand_end:]))
         return torch.cat(out)
@@ -289,8 +290,8 @@ def continue_record(flow, plan: StartPlan, record: SDERecord, *, eta: float, dt:
 
 
 def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
-                     x0: torch.Tensor | StartPatterns, *, n_starts: int | None = None, eta: float = 0.1, dt: float = 0.01, steps: int = 300,
-                     ema: float = 0.9, ema_until: int = 200, truth_steps: int = 20,
+                     x0: torch.Tensor | StartPatterns, *, n_starts: int | None = None,
+                     eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9, ema_until: int = 200, truth_steps: int = 20,
                      n_draws: int = 10, generator: torch.Generator | None = None,
                      frame_every: int = 0, reweight: bool = True,
                      start_batch: int = 8, display: bool = True) -> PatternFidelity:
