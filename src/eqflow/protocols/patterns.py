@@ -291,7 +291,8 @@ def continue_record(flow, plan: StartPlan, record: SDERecord, *, eta: float, dt:
 
 def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
                      x0: torch.Tensor | StartPatterns, *, n_starts: int | None = None,
-                     eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9, ema_until: int = 200, truth_steps: int = 20,
+                     eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9,
+                     ema_until: int = 200, truth_steps: int = 20,
                      n_draws: int = 10, generator: torch.Generator | None = None,
                      frame_every: int = 0, reweight: bool = True,
                      start_batch: int = 8, display: bool = True) -> PatternFidelity:
