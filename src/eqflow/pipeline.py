@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow import plots
@@ -23,7 +23,9 @@ from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, res
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError, RunInterrupted
-from eqflow.models.ensemble import EnsembleDataModule, EnsembleFlowModule
+from eqflow.models.ensemble import ENSEMBLES, EnsembleDataModule, EnsembleMixin
+from eqflow.models.exact import ExactFlowModule
+from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.models.score import Score
 from eqflow.protocols.base import Protocol
 from eqflow.report import (build_loggers, finish_loggers, log_figure, log_to_loggers, read_metrics,
@@ -191,21 +193,27 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots,
 def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
     """The flow for data ``x``: (N, d) vectors, or (N, C, H, W) images (``spatial=True``)."""
     extra = {}
+    flow_class = get_class(cfg.flow.model._target_)
     if x.ndim == 4:
-        if not cfg.flow.model._target_.endswith("TrainingFreeFlow"):
+        if issubclass(flow_class, ExactFlowModule):
+            raise ConfigError(f"flow=exact builds v = div A + A s from a d x d skew matrix field, "
+                              f"d JVPs a step; on images d = C H W = {x[0].numel()}, which is "
+                              f"out of reach. Use flow=training_free (v = D s with a skew "
+                              f"convolution: exact too, and convolutional)")
+        if not issubclass(flow_class, TrainingFreeFlow):
             raise ConfigError(f"flow={cfg.flow.model._target_} works on vectors; for image data "
                               f"use flow=training_free")
         extra["spatial"] = True
     members = int(cfg.flow.get("ensemble", 1))
     if members > 1:
-        if not cfg.flow.model._target_.endswith("EquilibriumFlowModule"):
+        if flow_class not in ENSEMBLES:
             raise ConfigError(f"flow.ensemble={members} trains learned flows together; "
                               f"{cfg.flow.model._target_} has nothing to train (sweep its seeds "
                               f"with -m seed=...) or set flow.ensemble=1")
         settings = OmegaConf.to_container(cfg.flow.model, resolve=True)
         settings.pop("_target_")
         seeds = [int(cfg.seed) + k for k in range(members)]
-        return EnsembleFlowModule(score, x.shape[1], seeds=seeds, **settings)
+        return ENSEMBLES[flow_class](score, x.shape[1], seeds=seeds, **settings)
     # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
     return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
 
@@ -260,7 +268,7 @@ def train(cfg: DictConfig) -> RunResult:
     try:
         fit_start = time.perf_counter()
         history = LossHistory()
-        ensemble = isinstance(flow, EnsembleFlowModule)
+        ensemble = isinstance(flow, EnsembleMixin)
         if flow.trainable:
             fit_flow(cfg, flow, system, snapshots, [*callbacks, history],
                      [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
@@ -295,7 +303,7 @@ def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots
              callbacks: list, measure: list, loggers: list, output_dir: Path) -> None:
     """Fit a trainable flow (an ensemble on batches of every member), resuming from
     ``cfg.ckpt_path``; a SIGTERM ends it with :class:`RunInterrupted` (a non-zero exit)."""
-    if isinstance(flow, EnsembleFlowModule):
+    if isinstance(flow, EnsembleMixin):
         dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
     else:
         dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
@@ -321,7 +329,7 @@ def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
     return member
 
 
-def write_members(cfg: DictConfig, flow: EnsembleFlowModule, protocols: list[Protocol],
+def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol],
                   data: SnapshotData, output_dir: Path, info: dict,
                   score_losses: list[float]) -> list[Path]:
     """One folder per member, ``seed<s>/``, laid out like a multirun's job: its config (as a

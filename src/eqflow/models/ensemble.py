@@ -1,4 +1,4 @@
-"""An ensemble of learned flows trained as one vectorised model (a seed sweep in one process).
+"""Ensembles of learned flows trained as one vectorised model (a seed sweep in one process).
 
 Member k is the flow a single run with seed ``seeds[k]`` trains: the same initial weights (built
 exactly as that run builds them), the same loss, its own batches (its own sampler seed) and its
@@ -19,29 +19,36 @@ from eqflow.data.base import Snapshots, SnapshotSystem
 from eqflow.data.datamodule import Rows
 from eqflow.dynamics.divergence import probe_vectors
 from eqflow.errors import check_finite_loss
+from eqflow.models.exact import ExactFlowModule
 from eqflow.models.flow import EquilibriumFlowModule
 from eqflow.models.score import Score
 from eqflow.nets.batched import BatchedFlowMLP
+from eqflow.nets.jet import JetMLP
 
 
-class EnsembleFlowModule(EquilibriumFlowModule):
-    """``len(seeds)`` :class:`EquilibriumFlowModule` members as one model; ``member(k)`` gives
-    member k as a plain flow. Every flow setting applies to all members."""
+def seeded_members(build, seeds: Sequence[int]) -> tuple[list, list[torch.Generator]]:
+    """``build()`` once per seed, each after seeding everything as a single run of that seed
+    does, and a generator per member that continues that run's global random stream."""
+    members, generators = [], []
+    for seed in seeds:
+        pl.seed_everything(int(seed), workers=True, verbose=False)
+        members.append(build())
+        g = torch.Generator()
+        g.set_state(torch.get_rng_state())
+        generators.append(g)
+    return members, generators
 
-    def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
-        members = []
-        generators = []
-        for seed in seeds:  # as a single run builds its flow: seed everything, then construct
-            pl.seed_everything(int(seed), workers=True, verbose=False)
-            members.append(EquilibriumFlowModule(score, dim, **flow_settings))
-            g = torch.Generator()
-            g.set_state(torch.get_rng_state())
-            generators.append(g)
-        super().__init__(score, dim, **flow_settings)
-        self.save_hyperparameters(ignore=["score"])
-        self.net = BatchedFlowMLP([m.net for m in members])
-        if self.hparams.relax_anchor > 0:
-            self.anchor = copy.deepcopy(self.net).requires_grad_(False)
+
+class EnsembleMixin:
+    """What every ensemble of flows shares, whatever its members' kind: each member draws its
+    noise from its own generator, the loss is summed over members (their parameters are
+    disjoint and Adam acts element-wise, so each member's update is its own), each member's
+    epoch losses are kept, and the generators travel in checkpoints. A concrete ensemble puts
+    this before its member class and sets ``generators`` in its constructor."""
+
+    generators: list[torch.Generator]
+
+    def _init_streams(self, generators: list[torch.Generator]) -> None:
         self.generators = generators
         self.member_losses: list[list[float]] = []  # per epoch: each member's mean loss
         self._epoch_sums: torch.Tensor | None = None
@@ -51,30 +58,24 @@ class EnsembleFlowModule(EquilibriumFlowModule):
     def n_members(self) -> int:
         return len(self.hparams.seeds)
 
-    def velocity(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member's field at ``x``: (B, d) or (K, B, d) in, (K, B, d) out."""
-        if x.ndim == 2:
-            x = x.expand(self.n_members, *x.shape)
-        return self.net.with_running_stats(x)
-
     def _draw(self, shape, draw) -> torch.Tensor:
         return torch.stack([draw(shape, g) for g in self.generators]).to(self.device)
 
-    def probes(self, x: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        shape = torch.empty(x.shape[1:], dtype=x.dtype)  # drawn on the CPU, where g lives
-        per_member = [probe_vectors(shape, hp.n_probes, hp.probe, g) for g in self.generators]
-        return torch.stack(per_member, dim=1).to(x)
-
-    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The step's loss per member (``loss``: (K,)) on batches ``x0`` (K, B, d), each member's
-        noise from its own generator."""
+    def noised(self, x0: torch.Tensor) -> torch.Tensor:
+        """Batches ``x0`` (K, B, d) noised, member k's noise from its own generator."""
         eps = self._draw(x0.shape[1:], lambda s, g: torch.randn(s, generator=g, dtype=x0.dtype))
         a = self.alpha.to(x0)
-        x = torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
-        with torch.no_grad():
-            s = self.score(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        return self.continuity_loss(x, s)
+        return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+
+    def calibration_points(self, x0: torch.Tensor) -> torch.Tensor:
+        """Each member's noised calibration points (K, n, d), drawn from its own generator as a
+        single run draws them."""
+        n = min(len(x0), self.hparams.calibration_points)
+        points = []
+        for g in self.generators:
+            idx = torch.randperm(len(x0), generator=g)[:n]
+            points.append(self.score_model.noise(x0[idx], generator=g))
+        return torch.stack(points).to(self.device)
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         parts = self.loss_parts(x0)
@@ -85,10 +86,7 @@ class EnsembleFlowModule(EquilibriumFlowModule):
         self._epoch_sums = detached if self._epoch_sums is None else self._epoch_sums + detached
         self._epoch_batches += 1
         self.log("train/loss", per_member.mean(), on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/abs_div", parts["div"], on_step=False, on_epoch=True)
-        self.log("train/abs_v_dot_s", parts["v_dot_s"], on_step=False, on_epoch=True)
-        if "anchor" in parts:
-            self.log("train/anchor_distance", parts["anchor"], on_step=False, on_epoch=True)
+        self.log_parts(parts)
         return total
 
     def on_train_epoch_start(self) -> None:
@@ -102,33 +100,13 @@ class EnsembleFlowModule(EquilibriumFlowModule):
         if self._epoch_batches:
             self.member_losses.append((self._epoch_sums / self._epoch_batches).cpu().tolist())
         self._epoch_sums, self._epoch_batches = None, 0
+        super().on_train_epoch_end()
 
-    @torch.no_grad()
-    def calibrate(self, x0: torch.Tensor) -> None:
-        """Each member's batch-norm statistics from many noised points, drawn from its own
-        generator as a single run draws them."""
-        n = min(len(x0), self.hparams.calibration_points)
-        hs = []
-        for g in self.generators:
-            idx = torch.randperm(len(x0), generator=g)[:n]
-            x = self.score_model.noise(x0[idx], generator=g).to(self.device)
-            hs.append(x)
-        h = self.net.pre_norm(torch.stack(hs))
-        self.net.norm.set_running_stats(h)
-
-    def member(self, k: int) -> EquilibriumFlowModule:
-        """Member ``k`` as a plain :class:`EquilibriumFlowModule` (the score model shared)."""
-        settings = {key: value for key, value in self.hparams.items() if key not in ("seeds", "dim")}
-        flow = EquilibriumFlowModule(self.score_model, self.hparams.dim, **settings)
-        state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
-        if self.hparams.relax_anchor > 0:
-            state.update({f"anchor.{key}": value
-                          for key, value in self.anchor.member_state(k).items()})
-            state["anchor_set"] = self.anchor_set.clone()
-        flow.load_state_dict({**flow.state_dict(), **state})
-        return flow.to(self.device).eval()
+    def member_settings(self) -> dict:
+        return {key: value for key, value in self.hparams.items() if key not in ("seeds", "dim")}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["member_generators"] = [g.get_state() for g in self.generators]
         checkpoint["member_losses"] = self.member_losses
 
@@ -137,6 +115,78 @@ class EnsembleFlowModule(EquilibriumFlowModule):
         for g, state in zip(self.generators, checkpoint.get("member_generators", [])):
             g.set_state(state)
         self.member_losses = list(checkpoint.get("member_losses", []))
+
+
+class EnsembleFlowModule(EnsembleMixin, EquilibriumFlowModule):
+    """``len(seeds)`` :class:`EquilibriumFlowModule` members as one model; ``member(k)`` gives
+    member k as a plain flow. Every flow setting applies to all members."""
+
+    def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
+        members, generators = seeded_members(
+            lambda: EquilibriumFlowModule(score, dim, **flow_settings), seeds)
+        super().__init__(score, dim, **flow_settings)
+        self.save_hyperparameters(ignore=["score"])  # adds seeds
+        self.net = BatchedFlowMLP([m.net for m in members])
+        if self.hparams.relax_anchor > 0:
+            self.anchor = copy.deepcopy(self.net).requires_grad_(False)
+        self._init_streams(generators)
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's field at ``x``: (B, d) or (K, B, d) in, (K, B, d) out."""
+        if x.ndim == 2:
+            x = x.expand(self.n_members, *x.shape)
+        return self.net.with_running_stats(x)
+
+    def probes(self, x: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        shape = torch.empty(x.shape[1:], dtype=x.dtype)  # drawn on the CPU, where g lives
+        per_member = [probe_vectors(shape, hp.n_probes, hp.probe, g) for g in self.generators]
+        return torch.stack(per_member, dim=1).to(x)
+
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step's loss per member (``loss``: (K,)) on batches ``x0`` (K, B, d), each member's
+        noise from its own generator."""
+        x = self.noised(x0)
+        with torch.no_grad():
+            s = self.score(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self.continuity_loss(x, s)
+
+    @torch.no_grad()
+    def calibrate(self, x0: torch.Tensor) -> None:
+        """Each member's batch-norm statistics from many noised points of its own draw."""
+        self.net.norm.set_running_stats(self.net.pre_norm(self.calibration_points(x0)))
+
+    def member(self, k: int) -> EquilibriumFlowModule:
+        """Member ``k`` as a plain :class:`EquilibriumFlowModule` (the score model shared)."""
+        flow = EquilibriumFlowModule(self.score_model, self.hparams.dim, **self.member_settings())
+        state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
+        if self.hparams.relax_anchor > 0:
+            state.update({f"anchor.{key}": value
+                          for key, value in self.anchor.member_state(k).items()})
+            state["anchor_set"] = self.anchor_set.clone()
+        flow.load_state_dict({**flow.state_dict(), **state})
+        return flow.to(self.device).eval()
+
+
+class ExactEnsembleFlowModule(EnsembleMixin, ExactFlowModule):
+    """``len(seeds)`` :class:`ExactFlowModule` members as one model (one stacked network)."""
+
+    def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
+        members, generators = seeded_members(
+            lambda: ExactFlowModule(score, dim, **flow_settings), seeds)
+        super().__init__(score, dim, **flow_settings)
+        self.save_hyperparameters(ignore=["score"])  # adds seeds
+        self.net = JetMLP.stack([m.net for m in members])
+        self.running_sq = torch.cat([m.running_sq for m in members])
+        self._init_streams(generators)
+
+    def member(self, k: int) -> ExactFlowModule:
+        """Member ``k`` as a plain :class:`ExactFlowModule` (the score model shared)."""
+        flow = ExactFlowModule(self.score_model, self.hparams.dim, **self.member_settings())
+        state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
+        state["running_sq"] = self.running_sq[k:k + 1].clone()
+        flow.load_state_dict({**flow.state_dict(), **state})
+        return flow.to(self.device).eval()
 
 
 class _MemberBatches(Sampler):
@@ -181,3 +231,6 @@ class EnsembleDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         for g, s in zip(self.sampler.generators, state["generators"]):
             g.set_state(s)
+
+
+ENSEMBLES = {EquilibriumFlowModule: EnsembleFlowModule, ExactFlowModule: ExactEnsembleFlowModule}

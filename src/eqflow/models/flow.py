@@ -60,6 +60,15 @@ class FlowBase(pl.LightningModule):
     def calibrate(self, x0: torch.Tensor) -> None:
         """Fix data-dependent statistics from clean samples ``x0`` (no-op for most flows)."""
 
+    # a training step's loss parts that are logged: {part: logger key}
+    LOGGED: dict[str, str] = {}
+
+    def log_parts(self, parts: dict[str, torch.Tensor]) -> None:
+        """Log the epoch mean of every part of ``parts`` that ``LOGGED`` names."""
+        for key, name in self.LOGGED.items():
+            if key in parts:
+                self.log(name, parts[key].float().mean(), on_step=False, on_epoch=True)
+
 
 class EquilibriumFlowModule(FlowBase):
     """Learn v with div(p_t v) = 0 by minimising E[(div v + v . s)^2] on noised points.
@@ -80,6 +89,9 @@ class EquilibriumFlowModule(FlowBase):
     two seeds' relaxed fields lie no further apart than their v_0 (in the p-weighted L2 norm).
     As mu -> 0 it tends to the equilibrium flow nearest v_0.
     """
+
+    LOGGED = {"div": "train/abs_div", "v_dot_s": "train/abs_v_dot_s",
+              "anchor": "train/anchor_distance"}
 
     def __init__(self, score: Score, dim: int, hidden: Sequence[int] = (64, 64),
                  activation: str = "silu", n_freqs: int = 4, lr: float = 1e-2,
@@ -226,10 +238,7 @@ class EquilibriumFlowModule(FlowBase):
         parts = self.loss_parts(x0)
         check_finite_loss(parts["loss"], "flow", self.global_step)
         self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/abs_div", parts["div"], on_step=False, on_epoch=True)
-        self.log("train/abs_v_dot_s", parts["v_dot_s"], on_step=False, on_epoch=True)
-        if "anchor" in parts:
-            self.log("train/anchor_distance", parts["anchor"], on_step=False, on_epoch=True)
+        self.log_parts(parts)
         return parts["loss"]
 
     def on_train_end(self) -> None:

@@ -13,6 +13,7 @@ from eqflow.errors import check_finite_loss
 from eqflow.models.optim import build_optimizer
 from eqflow.models.schedules import CosineSchedule
 from eqflow.nets import ScoreMLP
+from eqflow.nets.mlp import EnergyMLP
 
 PREDICTIONS = ("eps", "v")
 
@@ -119,3 +120,16 @@ class ScoreModule(Score, pl.LightningModule):
     def configure_optimizers(self):
         return build_optimizer(self, self.hparams.lr, self.hparams.weight_decay,
                                self.hparams.lr_schedule)
+
+
+class EnergyScoreModule(ScoreModule):
+    """:class:`ScoreModule` whose network is the gradient of a scalar energy, so the score
+    s = -grad E / sqrt(1 - a) (eps-prediction) is a gradient field: its Jacobian is symmetric,
+    and an exact flow v = div A + A s built on it has no continuity residual at all."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu",
+                 prediction: str = "eps", num_steps: int = 100, t: float = 0.1,
+                 lr: float = 1e-2, weight_decay: float = 1e-5, lr_schedule: str = "constant"):
+        super().__init__(dim, hidden, activation, prediction, num_steps, t, lr, weight_decay,
+                         lr_schedule)
+        self.net = EnergyMLP(dim, hidden, activation)

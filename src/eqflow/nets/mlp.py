@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.func import grad
 
 from eqflow.nets.norm import NonAffineBatchNorm
 
@@ -54,6 +55,28 @@ class ScoreMLP(nn.Module):
         t = t.reshape(-1, 1).expand(x.shape[0], 1).to(x)
         out = self.net(torch.cat([x, 2 * t - 1], dim=-1))
         return out + x if self.skip else out
+
+
+class EnergyMLP(nn.Module):
+    """A conservative field: ``(x, t) -> grad_x E(x, t)`` with the scalar energy
+    E = mlp(x, 2t - 1) + |x|^2 / 2 (the quadratic term is the identity skip of
+    :class:`ScoreMLP`). Its Jacobian, the energy's Hessian, is symmetric by construction."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu"):
+        super().__init__()
+        if activation == "relu":
+            raise ValueError("score.model.activation=relu makes the energy's gradient piecewise "
+                             "constant (its Hessian zero); use silu, tanh or gelu")
+        self.net = mlp([dim + 1, *hidden, 1], activation)
+
+    def energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(-1, 1).expand(x.shape[0], 1).to(x)
+        return self.net(torch.cat([x, 2 * t - 1], dim=-1))[:, 0] + 0.5 * x.pow(2).sum(-1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # torch.func.grad: composes with forward-mode (the score's Jacobian) and with the
+        # training's backward pass, and ignores an outer no_grad
+        return grad(lambda y: self.energy(y, t).sum())(x)
 
 
 class NormalisedField(nn.Module):

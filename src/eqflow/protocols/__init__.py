@@ -8,7 +8,8 @@ from eqflow.protocols.figures import Figures
 from eqflow.protocols.patterns import (Patterns, StartPatterns, pattern_fidelity, pick_pattern,
                                        pick_patterns)
 from eqflow.protocols.preservation import Preservation
+from eqflow.protocols.residual import Residual
 
 __all__ = ["Chaos", "Creatures", "Fidelity", "Figures", "Measurement", "Patterns", "Preservation",
-           "Protocol", "StartPatterns", "flow_lyapunov", "pattern_fidelity", "pick_pattern",
+           "Protocol", "Residual", "StartPatterns", "flow_lyapunov", "pattern_fidelity", "pick_pattern",
            "pick_patterns", "sustained_chaos"]

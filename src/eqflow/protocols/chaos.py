@@ -11,6 +11,7 @@ import torch
 
 from eqflow.data.base import random_subset
 from eqflow.metrics.lyapunov import REST_SPEED, max_lyapunov, max_lyapunov_groups
+from eqflow.models.exact import ExactFlowModule, stacked_exact_field
 from eqflow.models.flow import EquilibriumFlowModule
 from eqflow.nets.batched import BatchedFlowMLP
 from eqflow.protocols.base import Measurement, Protocol
@@ -37,24 +38,40 @@ def flow_lyapunov(flow, data: torch.Tensor, n_trajectories: int, dt: float, step
                         record_at=record_at)
 
 
-def batched_field(flows: list, rows: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """One float64 field for several learned flows of one architecture, on inputs made of
-    blocks of K x ``rows`` rows (a start set, or starts and their twins stacked): within each
-    block, rows k*rows .. (k+1)*rows - 1 move by flow k. None where the flows cannot be stacked
-    (other kinds, other shapes)."""
-    if len(flows) < 2 or not all(type(f) is EquilibriumFlowModule for f in flows):
+def stacked_field(flows: list) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """One float64 field (K, N, d) -> (K, N, d) for K flows of one kind and architecture (row k
+    moves by flow k), or None where they do not stack."""
+    if len(flows) < 2:
+        return None
+    if all(type(f) is ExactFlowModule for f in flows):
+        field = stacked_exact_field(flows)
+        if field is not None:
+            device = flows[0].device
+            return lambda x: field(x.to(device))
+        return None
+    if not all(type(f) is EquilibriumFlowModule for f in flows):
         return None
     layouts = {tuple((k, tuple(v.shape)) for k, v in f.net.state_dict().items()) for f in flows}
     activations = {tuple(type(m).__name__ for m in f.net.net) for f in flows}
     if len(layouts) > 1 or len(activations) > 1:
         return None
-    net = BatchedFlowMLP([f.net for f in flows]).double().to(flows[0].device).eval()
+    return BatchedFlowMLP([f.net for f in flows]).double().to(flows[0].device).eval().with_running_stats
+
+
+def batched_field(flows: list, rows: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """One float64 field for several flows of one kind and architecture, on inputs made of
+    blocks of K x ``rows`` rows (a start set, or starts and their twins stacked): within each
+    block, rows k*rows .. (k+1)*rows - 1 move by flow k. None where the flows cannot be stacked
+    (other kinds, other shapes)."""
+    stacked = stacked_field(flows)
+    if stacked is None:
+        return None
     k = len(flows)
 
     def field(x: torch.Tensor) -> torch.Tensor:
         d = x.shape[-1]
         by_flow = x.reshape(-1, k, rows, d).transpose(0, 1).reshape(k, -1, d)
-        v = net.with_running_stats(by_flow)
+        v = stacked(by_flow)
         return v.reshape(k, -1, rows, d).transpose(0, 1).reshape(x.shape)
 
     return field
