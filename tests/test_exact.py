@@ -149,7 +149,8 @@ def test_ensemble_members_start_from_single_weights_and_batch_alike():
 
 TINY_LORENZ = ["experiment=lorenz", "flow=exact", "evaluate=false", "data.n_trajectories=2",
                "data.n_steps=400", "data.burn_in_steps=100", "logger=none",
-               "trainer.max_epochs=2", "flow.batch_size=128", "flow.model.hidden=[16,16]"]
+               "trainer.max_epochs=2", "flow.batch_size=128", "flow.model.hidden=[16,16]",
+               "flow.ensemble=1", "callbacks.lyapunov.compile=false"]
 
 
 def test_an_exact_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
@@ -176,3 +177,38 @@ def test_exact_flows_refuse_images_with_the_fix(tmp_path):
     cfg = compose_train(["flow=exact"], tmp_path)
     with pytest.raises(ConfigError, match="flow=training_free"):
         pipeline.build_flow(cfg, EnergyScoreModule(dim=2), torch.zeros(4, 2, 8, 8))
+
+
+def test_exact_energy_gradient_equals_autograd():
+    from torch.func import grad
+
+    from eqflow.nets.mlp import EnergyMLP
+
+    torch.manual_seed(0)
+    for activation in ("silu", "tanh"):
+        net = EnergyMLP(3, [16, 16], activation).double()
+        x, t = torch.randn(10, 3, dtype=torch.float64), torch.rand(10, dtype=torch.float64)
+        expected = grad(lambda y: net.energy(y, t).sum())(x)
+        assert torch.allclose(net(x, t), expected, atol=1e-12)
+
+
+def test_a_group_of_exact_flows_is_integrated_as_one_for_mmd():
+    from eqflow.analysis.uniqueness import Groups, mmd_curves
+    from eqflow.protocols.chaos import stacked_field
+
+    score = EnergyScoreModule(dim=3, hidden=[8]).double()
+    flows = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        flow = ExactFlowModule(score, 3, hidden=[16]).double().eval()
+        flow.running_sq.fill_(2.0 + seed)
+        flows.append(flow)
+    one_by_one, together = Groups(), Groups()
+    for k, flow in enumerate(flows):
+        one_by_one.add("learned", str(k), flow.velocity)
+        together.add("learned", str(k), flow.velocity)
+    together.stacked["learned"] = stacked_field(flows)
+    start = torch.randn(64, 3, dtype=torch.float64)
+    a = mmd_curves(one_by_one, start, 0.1, 10, 0.5)["learned"]
+    b = mmd_curves(together, start, 0.1, 10, 0.5)["learned"]
+    assert torch.allclose(a, b, atol=1e-10)

@@ -105,3 +105,35 @@ def test_paired_mmd_is_zero_for_identical_sets_and_unbiased():
     fresh = torch.randn(200, 2, generator=g, dtype=torch.float64)
     assert float(paired_mmd2(x, x + 1.0)) == pytest.approx(float(mmd2(x, fresh + 1.0)), abs=0.01)
     assert float(paired_mmd2(x, x + 1.0)) > 20 * abs(float(paired_mmd2(x, fresh)))
+
+
+def test_bootstrap_difference_interval_brackets_the_true_difference():
+    from eqflow.metrics.paired import bootstrap_difference_interval
+
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randn(40, generator=g) + 1.0).tolist()
+    b = torch.randn(40, generator=g).tolist()
+    diff, low, high = bootstrap_difference_interval(a, b)
+    assert low < diff < high and low > 0.4 and high < 1.6
+    same, low, high = bootstrap_difference_interval(b, b)
+    assert same == 0 and low < 0 < high
+
+
+def test_study_verdicts_name_each_claim_and_whether_it_holds():
+    from eqflow.analysis.verdicts import study_verdicts
+
+    table = {("learned", "learned"): (0.995, 0.0), ("learned", "ground truth"): (0.7, 0.0),
+             ("training-free", "ground truth"): (0.2, 0.0), ("random", "ground truth"): (0.08, 0.0),
+             ("learned", "score"): (0.02, 0.0)}
+    chaos = {"n": 20, "n_finite": 20, "n_positive": 18, "n_sustained": 5}
+    curves = {"learned": torch.full((20, 3), 0.01) + 0.001 * torch.randn(20, 3),
+              "training-free": torch.full((20, 3), 0.02) + 0.001 * torch.randn(20, 3)}
+    verdicts = {v["claim"].split(" (")[0]: v["holds"] for v in study_verdicts(table, chaos, curves)}
+    assert verdicts["learned-learned |cos| >= 0.99"] is True
+    assert verdicts["|cos| to the ground truth >= 0.25 and above training-free and random"] is True
+    assert verdicts["learned-score |cos| < 0.05"] is True
+    assert verdicts["MMD² at the end no higher than training-free's"] is True
+    assert verdicts["at least 95% of the flows with a positive largest exponent"] is False
+    curves["learned"] += 0.05  # now clearly higher
+    worse = {v["claim"].split(" (")[0]: v["holds"] for v in study_verdicts(table, chaos, curves)}
+    assert worse["MMD² at the end no higher than training-free's"] is False

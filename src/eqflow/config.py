@@ -169,6 +169,7 @@ RULES: dict[str, Rule] = {
     "callbacks.lyapunov.dt": NUM_POS,
     "callbacks.lyapunov.burn_in": INT_NONNEG,
     "callbacks.lyapunov.bound": Rule(float, gt=0, nullable=True),
+    "callbacks.lyapunov.compile": Rule(bool),
     "callbacks.fidelity.n_points": INT_POS,
     "ckpt_path": Rule(str, nullable=True),
 }
@@ -185,6 +186,7 @@ EVALUATE_RULES: dict[str, Rule] = {
     "chaos.settings.dt": NUM_POS,
     "chaos.settings.burn_in": INT_NONNEG,
     "chaos.settings.bound": Rule(float, gt=0, nullable=True),
+    "chaos.settings.compile": Rule(bool),
     "mmd.n_points": Rule(int, ge=2),
     "mmd.steps": INT_POS,
     "mmd.dt": NUM_POS,

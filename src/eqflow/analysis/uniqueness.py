@@ -25,9 +25,12 @@ from eqflow.metrics import mmd_over_time, representation, similarity_table
 from eqflow.metrics.embedding import umap_embedding
 from eqflow.metrics.fidelity import align_signs
 from eqflow.metrics.lyapunov import REST_SPEED
+from eqflow.metrics.residual import continuity_residual
 from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
-from eqflow.protocols.chaos import SUSTAINED_RATIO, flow_lyapunov_many, sustained_chaos_many
+from eqflow.protocols.chaos import (SUSTAINED_RATIO, flow_lyapunov_many, stacked_field,
+                                   sustained_chaos_many)
+from eqflow.analysis.verdicts import study_verdicts, verdicts_markdown
 from eqflow.report import Report
 from eqflow.runs import Sweep, load_sweep
 
@@ -38,9 +41,12 @@ Field = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class Groups:
-    """Named groups of fields; ``members[group]`` lists (member name, field)."""
+    """Named groups of fields; ``members[group]`` lists (member name, field); ``stacked[group]``
+    (where the group's flows stack) is one float64 field (K, N, d) -> (K, N, d) moving row k by
+    member k, for integrating the whole group at once."""
 
     members: dict[str, list[tuple[str, Field]]] = field(default_factory=dict)
+    stacked: dict[str, Field] = field(default_factory=dict)
 
     def add(self, group: str, name: str, f: Field) -> None:
         self.members.setdefault(group, []).append((name, f))
@@ -64,6 +70,9 @@ def build_groups(sweep: Sweep, n_baselines: int | None = None, seed: int = 0) ->
     own = sweep_group_name(sweep)
     for run, name in zip(sweep.runs, sweep.names):
         groups.add(own, name, run.flow.velocity)
+    stacked = stacked_field([run.flow for run in sweep.runs])
+    if stacked is not None:
+        groups.stacked[own] = stacked
     base = 10_000 * (seed + 1)  # baseline seeds: far from the sweep's own seeds
     if own != "training-free":
         for i in range(n):
@@ -116,9 +125,41 @@ def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandw
     for g, members in groups.members.items():
         if g in skip:
             continue
-        curves = [mmd_over_time(integrate_ode(f, start, dt, steps), bandwidth) for _, f in members]
+        if g in groups.stacked:  # the whole group in one integration
+            starts = start.double().expand(len(members), *start.shape)
+            path = integrate_ode(groups.stacked[g], starts, dt, steps)
+            curves = [mmd_over_time(path[:, k].to(start.dtype), bandwidth)
+                      for k in range(len(members))]
+        else:
+            curves = [mmd_over_time(integrate_ode(f, start, dt, steps), bandwidth)
+                      for _, f in members]
         out[g] = torch.stack(curves).double()
     return out
+
+
+def residuals(groups: Groups, score: Field, points: torch.Tensor,
+              skip: tuple[str, ...] = ("ground truth", "score")) -> dict[str, list[dict]]:
+    """:func:`continuity_residual` of every member at ``points`` (noised data): zero for an
+    equilibrium flow of the score's density, up to the score model's non-conservative part."""
+    return {g: [continuity_residual(f, score, points) for _, f in members]
+            for g, members in groups.members.items() if g not in skip}
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(torch.tensor(finite, dtype=torch.float64).median()) if finite else math.nan
+
+
+def residual_markdown(rows: dict[str, list[dict]]) -> str:
+    lines = ["| group | n | residual / rms(v . s), median | residual / rms(\\|v\\| \\|s\\|), "
+             "median (max) |", "|---|---|---|---|"]
+    for g, values in rows.items():
+        along = _median([v["relative"] for v in values])
+        size = [v["relative_to_speed_score"] for v in values]
+        lines.append(f"| {g} | {len(values)} | "
+                     f"{'v . s = 0' if math.isnan(along) else f'{along:.4f}'} | "
+                     f"{_median(size):.2e} ({max(size):.2e}) |")
+    return "\n".join(lines) + "\n"
 
 
 def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
@@ -286,6 +327,12 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     timings["mmd_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    residual_rows = residuals(groups, first.flow.score, start)
+    residual_median = {g: _median([v["relative"] for v in rows_])
+                       for g, rows_ in residual_rows.items()}
+    timings["residual_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     has_umap = False
     try:
         labels = [grp for grp, m in groups.members.items() for _ in m]
@@ -298,6 +345,8 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     timings["umap_s"] = time.perf_counter() - t
 
     ch = chaos_summary(rows)
+    own = sweep_group_name(sweep)
+    verdicts = study_verdicts(table, ch, curves, own) if own == "learned" else []
     mmd_final = {k: {"mean": float(c[:, -1].mean()),
                      "std": float(c[:, -1].std()) if len(c) > 1 else 0.0} for k, c in curves.items()}
     run_cfg = first.cfg
@@ -308,6 +357,8 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
         summary={"kind": "uniqueness", "runs": sweep.names, "group_sizes": sizes,
                  "table1": {f"{a} | {b}": {"mean": m, "std": s} for (a, b), (m, s) in table.items()},
                  "chaos": ch, "chaos_rows": rows, "mmd_final": mmd_final,
+                 "residual": residual_rows, "residual_median": residual_median,
+                 "verdicts": verdicts,
                  "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
                  "timings": timings},
         files={"table1.md": table1_markdown(table, names, sizes), "table1.csv": table1_csv(table, names),
@@ -317,8 +368,10 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
                 "chaos": (columns, [[r[c] for c in columns] for r in rows])},
         scalars={**{f"chaos/{k}": v for k, v in ch.items()},
                  **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
+                 **{f"residual/{k}": v for k, v in residual_median.items()},
                  **{f"table1/{a} | {b}": m for (a, b), (m, _) in table.items()}})
     report.sections = [
+        *([("Verdicts: the study's claims", verdicts_markdown(verdicts))] if verdicts else []),
         ("Runs", f"- runs evaluated: {len(sweep.runs)}\n"
                  f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
                  f"(t = {run_cfg.score.model.get('t')}), flow: `{run_cfg.flow.model._target_}`\n"
@@ -328,7 +381,13 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
          table1_markdown(table, names, sizes) + "[CSV](table1.csv)"),
         ("Chaos: largest Lyapunov exponent of each flow", chaos_markdown(ch, cfg)),
         ("Distribution preservation: MMD² to the start set",
-         mmd_final_markdown(curves, times) + "![MMD over time](mmd.png)")]
+         mmd_final_markdown(curves, times) + "![MMD over time](mmd.png)"),
+        ("Equilibrium residual: rms(div v + v . s) / rms(v . s) on the MMD start set",
+         residual_markdown(residual_rows) + "\n0 for a flow that preserves the score model's "
+         "density. An exact flow (flow=exact) and a training-free flow keep only the score "
+         "model's non-conservative part (0 with score=energy, up to rounding); a field unrelated "
+         "to the density is of order 1. For a training-free flow v . s is identically 0 (s . D s "
+         "with a skew D), so only the second column applies to it.")]
     if has_umap:
         report.sections.append(("UMAP of all representations", "![UMAP](umap.png)"))
     return report

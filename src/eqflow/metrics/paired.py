@@ -49,6 +49,23 @@ def bootstrap_mean_interval(values: torch.Tensor, *, n_boot: int = 10_000, level
     return low, high
 
 
+def bootstrap_difference_interval(a: Sequence[float], b: Sequence[float], *,
+                                  n_boot: int = 10_000, level: float = 0.95,
+                                  seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) - mean(b) for two independent groups, and its percentile-bootstrap interval
+    (each group resampled on its own)."""
+    ta = torch.as_tensor([float(v) for v in a], dtype=torch.float64)
+    tb = torch.as_tensor([float(v) for v in b], dtype=torch.float64)
+    if not len(ta) or not len(tb):
+        raise ValueError("both groups need at least one value")
+    g = torch.Generator().manual_seed(seed)
+    means_a = ta[torch.randint(len(ta), (n_boot, len(ta)), generator=g)].mean(1)
+    means_b = tb[torch.randint(len(tb), (n_boot, len(tb)), generator=g)].mean(1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(means_a - means_b, q).tolist()
+    return float(ta.mean() - tb.mean()), low, high
+
+
 def paired_comparison(method: Sequence[float], draws: Sequence[Sequence[float]], *,
                       n_boot: int = 10_000, level: float = 0.95,
                       seed: int = 0) -> PairedComparison:

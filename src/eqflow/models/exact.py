@@ -26,7 +26,7 @@ from eqflow.errors import check_finite_loss
 from eqflow.models.flow import FlowBase
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
-from eqflow.nets.jet import JetMLP, skew_from_upper
+from eqflow.nets.jet import JetMLP
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -35,14 +35,13 @@ def exact_field(net: JetMLP, x: torch.Tensor, s: torch.Tensor, ds: torch.Tensor 
     """``(v, dv)``: the raw field v = div A + A s of ``net`` at ``x`` (K, B, d) with scores ``s``
     (K, B, d), and, given the score Jacobians ``ds`` (K, B, d, d) ([j, l] = d s_j / d x_l), its
     Jacobian dv (K, B, d, d) ([i, l] = d v_i / d x_l; else None)."""
-    d = x.shape[-1]
     value, jac, hess = net.jet(x, 1 if ds is None else 2)
-    a = skew_from_upper(value, d)                       # A_ij
-    da = skew_from_upper(jac, d)                        # [k, i, j] = d A_ij / d x_k
+    a = net.skew(value)                                 # A_ij
+    da = net.skew(jac)                                  # [k, i, j] = d A_ij / d x_k
     v = torch.einsum("...jij->...i", da) + torch.einsum("...ij,...j->...i", a, s)
     if ds is None:
         return v, None
-    dda = skew_from_upper(hess, d)                      # [k, l, i, j] = d2 A_ij / d x_k d x_l
+    dda = net.skew(hess)                                # [k, l, i, j] = d2 A_ij / d x_k d x_l
     dv = (torch.einsum("...jlij->...il", dda) + torch.einsum("...lij,...j->...il", da, s)
           + torch.einsum("...ij,...jl->...il", a, ds))
     return v, dv

@@ -56,6 +56,14 @@ class JetMLP(nn.Module):
             biases.append(nn.Parameter(torch.stack([lin.bias.detach() for lin in layers])))
         self.weights = nn.ParameterList(weights)
         self.biases = nn.ParameterList(biases)
+        # index tables and the skew basis, kept as (non-persistent) buffers so they follow the
+        # net's device and dtype and compile as constants
+        first, second, diagonal = _pairs(dim)
+        self.register_buffer("pair_first", first, persistent=False)
+        self.register_buffer("pair_second", second, persistent=False)
+        self.register_buffer("pair_diagonal", diagonal, persistent=False)
+        self.register_buffer("pair_of_entry", _full_from_pairs(dim), persistent=False)
+        self.register_buffer("skew_basis", skew_basis(dim), persistent=False)
 
     @property
     def members(self) -> int:
@@ -81,69 +89,95 @@ class JetMLP(nn.Module):
             state[f"biases.{i}"] = b[k:k + 1].detach().clone()
         return state
 
-    def _encoding(self, x: torch.Tensor, order: int) -> torch.Tensor:
-        """The encoding and its derivatives as tangents (K, B, T, E), T = 1 + d (+ d^2)."""
-        d = x.shape[-1]
+    def _first_layer(self, x: torch.Tensor, order: int) -> torch.Tensor:
+        """The first linear layer's value and derivatives as rows (K, B, T, H). Each encoded
+        feature depends on one coordinate, so d h / d x_k takes only that coordinate's features
+        and the Hessian is diagonal in (k, l): no dense encoding Jacobian is formed."""
+        K, B, d = x.shape
+        w, b = self.weights[0], self.biases[0]
+        w_by_coord = w.reshape(K, -1, d, 1 + 2 * self.n_freqs)          # (K, H, d, G)
         f = self.freqs.to(x)
-        fx = x.unsqueeze(-1) * f                                    # (K, B, d, F)
+        fx = x.unsqueeze(-1) * f                                          # (K, B, d, F)
         sin, cos = fx.sin(), fx.cos()
-        one = torch.ones_like(x).unsqueeze(-1)
-        g = torch.cat([x.unsqueeze(-1), sin, cos], -1)              # (K, B, d, 1 + 2F)
-        rows = [g.flatten(-2).unsqueeze(-2)]
-        if order >= 1:  # d g_c / d x_k is zero unless k = c
-            g1 = torch.cat([one, f * cos, -f * sin], -1)
-            eye = torch.eye(d, dtype=x.dtype, device=x.device)
-            rows.append((eye[:, :, None] * g1.unsqueeze(-3)).flatten(-2))  # (K, B, d_k, E)
+        g = torch.cat([x.unsqueeze(-1), sin, cos], -1)                   # (K, B, d, G)
+        value = torch.bmm(g.reshape(K, B, -1), w.transpose(1, 2)) + b[:, None]
+        rows = [value.unsqueeze(2)]
+        if order >= 1:
+            g1 = torch.cat([torch.ones_like(x).unsqueeze(-1), f * cos, -f * sin], -1)
+            rows.append(torch.einsum("kbcg,khcg->kbch", g1, w_by_coord))
         if order >= 2:
-            g2 = torch.cat([torch.zeros_like(one), -f * f * sin, -f * f * cos], -1)
-            diag = torch.zeros(d, d, d, dtype=x.dtype, device=x.device)
-            idx = torch.arange(d, device=x.device)
-            diag[idx, idx, idx] = 1
-            hess = diag[:, :, :, None] * g2[..., None, None, :, :]   # (K, B, k, l, c, 1 + 2F)
-            rows.append(hess.flatten(-2).flatten(-3, -2))             # (K, B, d^2, E)
-        return torch.cat(rows, -2)
+            g2 = torch.cat([torch.zeros_like(x).unsqueeze(-1), -f * f * sin, -f * f * cos], -1)
+            diagonal = torch.einsum("kbcg,khcg->kbch", g2, w_by_coord)
+            padded = torch.cat([diagonal, torch.zeros_like(diagonal[:, :, :1])], 2)
+            rows.append(padded[:, :, self.pair_diagonal])
+        return torch.cat(rows, 2)
 
     def jet(self, x: torch.Tensor, order: int = 0):
         """``(value, jacobian, hessian)`` at ``x`` (K, B, d): value (K, B, m), jacobian
         (K, B, d, m) with [k, i] = d out_i / d x_k, hessian (K, B, d, d, m); those beyond
-        ``order`` are None."""
+        ``order`` are None. Inside, the Hessian is kept for pairs k <= l only."""
         if x.ndim != 3 or x.shape[0] != self.members:
             raise ValueError(f"JetMLP of {self.members} members needs x of shape "
                              f"({self.members}, B, {self.dim}), got {tuple(x.shape)}")
         K, B, d = x.shape
-        t = self._encoding(x, order)
-        n_tan = t.shape[-2]
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.bmm(t.reshape(K, B * n_tan, -1), w.transpose(1, 2)).reshape(K, B, n_tan, -1)
-            h = torch.cat([h[:, :, :1] + b[:, None, None], h[:, :, 1:]], 2)
-            if i == last:
-                t = h
-                break
+        first, second = self.pair_first, self.pair_second
+        h = self._first_layer(x, order)
+        for w, b in zip(self.weights[1:], self.biases[1:]):
             s0, s1, s2 = _activation(h[:, :, 0], self.activation)
             rows = [s0.unsqueeze(2)]
             if order >= 1:
                 jac = h[:, :, 1:1 + d]
                 rows.append(s1.unsqueeze(2) * jac)
             if order >= 2:
-                hess = h[:, :, 1 + d:].reshape(K, B, d, d, -1)
-                second = (s2[:, :, None, None] * jac[:, :, :, None] * jac[:, :, None, :]
-                          + s1[:, :, None, None] * hess)
-                rows.append(second.flatten(2, 3))
+                rows.append(s2.unsqueeze(2) * jac[:, :, first] * jac[:, :, second]
+                            + s1.unsqueeze(2) * h[:, :, 1 + d:])
             t = torch.cat(rows, 2)
-        value = t[:, :, 0]
-        jac = t[:, :, 1:1 + d] if order >= 1 else None
-        hess = t[:, :, 1 + d:].reshape(K, B, d, d, -1) if order >= 2 else None
+            n_rows = t.shape[2]
+            h = torch.bmm(t.reshape(K, B * n_rows, -1), w.transpose(1, 2)).reshape(K, B, n_rows, -1)
+            h[:, :, 0] += b[:, None]  # the bias moves the value, not its derivatives
+        value = h[:, :, 0]
+        jac = h[:, :, 1:1 + d] if order >= 1 else None
+        hess = None
+        if order >= 2:
+            hess = h[:, :, 1 + d:][:, :, self.pair_of_entry].reshape(K, B, d, d, -1)
         return value, jac, hess
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, 0)[0]
 
+    def skew(self, u: torch.Tensor) -> torch.Tensor:
+        """Skew matrices (..., d, d) from upper triangles (..., d(d-1)/2): see :func:`skew_from_upper`."""
+        return (u @ self.skew_basis.to(u.dtype)).reshape(*u.shape[:-1], self.dim, self.dim)
+
+
+def _pairs(d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs k <= l (row-major): first indices, second indices, and for each pair the
+    diagonal's index k where k = l, else d (a zero row appended after the diagonal)."""
+    first, second = torch.triu_indices(d, d, 0)
+    return first, second, torch.where(first == second, first, torch.full_like(first, d))
+
+
+def _full_from_pairs(d: int) -> torch.Tensor:
+    """For each (k, l), row-major, the index of the pair (min, max) in :func:`_pairs`' order."""
+    first, second, _ = _pairs(d)
+    index = torch.empty(d, d, dtype=torch.long)
+    index[first, second] = torch.arange(len(first))
+    index[second, first] = torch.arange(len(first))
+    return index.flatten()
+
+
+def skew_basis(dim: int) -> torch.Tensor:
+    """(dim(dim-1)/2, dim * dim): row p maps the p-th upper-triangle entry (row by row) to
+    A_ij = +1 and A_ji = -1, so ``u @ skew_basis`` is A flattened (a product, not an index
+    assignment: it compiles and differentiates cleanly)."""
+    rows, cols = torch.triu_indices(dim, dim, 1)
+    basis = torch.zeros(len(rows), dim * dim)
+    basis[torch.arange(len(rows)), rows * dim + cols] = 1.0
+    basis[torch.arange(len(rows)), cols * dim + rows] = -1.0
+    return basis
+
 
 def skew_from_upper(u: torch.Tensor, dim: int) -> torch.Tensor:
     """Skew-symmetric matrices (..., dim, dim) from their upper triangles (..., dim(dim-1)/2),
     row by row: A_ij = u, A_ji = -u for i < j."""
-    rows, cols = torch.triu_indices(dim, dim, 1, device=u.device)
-    a = u.new_zeros(*u.shape[:-1], dim, dim)
-    a[..., rows, cols] = u
-    return a - a.transpose(-1, -2)
+    return (u @ skew_basis(dim).to(u)).reshape(*u.shape[:-1], dim, dim)

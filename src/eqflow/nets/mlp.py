@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import grad
 
 from eqflow.nets.norm import NonAffineBatchNorm
 
@@ -60,23 +59,46 @@ class ScoreMLP(nn.Module):
 class EnergyMLP(nn.Module):
     """A conservative field: ``(x, t) -> grad_x E(x, t)`` with the scalar energy
     E = mlp(x, 2t - 1) + |x|^2 / 2 (the quadratic term is the identity skip of
-    :class:`ScoreMLP`). Its Jacobian, the energy's Hessian, is symmetric by construction."""
+    :class:`ScoreMLP`). Its Jacobian, the energy's Hessian, is symmetric by construction.
+
+    The gradient is written out layer by layer (backpropagation by hand through the MLP): plain
+    tensor operations, so the score's Jacobian (forward mode), the training's backward pass
+    and ``torch.compile`` all see an ordinary function, without a nested autograd call."""
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu"):
         super().__init__()
-        if activation == "relu":
-            raise ValueError("score.model.activation=relu makes the energy's gradient piecewise "
-                             "constant (its Hessian zero); use silu, tanh or gelu")
+        if activation not in ("silu", "tanh"):
+            raise ValueError(f"score.model.activation={activation!r}: the energy's gradient needs "
+                             f"the activation's derivative; use silu or tanh")
+        self.activation = activation
         self.net = mlp([dim + 1, *hidden, 1], activation)
 
-    def energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.reshape(-1, 1).expand(x.shape[0], 1).to(x)
-        return self.net(torch.cat([x, 2 * t - 1], dim=-1))[:, 0] + 0.5 * x.pow(2).sum(-1)
+        return torch.cat([x, 2 * t - 1], dim=-1)
+
+    def energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(self._inputs(x, t))[:, 0] + 0.5 * x.pow(2).sum(-1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # torch.func.grad: composes with forward-mode (the score's Jacobian) and with the
-        # training's backward pass, and ignores an outer no_grad
-        return grad(lambda y: self.energy(y, t).sum())(x)
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        h, slopes = self._inputs(x, t), []
+        for layer in linears[:-1]:
+            pre = layer(h)
+            h, slope = _activation_and_slope(pre, self.activation)
+            slopes.append(slope)
+        grad = linears[-1].weight.expand(x.shape[0], -1)         # dE / d(last hidden)
+        for layer, slope in zip(reversed(linears[:-1]), reversed(slopes)):
+            grad = (grad * slope) @ layer.weight
+        return grad[:, :x.shape[1]] + x
+
+
+def _activation_and_slope(h: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "silu":
+        sig = torch.sigmoid(h)
+        return h * sig, sig * (1 + h * (1 - sig))
+    t = torch.tanh(h)
+    return t, 1 - t * t
 
 
 class NormalisedField(nn.Module):
