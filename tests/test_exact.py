@@ -212,3 +212,17 @@ def test_a_group_of_exact_flows_is_integrated_as_one_for_mmd():
     a = mmd_curves(one_by_one, start, 0.1, 10, 0.5)["learned"]
     b = mmd_curves(together, start, 0.1, 10, 0.5)["learned"]
     assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_the_residual_of_a_training_free_flow_is_measured_against_speed_times_score(mixture):
+    """v = D s has v . s = 0 identically: the residual relative to rms(v . s) is undefined (NaN),
+    relative to rms(|v| |s|) it is rounding; a field that is not an equilibrium flow reads ~1."""
+    import math
+
+    free = TrainingFreeFlow(EnergyScoreModule(dim=2), 2, seed=1).double()
+    free.score_model = MixtureScore(mixture)
+    x = mixture.sample(256, torch.Generator().manual_seed(0))
+    res = continuity_residual(free.velocity, free.score, x)
+    assert math.isnan(res["relative"]) and res["relative_to_speed_score"] < 1e-12
+    leaky = continuity_residual(lambda y: free.velocity(y) + free.score(y), free.score, x)
+    assert leaky["relative"] > 0.1 and leaky["relative_to_speed_score"] > 0.1

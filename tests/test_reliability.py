@@ -162,6 +162,25 @@ def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
     assert not (out / "flow.pt").exists()
 
 
+def test_sigterm_during_score_training_exits_non_zero_and_keeps_its_last_epoch(tmp_path):
+    """Second audit, defect 2: the score stage's SIGTERM is not a success either."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *TINY_LORENZ, "score.epochs=100000",
+         "trainer.enable_progress_bar=false", f"paths.cache_dir={cache}",
+         f"hydra.run.dir={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.time() + 300
+    while not list(cache.glob("score/*.partial/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output[-2000:]
+    assert "run the same command again to resume it" in output
+    assert list(cache.glob("score/*.partial/last.ckpt")) and not list(cache.glob("score/*.pt"))
+
+
 @pytest.mark.parametrize("override,key", [("flow.model.lr=inf", "flow.model.lr"),
                                           ("flow.model.hidden=abc", "flow.model.hidden"),
                                           ("flow.model.hidden=[64,0]", "flow.model.hidden")])

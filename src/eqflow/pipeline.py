@@ -163,7 +163,16 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots,
                            callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                            gradient_clip_val=cfg.score.get("gradient_clip_val"),
                            num_sanity_val_steps=0, default_root_dir=str(score_dir))
-        trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
+        stopped = False
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
+        except SIGTERMException:  # Lightning's is a SystemExit with status 0
+            stopped = True
+        if stopped or trainer.received_sigterm:
+            raise RunInterrupted(
+                f"the score model's training was stopped (SIGTERM) in epoch "
+                f"{trainer.current_epoch + 1}; its last epoch is kept in {resume_dir}: run the "
+                f"same command again to resume it (nothing else was written)")
         seconds = clock.seconds
         log.info("Trained the score model in %.1f s (final loss %.4f)", seconds,
                  history.values[-1] if history.values else float("nan"))
@@ -240,7 +249,8 @@ class RunResult:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Run every stage for one composed config; returns the metrics written to metrics.json.
+    """Run every stage for one composed config; returns the :class:`RunResult` (the run folder,
+    the metrics written to metrics.json and the flow).
 
     A trainable flow is fitted (the protocols run when the fit ends, through :class:`Measure`);
     a training-free flow goes straight to the protocols."""

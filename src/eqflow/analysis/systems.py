@@ -116,6 +116,8 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             "mmd_learned": s["mmd_final"].get("learned", {}).get("mean", math.nan),
             "mmd_training_free": s["mmd_final"].get("training-free", {}).get("mean", math.nan),
             "mmd_random": s["mmd_final"].get("random", {}).get("mean", math.nan),
+            "residual_learned": s.get("residual_median", {}).get("learned", math.nan),
+            "sustained": ch.get("n_sustained", math.nan),
         })
         timings[system] = time.perf_counter() - t
     md = markdown(rows)
@@ -136,13 +138,20 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
                  if isinstance(r[k], float)})
 
 
+def _count(value, total: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{int(value)} of {total}"
+
+
 def markdown(rows: list[dict]) -> str:
     def f(v: float) -> str:
         return "—" if not math.isfinite(v) else f"{v:.3f}"
 
     lines = ["| system | flows | learned-learned | learned-truth | training-free-truth | "
              "random-truth | learned-score | exponent > 0 | true exponent (ours / published) | "
-             "MMD² learned / training-free / random |", "|---|" + "---|" * 9]
+             "MMD² learned / training-free / random | residual / v.s (learned) | sustained |",
+             "|---|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['system']} | {r['flows']} | {f(r['learned | learned'])} | "
@@ -150,11 +159,14 @@ def markdown(rows: list[dict]) -> str:
             f"{f(r['random | ground truth'])} | {f(r['learned | score'])} | "
             f"{r['positive']} of {r['flows']} | {f(r['true_exponent'])} / "
             f"{f(r['published_exponent'])} | {f(r['mmd_learned'])} / "
-            f"{f(r['mmd_training_free'])} / {f(r['mmd_random'])} |")
+            f"{f(r['mmd_training_free'])} / {f(r['mmd_random'])} | "
+            f"{f(r.get('residual_learned', math.nan))} | {_count(r.get('sustained'), r['flows'])} |")
     lines += ["", "Similarities: mean |cos| over pairs (Table 1 protocol) at N fixed points; "
               "truth: the system's right-hand side in standardised coordinates. Exponents: the "
               "learned flows' (recorded at the end of their fit, or re-measured); the true "
               "system's measured on its field in its own time unit (200 periods after 20), "
               "published where a source is in eqflow.data.dysts_systems.PUBLISHED_LYAPUNOV. "
-              "MMD²: to the start set at the last step (mean over flows)."]
+              "MMD²: to the start set at the last step (mean over flows). Residual: median over "
+              "the learned flows of rms(div v + v . s) / rms(v . s); sustained: exponents that "
+              "hold over the long horizon (evaluate.py's chaos.long_horizon)."]
     return "\n".join(lines) + "\n"
