@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-
 import torch
 
+from bench_ensemble import rate  # the same timed step (noise, score, loss, backward, Adam)
 from eqflow.models import ScoreModule
 from eqflow.models.ensemble import ENSEMBLES
 from eqflow.models.exact import ExactFlowModule
@@ -32,24 +31,6 @@ def build(kind, members: int, compile_: bool, dim: int):
     if members == 1:
         return cls(score, dim, compile=compile_, **kw)
     return ENSEMBLES[cls](score, dim, seeds=list(range(members)), compile=compile_, **kw)
-
-
-def ms_per_step(flow, x0: torch.Tensor, steps: int, warmup: int) -> float:
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    flow.train()
-
-    def step():
-        loss = flow.loss_parts(x0)["loss"].sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return 1000 * (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -70,7 +51,8 @@ def main() -> None:
                 flow = build(kind, k, compiled, args.dim)
                 shape = (args.batch, args.dim) if k == 1 else (k, args.batch, args.dim)
                 x0 = torch.randn(shape)
-                ms = ms_per_step(flow, x0, args.steps, warmup=3 if compiled else 2)
+                steps_per_s, _ = rate(flow, x0, args.steps, warmup=3 if compiled else 2, flops=0.0)
+                ms = 1000 / steps_per_s
                 print(f"| {kind} | {k} | {'yes' if compiled else 'no'} | {ms:.1f} | "
                       f"{1000 * k / ms:.1f} |", flush=True)
 

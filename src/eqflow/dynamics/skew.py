@@ -1,4 +1,4 @@
-"""Skew-symmetric operators (PAPER_NOTES 2): the constant D of a training-free flow v = D s.
+"""Skew-symmetric operators: the constant D of a training-free flow v = D s.
 
 On vectors D is a matrix with D^T = -D. On periodic images it is a convolution with circular
 padding, skew-symmetric as an operator iff its kernel satisfies K[i, j, u, w] = -K[j, i, -u, -w]

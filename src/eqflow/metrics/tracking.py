@@ -1,4 +1,4 @@
-"""Finding creatures in frames and following them (artificial life, PAPER_NOTES 6).
+"""Finding creatures in frames and following them (artificial life).
 
 Detection: pixels farther than ``threshold`` from the background colour, connected components
 by scikit-image, merged across the periodic edges, with circular-mean centroids; optionally

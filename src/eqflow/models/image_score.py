@@ -1,5 +1,5 @@
 """ImageScoreModule: the score of image data (Turing patterns, artificial life) from a
-diffusers U-Net with circular padding and a ``DDPMScheduler`` (PAPER_NOTES 3).
+diffusers U-Net with circular padding and a ``DDPMScheduler`` (as published).
 
 A :class:`eqflow.models.score.Score`: ``alpha``, ``noise(x0)``, ``score(x)``, ``denoise(x)``
 (the network's prediction x0_hat, shown in animations), ``network`` (the weights the score is read

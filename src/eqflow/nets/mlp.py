@@ -1,4 +1,4 @@
-"""MLPs of the low-dimensional experiments (PAPER_NOTES 3 and 4)."""
+"""MLPs of the low-dimensional experiments: the score network, the flow network and the energy."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""The image score network: diffusers' ``UNet2DModel`` on a periodic domain (PAPER_NOTES 3).
+"""The image score network: diffusers' ``UNet2DModel`` on a periodic domain (as the paper's image score model).
 
 Every convolution with a kernel larger than 1 and non-zero padding pads circularly. The
 subclass re-applies this in its constructor, so any way of rebuilding it keeps it: our own
