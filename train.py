@@ -6,10 +6,13 @@ from pathlib import Path
 
 import hydra
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
+from eqflow.interrupts import stage, stop_on_signals
 from eqflow.pipeline import train
 from eqflow.runs import RunLoadError
 
@@ -27,9 +30,11 @@ def evaluate_after_training(cfg: DictConfig, run_dir) -> None:
         eval_cfg.logger = cfg.logger
     try:
         summary = evaluate_sweep(eval_cfg)
+    except RunInterrupted:
+        raise
     except (RunLoadError, ConfigError, FileNotFoundError, RuntimeError, ValueError) as exc:
-        log.error("The evaluation failed (the run itself is complete): %s", exc)
-        sys.exit(2)
+        fail(RuntimeError(f"The evaluation failed (the run itself is complete): {exc}"), 2)
+        return
     print(open(summary["headline"]).read())
 
 
@@ -43,20 +48,36 @@ def discard_unused_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+class JobFailed(RuntimeError):
+    """One job of a multirun failed (already logged): Hydra records it and runs the next job."""
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def fail(exc: BaseException, code: int) -> None:
+    """Exit with ``code`` (a single run), or let a multirun go on to its next job."""
+    log.error("%s", exc)
+    if in_multirun() and not isinstance(exc, RunInterrupted):  # a signal stops the whole sweep
+        raise JobFailed(str(exc)) from None
+    sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-
-    try:
-        result = train(cfg)
-    except RunInterrupted as exc:
-        log.error("%s", exc)
-        sys.exit(143)  # 128 + SIGTERM, as a shell or Slurm reports a job killed by it
-    except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
-        log.error("%s", exc)
-        discard_unused_run_dir(Path(cfg.paths.output_dir))
-        sys.exit(2)
-    if cfg.get("evaluate") and int(cfg.flow.get("ensemble", 1)) > 1:
-        evaluate_after_training(cfg, result.output_dir)
+    with stop_on_signals():
+        try:
+            result = train(cfg)
+            if cfg.get("evaluate") and int(cfg.flow.get("ensemble", 1)) > 1:
+                with stage("evaluating the ensemble", "the run itself is complete; evaluate it "
+                           f"with `python evaluate.py sweep={result.output_dir}`"):
+                    evaluate_after_training(cfg, result.output_dir)
+        except RunInterrupted as exc:
+            fail(exc, exc.exit_code)  # 143 SIGTERM, 130 SIGINT, as a shell or Slurm reports it
+        except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
+            discard_unused_run_dir(Path(cfg.paths.output_dir))
+            fail(exc, 2)
     value = result.metrics.get("mmd/final")
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -39,7 +39,7 @@ def _cli(script, *args, cwd, env=None, **kw):
 def test_run_folders_claimed_in_the_same_second_differ(tmp_path):
     """Defect 1: two processes asking for one run folder get two folders."""
     base = str(tmp_path / "runs" / "lorenz" / "2026-01-01_00-00-00_seed0")
-    code = "import sys; from eqflow.config import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
+    code = "import sys; from eqflow.run_folders import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
     got = [subprocess.run([sys.executable, "-c", code, base], capture_output=True, text=True,
                           check=True).stdout.strip() for _ in range(2)]
     assert got == [base, base + "_2"]

@@ -12,13 +12,14 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock
+
+from eqflow.storage import CACHE_FOLDER, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,8 @@ def config_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_torch_save(obj: Any, path: str | os.PathLike, setting: str = CACHE_FOLDER) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True, setting=setting)
 
 
 def load_entry(path: Path, key: dict) -> Any:

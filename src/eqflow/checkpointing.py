@@ -12,13 +12,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from eqflow.cache import atomic_torch_save
+from eqflow.storage import RUN_FOLDER
 
 log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+        atomic_torch_save(checkpoint, path, setting=RUN_FOLDER)
 
 
 def every_epoch_checkpoint(folder: str | Path) -> ModelCheckpoint:

@@ -7,7 +7,6 @@ a key that does not exist is refused and named; an unknown option of a group lis
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from eqflow.models.score import PREDICTIONS
 from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.nets.mlp import ACTIVATIONS
 from eqflow.protocols.creatures import Creatures
+from eqflow import run_folders  # noqa: F401  (registers the resolvers the configs use)
 
 _MISSING = object()
 
@@ -177,6 +177,7 @@ RULES: dict[str, Rule] = {
 # evaluate.py's settings
 EVALUATE_RULES: dict[str, Rule] = {
     "seed": INT_NONNEG,
+    "strict": Rule(bool),
     "n_points": INT_POS,
     "n_baselines": Rule(int, gt=0, nullable=True),
     "chaos.recompute": Rule(bool),
@@ -210,37 +211,3 @@ def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
                             f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`.")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-
-
-# ---- run folders ------------------------------------------------------------------------------
-
-_CLAIMED: dict[str, str] = {}
-
-
-def claim_run_dir(path: str) -> str:
-    """``path``, or ``path_2``, ``path_3``, ... : the first that this process can create, so that
-    two runs started in the same second never share a folder (``os.mkdir`` is atomic). The same
-    ``path`` asked again in one process gives the same answer (Hydra resolves it more than once)."""
-    if path in _CLAIMED:
-        return _CLAIMED[path]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    for n in range(1, 10_000):
-        candidate = path if n == 1 else f"{path}_{n}"
-        try:
-            os.mkdir(candidate)
-        except FileExistsError:
-            continue
-        _CLAIMED[path] = candidate
-        return candidate
-    raise RuntimeError(f"cannot claim a run folder for {path}: 10 000 folders of that name exist")
-
-
-def evaluated(sweep, run) -> str:
-    """evaluate.py's output folder lies in the sweep or run it evaluates (outputs/evaluate when
-    that is not an existing folder: nothing is created where a user mistyped a path)."""
-    target = sweep if sweep is not None else run
-    return str(target) if target is not None and os.path.isdir(str(target)) else "outputs/evaluate"
-
-
-OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
-OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)

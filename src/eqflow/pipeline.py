@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow import plots
 from eqflow.cache import atomic_torch_save, cached, entry_path
+from eqflow.storage import RUN_FOLDER
 from eqflow.callbacks import (FiniteWeights, LossHistory, Measure, ScoreSamples, TrainingClock,
                               measure_and_record, measure_flows, send_to_loggers)
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError, RunInterrupted
+from eqflow.interrupts import stage
 from eqflow.models.ensemble import ENSEMBLES, EnsembleDataModule, EnsembleMixin
 from eqflow.models.exact import ExactFlowModule
 from eqflow.models.training_free import TrainingFreeFlow
@@ -163,16 +165,17 @@ def load_score(cfg: DictConfig, system: SnapshotSystem, snapshots: Snapshots,
                            callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                            gradient_clip_val=cfg.score.get("gradient_clip_val"),
                            num_sanity_val_steps=0, default_root_dir=str(score_dir))
+        advice = (f"its last finished epoch is kept in {resume_dir}: run the same command "
+                  f"again to resume it (nothing else was written)")
         stopped = False
-        try:
-            trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
-        except SIGTERMException:  # Lightning's is a SystemExit with status 0
-            stopped = True
+        with stage("training the score model", advice):
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
+            except SIGTERMException:  # Lightning's is a SystemExit with status 0
+                stopped = True
         if stopped or trainer.received_sigterm:
-            raise RunInterrupted(
-                f"the score model's training was stopped (SIGTERM) in epoch "
-                f"{trainer.current_epoch + 1}; its last epoch is kept in {resume_dir}: run the "
-                f"same command again to resume it (nothing else was written)")
+            raise RunInterrupted(f"the score model's training was stopped (SIGTERM) in epoch "
+                                 f"{trainer.current_epoch + 1}; {advice}")
         seconds = clock.seconds
         log.info("Trained the score model in %.1f s (final loss %.4f)", seconds,
                  history.values[-1] if history.values else float("nan"))
@@ -262,7 +265,9 @@ def train(cfg: DictConfig) -> RunResult:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info("Run directory: %s", output_dir)
-    system, snapshots, data_info = load_data_with_info(cfg, system)
+    with stage("making the data", "nothing was kept (the data cache is written only when "
+               "complete); run the same command again"):
+        system, snapshots, data_info = load_data_with_info(cfg, system)
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     flow = build_flow(cfg, score, snapshots.x)
@@ -285,17 +290,22 @@ def train(cfg: DictConfig) -> RunResult:
                      loggers, output_dir)
         else:
             flow.to(flow_device(cfg))
-            measure_and_record(protocols, flow, SnapshotData(system, snapshots), int(cfg.seed),
-                               output_dir, loggers)
+            with stage("measuring the training-free flow", "nothing is lost (it has no "
+                       "weights to train); run the same command again"):
+                measure_and_record(protocols, flow, SnapshotData(system, snapshots),
+                                   int(cfg.seed), output_dir, loggers)
         fit_seconds = time.perf_counter() - fit_start
         loss_figure(output_dir, loggers, history.values, score_info["loss_history"])
         if ensemble:
             info = {**data_info, **score_summary, "time/ensemble_fit_s": fit_seconds}
-            write_members(cfg, flow, protocols, SnapshotData(system, snapshots), output_dir,
-                          info, score_info["loss_history"])
+            with stage("writing and measuring the ensemble's members", "the fit is kept in "
+                       f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
+                       "to write the members again"):
+                write_members(cfg, flow, protocols, SnapshotData(system, snapshots), output_dir,
+                              info, score_info["loss_history"])
         update_metrics(output_dir, {"time/flow_fit_s": fit_seconds,
                                     "time/total_s": time.perf_counter() - start})
-        atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt")
+        atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt", RUN_FOLDER)
         status = "success"
     except BaseException as exc:
         update_metrics(output_dir, {"status": f"incomplete: {type(exc).__name__}: {exc}"})
@@ -319,14 +329,17 @@ def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots
         dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
     trainer = _trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
                        callbacks=[*callbacks, FiniteWeights("flow"), *measure])
+    advice = (f"its last finished epoch is kept; resume it with "
+              f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
     stopped = False
-    try:
-        trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    except SIGTERMException:  # Lightning's is a SystemExit with status 0
-        stopped = True
+    with stage("fitting the flow (or measuring it when the fit ends)", advice):
+        try:
+            trainer.fit(flow, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        except SIGTERMException:  # Lightning's is a SystemExit with status 0
+            stopped = True
     if stopped or trainer.received_sigterm:
         raise RunInterrupted(f"the run was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; "
-                             f"resume it with ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
+                             f"{advice}")
 
 
 def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
@@ -364,7 +377,7 @@ def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol
                 log_to_loggers(loggers, {"train/loss": value}, step=epoch)
             send_to_loggers(loggers, measured[k], step=len(losses))
             loss_figure(folder, loggers, losses, score_losses)
-            atomic_torch_save({"state_dict": member.state_dict()}, folder / "flow.pt")
+            atomic_torch_save({"state_dict": member.state_dict()}, folder / "flow.pt", RUN_FOLDER)
             update_metrics(folder, {"status": "finished"})
             status = "success"
         finally:

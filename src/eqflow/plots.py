@@ -11,12 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from eqflow.storage import atomic_write  # noqa: E402
+
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png",
+                                                 dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -194,8 +198,9 @@ def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | N
             arr = cmap(np.clip((arr + 1) / 2, 0, 1))[..., :3]
         images.append(Image.fromarray((arr * 255).astype(np.uint8)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True,
+                                                append_images=images[1:],
+                                                duration=int(1000 / fps), loop=0))
     return path
 
 
@@ -231,8 +236,9 @@ def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps:
                     draw.line([a, b], fill=colours[i % 10], width=2)
         images.append(img)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True,
+                                                append_images=images[1:],
+                                                duration=int(1000 / fps), loop=0))
     written = [path]
     if shutil.which("ffmpeg"):
         from matplotlib.animation import FFMpegWriter

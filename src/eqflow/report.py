@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+
+from eqflow.storage import atomic_write
 
 
 def _jsonable(value: Any) -> Any:
@@ -32,17 +33,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
@@ -56,9 +47,9 @@ def read_metrics(run_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); move it aside and run "
-                         f"`python evaluate.py run={Path(run_dir)}` to measure the run again "
-                         f"(the new metrics.json is written in the evaluate folder)") from exc
+        raise ValueError(f"{path} is not valid JSON ({exc}). Fix: move it aside (mv {path} "
+                         f"{path}.corrupt); evaluate.py then measures the run again from its "
+                         f"flow.pt") from exc
 
 
 def update_metrics(run_dir: str | os.PathLike, values: dict) -> dict:

@@ -79,8 +79,10 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
-    """Rebuild a finished run's data, score model (from the cache) and flow (from ``flow.pt``)."""
+def load_run(run_dir: str | Path, cache_dir: str | None = None,
+             need_metrics: bool = True) -> LoadedRun:
+    """Rebuild a finished run's data, score model (from the cache) and flow (from ``flow.pt``).
+    A corrupt metrics.json is a RunLoadError unless ``need_metrics`` is false (re-measuring)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     if cache_dir is not None:
@@ -103,8 +105,9 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None) -> LoadedRun:
     flow.eval()
     try:
         metrics = read_metrics(run_dir)
-    except ValueError as exc:  # a corrupt metrics.json: the flow itself can still be measured
-        log.warning("%s", exc)
+    except ValueError as exc:  # a corrupt metrics.json: named, never read as missing values
+        if need_metrics:
+            raise RunLoadError(str(exc)) from exc
         metrics = {}
     return LoadedRun(run_dir, cfg, SnapshotData(system, snapshots), flow, metrics)
 
@@ -114,7 +117,7 @@ def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | No
     """Run a finished run's protocols again (its own settings and seed, with ``settings``
     overriding config keys, e.g. ``{"callbacks.patterns.n_starts": 8}``) into ``output_dir``;
     returns the metrics written there."""
-    run = load_run(run_dir, cache_dir)
+    run = load_run(run_dir, cache_dir, need_metrics=False)
     with open_dict(run.cfg):
         for key, value in (settings or {}).items():
             OmegaConf.update(run.cfg, key, value, merge=False)

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 import torch
 
 
+# the fewest points (snapshots, rows of a file) a score model and a flow are learned from
+MIN_POINTS = 100
+# beyond this magnitude a value's square overflows float32 arithmetic (~3e38)
+MAX_MAGNITUDE = 1e15
+
+
 @dataclass
 class Snapshots:
     """Samples ``x`` (N, d) in the coordinates the models see: ``x = (raw - shift) / scale``."""

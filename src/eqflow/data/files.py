@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eqflow.data.base import Snapshots, SnapshotSystem, random_subset
+from eqflow.data.base import MAX_MAGNITUDE, MIN_POINTS, Snapshots, SnapshotSystem, random_subset
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,10 @@ IMAGE_FORMATS = ("a folder of .png files", ".npz", ".npy")
 class DataFileError(ValueError):
     """A data file is missing, unreadable or holds data eqflow cannot learn from."""
 
+
+CSV_FIX = ("Fix: give a text file with one point per row and one number per column, separated by "
+           "commas (tabs for .tsv), a header row optional, e.g. `x,y` then `0.1,2.3`; arrays in "
+           "binary form go in .npy, .npz or .pt")
 
 def _existing(path: str | Path, what: str) -> Path:
     p = Path(path).expanduser()
@@ -66,7 +70,7 @@ def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]
         rows = [(i + 1, r) for i, r in enumerate(csv.reader(fh, delimiter=delimiter))
                 if any(c.strip() for c in r)]
     if not rows:
-        raise DataFileError(f"{p}: the file is empty; it needs one point per row")
+        raise DataFileError(f"{p}: the file is empty. {CSV_FIX}")
 
     def number(cell: str) -> float | None:
         try:
@@ -79,7 +83,7 @@ def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]
         header = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
-        raise DataFileError(f"{p}: the file has a header and no rows of numbers")
+        raise DataFileError(f"{p}: the file has a header and no rows of numbers. {CSV_FIX}")
     width = len(header) if header is not None else len(rows[0][1])
     values = np.empty((len(rows), width))
     for k, (line, row) in enumerate(rows):
@@ -144,7 +148,8 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
         raise DataFileError(f"data.path={path}: unknown extension {ext!r}; points are read from "
                             f"{', '.join(POINT_FORMATS)}")
     if p.stat().st_size == 0:
-        raise DataFileError(f"{p}: the file is empty")
+        raise DataFileError(f"{p}: the file is empty. Fix: give a file holding the points, one "
+                            f"per row ({', '.join(POINT_FORMATS)})")
     names = None
     try:
         if ext == ".npy":
@@ -160,8 +165,9 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
     except DataFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader says, say which file
-        raise DataFileError(f"{p}: cannot be read as {ext} ({type(exc).__name__}: {exc}); is it "
-                            f"a complete {ext} file?") from exc
+        fix = CSV_FIX if ext in (".csv", ".tsv") else f"Fix: give a complete {ext} file"
+        raise DataFileError(f"{p}: cannot be read as {ext} ({type(exc).__name__}: {exc}); it is "
+                            f"not a {ext} file or it is damaged. {fix}") from exc
     if columns is not None and ext in (".npy", ".npz", ".pt"):
         try:
             arr = np.asarray(arr)[:, [int(c) for c in columns]]
@@ -171,6 +177,27 @@ def read_points(path: str | Path, key: str | None = None, columns: list | None =
     if not np.issubdtype(np.asarray(arr).dtype, np.number):
         raise DataFileError(f"{p}: holds {np.asarray(arr).dtype} values, not numbers")
     return np.asarray(arr, dtype=np.float64), names
+
+
+def check_magnitudes(arr: np.ndarray, p: Path, outlier_scale: float = 1e6) -> None:
+    """Refuse values no float32 computation survives (beyond MAX_MAGNITUDE), and a value so far
+    from the rest (``outlier_scale`` robust scales from the median) that the standardisation's
+    scale would be that one value: both are almost always a corrupt or mis-parsed cell."""
+    row, col = np.unravel_index(np.abs(arr).argmax(), arr.shape)
+    if abs(arr[row, col]) > MAX_MAGNITUDE:
+        raise DataFileError(f"{p}: row {row + 1}, column {col} holds {arr[row, col]:g}, beyond "
+                            f"the {MAX_MAGNITUDE:g} eqflow accepts (its square overflows float32). "
+                            f"Fix: remove or correct that row, or rescale the column")
+    median = np.median(arr, axis=0)
+    mad = 1.4826 * np.median(np.abs(arr - median), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(mad > 0, np.abs(arr - median) / mad, 0.0)
+    row, col = np.unravel_index(z.argmax(), z.shape)
+    if z[row, col] > outlier_scale:
+        raise DataFileError(f"{p}: row {row + 1}, column {col} holds {arr[row, col]:g}, "
+                            f"{z[row, col]:.3g} robust scales (MAD) from the column's median "
+                            f"{median[col]:g}: standardised, that one value would set the column's "
+                            f"scale. Fix: remove or correct that row")
 
 
 class PointsFromFile(SnapshotSystem):
@@ -185,7 +212,7 @@ class PointsFromFile(SnapshotSystem):
 
     def __init__(self, path: str, key: str | None = None, columns: list | None = None,
                  max_points: int | None = None, drop_nonfinite: bool = False,
-                 standardise: bool = True, min_points: int = 100):
+                 standardise: bool = True, min_points: int = MIN_POINTS):
         if max_points is not None and max_points < min_points:
             raise DataFileError(f"data.max_points={max_points}: keep at least {min_points} points")
         self.path, self.max_points, self.standardise = str(path), max_points, standardise
@@ -216,6 +243,7 @@ class PointsFromFile(SnapshotSystem):
         if len(arr) < min_points:
             raise DataFileError(f"{p}: {len(arr)} points; eqflow needs at least {min_points} to "
                                 f"learn a score and a flow")
+        check_magnitudes(arr, p)
         std = arr.std(axis=0)
         flat = [int(j) for j in np.flatnonzero(std == 0)]
         if flat:
@@ -243,7 +271,9 @@ def _image_array(p: Path, key: str | None) -> np.ndarray:
                 with Image.open(f) as img:
                     mode, size, arr = img.mode, img.size, np.asarray(img)
             except Exception as exc:  # noqa: BLE001
-                raise DataFileError(f"{f}: cannot be read as a PNG ({exc})") from exc
+                raise DataFileError(f"{f}: cannot be read as a PNG ({exc}): it is not a PNG "
+                                    f"image or it is damaged. Fix: export it again as PNG, or "
+                                    f"move it out of the folder") from exc
             if first is None:
                 first = (f.name, mode, size)
             elif (mode, size) != first[1:]:

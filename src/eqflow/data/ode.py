@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.data.base import MIN_POINTS, Snapshots, SnapshotSystem
 from eqflow.dynamics.integrators import integrate_ode
 
 
@@ -49,6 +49,11 @@ class ODESystem(SnapshotSystem):
                 raise ValueError(f"data.{name} must be > 0, got {value}")
         if burn_in_steps < 0:
             raise ValueError(f"data.burn_in_steps must be >= 0, got {burn_in_steps}")
+        if n_trajectories * n_steps < MIN_POINTS:
+            raise ValueError(f"data.n_trajectories x data.n_steps = {n_trajectories} x {n_steps} "
+                             f"= {n_trajectories * n_steps} snapshots; eqflow needs at least "
+                             f"{MIN_POINTS} to learn a score and a flow. Fix: raise data.n_steps "
+                             f"or data.n_trajectories")
         self.vector_field, self.dim = vector_field, int(dim)
         self.n_trajectories, self.n_steps, self.dt = int(n_trajectories), int(n_steps), float(dt)
         self.burn_in_steps, self.init_std = int(burn_in_steps), float(init_std)

@@ -1,0 +1,50 @@
+"""SIGTERM and SIGINT, at any stage of a run or an evaluation, end it with
+:class:`~eqflow.errors.RunInterrupted` (exit 143 or 130) and a message that says what the running
+stage keeps and how to go on. train.py and evaluate.py install the handlers
+(:func:`stop_on_signals`); each stage states its advice with :func:`stage`.
+
+Inside a Lightning fit the handler runs after Lightning's own SIGTERM notifier, so the fit is
+torn down as for any exception; checkpoints are written atomically, so the last one is whole."""
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from eqflow.errors import RunInterrupted
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stages: list[tuple[str, str]] = [("starting", "nothing was written; run the same command again")]
+
+
+@contextmanager
+def stage(doing: str, advice: str) -> Iterator[None]:
+    """While the block runs, a signal says it stopped while ``doing`` and gives ``advice``."""
+    _stages.append((doing, advice))
+    try:
+        yield
+    finally:
+        _stages.pop()
+
+
+def current_stage() -> tuple[str, str]:
+    return _stages[-1]
+
+
+def _stop(signum: int, frame) -> None:
+    doing, advice = current_stage()
+    raise RunInterrupted(f"stopped by {signal.Signals(signum).name} while {doing}: {advice}",
+                         exit_code=128 + signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise RunInterrupted inside the block (handlers restored after it)."""
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, _stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
