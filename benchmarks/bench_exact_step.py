@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import torch
 
+import torch
 from bench_ensemble import rate  # the same timed step (noise, score, loss, backward, Adam)
+
 from eqflow.models import ScoreModule
 from eqflow.models.ensemble import ENSEMBLES
 from eqflow.models.exact import ExactFlowModule

@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from eqflow.models import EquilibriumFlowModule
-from eqflow.models import ScoreModule
+from eqflow.models import EquilibriumFlowModule, ScoreModule
 
 
 def steps_per_second(flow: EquilibriumFlowModule, x0: torch.Tensor, steps: int, warmup: int = 5) -> float:

@@ -9,7 +9,6 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from eqflow.data.gray_scott import GrayScott, initial_state
 

@@ -14,8 +14,7 @@ import time
 import torch
 
 from eqflow.dynamics import sde_heun
-from eqflow.models import TrainingFreeFlow
-from eqflow.models import ImageScoreModule
+from eqflow.models import ImageScoreModule, TrainingFreeFlow
 
 
 def heun_steps_per_second(widths, groups, size, steps) -> float:

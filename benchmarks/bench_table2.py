@@ -25,12 +25,17 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from eqflow.metrics.fidelity import abs_cosine
-from eqflow.models.baselines import (StackedNetworks, matched_norm, random_kernel_drift,
-                                     random_kernels, redrawn_network)
-from eqflow.pipeline import build_flow, load_data, load_score
 from eqflow.data import SnapshotData
-from eqflow.protocols.patterns import (StartPatterns, langevin_representation, pattern_fidelity)
+from eqflow.metrics.fidelity import abs_cosine
+from eqflow.models.baselines import (
+    StackedNetworks,
+    matched_norm,
+    random_kernel_drift,
+    random_kernels,
+    redrawn_network,
+)
+from eqflow.pipeline import build_flow, load_data, load_score
+from eqflow.protocols.patterns import StartPatterns, langevin_representation, pattern_fidelity
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 DEFAULT = ["experiment=gray_scott_waves", "data.size=32", "data.n_samples=24", "data.steps=300",

@@ -4,7 +4,7 @@ For each run directory: the root-mean-square continuity residual div v + v . s o
 points beside its two terms (exact divergence, float64), the median speed |v| along RK4
 trajectories from those points (dt 0.1) and the spread of their end points (a spread near
 zero means every trajectory fell onto one attracting fixed point, which a flow that preserves
-p cannot have). Then |cos| between every pair of flows' representations (PAPER_NOTES 6).
+p cannot have). Then |cos| between every pair of flows' representations (docs/method.md §6).
 
     python benchmarks/flow_equilibrium_probe.py outputs/<sweep>/0 outputs/<sweep>/1 [--points 256]
 """

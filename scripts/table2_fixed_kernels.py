@@ -11,9 +11,9 @@ import argparse
 
 import torch
 
-from eqflow.protocols import pick_pattern
 from eqflow.metrics.fidelity import cosine
 from eqflow.models.baselines import random_kernel_drift
+from eqflow.protocols import pick_pattern
 from eqflow.protocols.patterns import langevin_representation
 from eqflow.runs import load_run
 

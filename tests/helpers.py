@@ -43,3 +43,22 @@ def cut_off_in_epoch(monkeypatch, epoch: int, key: str | None = None) -> None:
         record_loss(self, trainer, module)
 
     monkeypatch.setattr(LossHistory, "on_train_epoch_end", power_cut)
+
+
+def signal_train_when(args: list[str], ready, sig: int, cwd: Path) -> tuple[int, str]:
+    """Start ``python train.py *args``, send ``sig`` once ``ready()`` is true (5 min at most);
+    returns the exit status and the output."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(Path(CONF).parent / "train.py"), *args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.time() + 300
+    while not ready() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    return proc.returncode, output

@@ -125,8 +125,8 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
 
 
 def test_only_blobs_of_a_creatures_size_are_detected():
-    from eqflow.protocols import Creatures
     from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs, typical_area
+    from eqflow.protocols import Creatures
 
     size = 48
     yy, xx = np.mgrid[0:size, 0:size]
@@ -182,6 +182,8 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
         m["creatures/mean_count"] / m["creatures/expected_count"])
     figs = result.output_dir / "figures"
     assert (figs / "creatures.gif").exists() and (figs / "creatures.png").exists()
+    assert (figs / "creatures.mp4").stat().st_size > 0 and (figs / "creatures_integrity.png").exists()
+    assert 0 < m["creatures/whole_threshold"] <= 1 and m["creatures/whole_share_late"] >= 0
     # evaluate.py on it: the speed table by icon
     import subprocess
     import sys

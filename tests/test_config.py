@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import pytest
+from helpers import CONF, compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from eqflow.config import validate
 from eqflow.errors import ConfigError
-from helpers import CONF, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
 
@@ -51,7 +51,7 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
 @pytest.mark.parametrize("override,key", [
     ("flow.model.lr=-1", "flow.model.lr"),
     ("trainer.max_epochs=abc", "trainer.max_epochs"),
-    ("flow.model.divergence=trace", "flow.model.divergence"),
+    ("flow.model.activation=swish", "flow.model.activation"),
     ("score.model.t=1.5", "score.model.t"),
     ("seed=-3", "seed"),
     ("data.n_samples=0", "data.n_samples"),
@@ -60,6 +60,12 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
 def test_bad_values_are_named(override, key, tmp_path):
     cfg = compose_train([override], tmp_path)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_a_bad_value_of_the_published_flow_is_named(tmp_path):
+    cfg = compose_train(["flow=mlp", "flow.model.divergence=trace"], tmp_path)
+    with pytest.raises(ConfigError, match=r"flow\.model\.divergence"):
         validate(cfg)
 
 

@@ -4,12 +4,12 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import compose_train
 
 from eqflow import pipeline
 from eqflow.models import EquilibriumFlowModule, ScoreModule
 from eqflow.models.ensemble import EnsembleFlowModule
 from eqflow.runs import load_run, run_dirs
-from helpers import compose_train
 
 TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
                "data.n_trajectories=2", "data.n_steps=400",

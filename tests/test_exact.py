@@ -3,6 +3,7 @@ a closed-form score, the training-free flow as the constant-A case, ensembles an
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import compose_train
 from torch.func import hessian, jacfwd, jacrev, vmap
 
 from eqflow import pipeline
@@ -13,7 +14,6 @@ from eqflow.models.ensemble import ExactEnsembleFlowModule
 from eqflow.models.score import Score
 from eqflow.nets.jet import JetMLP
 from eqflow.runs import load_run
-from helpers import compose_train
 
 
 class MixtureScore(Score, torch.nn.Module):

@@ -1,7 +1,6 @@
 """The second reliability audit: nothing overwritten, no job of a sweep lost, every failure named
 with its fix. One test (or a few) per point of the audit."""
 import errno
-import json
 import os
 import shutil
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import signal_train_when
 from omegaconf import OmegaConf
 
 from eqflow.data.files import PointsFromFile, read_points
@@ -95,17 +95,11 @@ def test_a_signal_in_any_stage_names_the_stage_and_its_exit_code(sig, code):
 
 def test_sigint_during_the_flow_fit_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_epochs=100000",
-         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output[-2000:]
+    code, output = signal_train_when(
+        [*TINY, "trainer.max_epochs=100000", f"paths.cache_dir={tmp_path / 'cache'}",
+         f"hydra.run.dir={out}"], (out / "checkpoints" / "last.ckpt").exists, signal.SIGINT,
+        tmp_path)
+    assert code == 130, output[-2000:]
     assert "SIGINT" in output and "resume it with ckpt_path=" in output
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "flow.pt").exists()
 

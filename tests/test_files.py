@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from helpers import compose_train
+from PIL import Image
 
 from eqflow import pipeline
 from eqflow.data import DataFileError, ImagesFromFiles, PointsFromFile

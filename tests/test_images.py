@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from helpers import TINY_PATTERNS, compose_train
+from omegaconf import OmegaConf
 
 from eqflow import pipeline
 from eqflow.data.augment import periodic_symmetry
 from eqflow.dynamics import sde_heun
-from eqflow.models import TrainingFreeFlow
-from eqflow.models import ImageScoreModule
+from eqflow.models import ImageScoreModule, TrainingFreeFlow
 from eqflow.models.baselines import StackedNetworks, redrawn_network
-from eqflow.protocols.patterns import langevin_representation
 from eqflow.nets.unet import CircularUNet2DModel, padding_modes
+from eqflow.protocols.patterns import langevin_representation
 
 ROOT = Path(__file__).resolve().parents[1]
 

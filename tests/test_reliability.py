@@ -5,18 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_train, signal_train_when
 from omegaconf import OmegaConf
 
 from eqflow import pipeline
 from eqflow.cache import cached
 from eqflow.errors import ConfigError, NonFiniteLossError
 from eqflow.models import EquilibriumFlowModule
-from helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
@@ -144,18 +143,12 @@ def test_evaluate_writes_beside_the_run_and_refuses_a_missing_sweep(tmp_path):
 def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
     """Defect 7: a stopped run is not reported as a success."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *TINY_LORENZ, "score.epochs=2",
-         "trainer.max_epochs=100000", "trainer.enable_progress_bar=false",
-         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, output[-2000:]
+    code, output = signal_train_when(
+        [*TINY_LORENZ, "score.epochs=2", "trainer.max_epochs=100000",
+         "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}",
+         f"hydra.run.dir={out}"], (out / "checkpoints" / "last.ckpt").exists, signal.SIGTERM,
+        tmp_path)
+    assert code == 143, output[-2000:]
     assert "resume it with ckpt_path=" in output
     status = json.loads((out / "metrics.json").read_text())["status"]
     assert status.startswith("incomplete: RunInterrupted")
@@ -165,18 +158,11 @@ def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
 def test_sigterm_during_score_training_exits_non_zero_and_keeps_its_last_epoch(tmp_path):
     """Second audit, defect 2: the score stage's SIGTERM is not a success either."""
     out, cache = tmp_path / "run", tmp_path / "cache"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *TINY_LORENZ, "score.epochs=100000",
-         "trainer.enable_progress_bar=false", f"paths.cache_dir={cache}",
-         f"hydra.run.dir={out}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.time() + 300
-    while not list(cache.glob("score/*.partial/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, output[-2000:]
+    code, output = signal_train_when(
+        [*TINY_LORENZ, "score.epochs=100000", "trainer.enable_progress_bar=false",
+         f"paths.cache_dir={cache}", f"hydra.run.dir={out}"],
+        lambda: bool(list(cache.glob("score/*.partial/last.ckpt"))), signal.SIGTERM, tmp_path)
+    assert code == 143, output[-2000:]
     assert "run the same command again to resume it" in output
     assert list(cache.glob("score/*.partial/last.ckpt")) and not list(cache.glob("score/*.pt"))
 

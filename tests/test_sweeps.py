@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import TINY
 from omegaconf import OmegaConf
 
 from eqflow.analysis import uniqueness as study
 from eqflow.runs import load_sweep
-from helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
@@ -148,9 +148,10 @@ def test_table1_on_sweep_flows(joblib_sweep):
 
 def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     """A sweep of training-free flows on data without a ground truth, run in-process."""
+    from helpers import compose_train
+
     from eqflow import pipeline
     from eqflow.evaluation import evaluate_sweep
-    from helpers import compose_train
 
     for seed in range(2):
         cfg = compose_train(["flow=training_free", "data=ring", "logger=none", f"seed={seed}"],

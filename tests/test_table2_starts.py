@@ -7,10 +7,19 @@ import torch
 from eqflow.metrics.fidelity import abs_cosine
 from eqflow.metrics.paired import bootstrap_mean_interval, paired_comparison
 from eqflow.models import ImageScoreModule, TrainingFreeFlow
-from eqflow.models.baselines import (StackedNetworks, matched_norm, random_kernel_drift,
-                                     random_kernels, redrawn_network)
-from eqflow.protocols.patterns import (StartPatterns, langevin_representation, pattern_fidelity,
-                                       pick_patterns)
+from eqflow.models.baselines import (
+    StackedNetworks,
+    matched_norm,
+    random_kernel_drift,
+    random_kernels,
+    redrawn_network,
+)
+from eqflow.protocols.patterns import (
+    StartPatterns,
+    langevin_representation,
+    pattern_fidelity,
+    pick_patterns,
+)
 
 SETTINGS = dict(eta=0.1, dt=0.01, steps=9, ema=0.9, ema_until=6, truth_steps=3, n_draws=3)
 

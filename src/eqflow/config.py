@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from eqflow import run_folders  # noqa: F401  (registers the resolvers the configs use)
 from eqflow.dynamics.divergence import METHODS, PROBES
 from eqflow.errors import ConfigError
 from eqflow.models.flow import ESTIMATORS
@@ -21,7 +22,6 @@ from eqflow.models.score import PREDICTIONS
 from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.nets.mlp import ACTIVATIONS
 from eqflow.protocols.creatures import Creatures
-from eqflow import run_folders  # noqa: F401  (registers the resolvers the configs use)
 
 _MISSING = object()
 

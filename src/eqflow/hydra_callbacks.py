@@ -13,8 +13,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from eqflow.errors import StorageError
 from eqflow.run_folders import existing_run_message, holds_a_run, runs_inside
-from eqflow.sweep_jobs import (JOBS_FOLDER, job_name, planned_jobs, record_job, varying,
-                               write_plan)
+from eqflow.sweep_jobs import JOBS_FOLDER, job_name, planned_jobs, record_job, varying, write_plan
 
 
 def refuse(message: str) -> None:

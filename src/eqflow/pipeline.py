@@ -10,16 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from eqflow import plots
 from eqflow.cache import atomic_torch_save, cached, entry_path
-from eqflow.storage import RUN_FOLDER
-from eqflow.callbacks import (FiniteWeights, LossHistory, Measure, ScoreSamples, TrainingClock,
-                              measure_and_record, measure_flows, send_to_loggers)
+from eqflow.callbacks import (
+    FiniteWeights,
+    LossHistory,
+    Measure,
+    ScoreSamples,
+    TrainingClock,
+    measure_and_record,
+    measure_flows,
+    send_to_loggers,
+)
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
@@ -27,11 +34,19 @@ from eqflow.errors import ConfigError, RunInterrupted
 from eqflow.interrupts import stage
 from eqflow.models.ensemble import ENSEMBLES, EnsembleDataModule, EnsembleMixin
 from eqflow.models.exact import ExactFlowModule
-from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.models.score import Score
+from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.protocols.base import Protocol
-from eqflow.report import (build_loggers, finish_loggers, log_figure, log_to_loggers, read_metrics,
-                           update_metrics, write_text_atomic)
+from eqflow.report import (
+    build_loggers,
+    finish_loggers,
+    log_figure,
+    log_to_loggers,
+    read_metrics,
+    update_metrics,
+    write_text_atomic,
+)
+from eqflow.storage import RUN_FOLDER
 
 log = logging.getLogger(__name__)
 

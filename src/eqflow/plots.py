@@ -1,6 +1,7 @@
 """Every figure eqflow draws. Functions take arrays and a path, save a PNG and return the path."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -213,10 +214,8 @@ def _rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps: int = 15,
                       scale: int = 3) -> list[Path]:
-    """A GIF (and an MP4 when ffmpeg is on the PATH) of RGB frames with each track's path so far
-    drawn over them. ``tracks``: objects with ``start`` and ``positions`` [(row, col), ...]."""
-    import shutil
-
+    """A GIF and an MP4 of RGB frames with each track's path so far drawn over them.
+    ``tracks``: objects with ``start`` and ``positions`` [(row, col), ...]."""
     from PIL import Image, ImageDraw
 
     colours = [tuple(int(255 * c) for c in plt.cm.tab10(i)[:3]) for i in range(10)]
@@ -239,23 +238,24 @@ def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps:
     atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True,
                                                 append_images=images[1:],
                                                 duration=int(1000 / fps), loop=0))
-    written = [path]
-    if shutil.which("ffmpeg"):
-        from matplotlib.animation import FFMpegWriter
+    return [path, write_mp4(images, path.with_suffix(".mp4"), fps)]
 
-        fig = plt.figure(figsize=(images[0].width / 100, images[0].height / 100), dpi=100)
-        ax = fig.add_axes([0, 0, 1, 1])
-        ax.axis("off")
-        shown = ax.imshow(np.asarray(images[0]))
-        writer = FFMpegWriter(fps=fps)
-        mp4 = path.with_suffix(".mp4")
-        with writer.saving(fig, str(mp4), dpi=100):
+
+def write_mp4(images: Sequence, path: Path, fps: int) -> Path:
+    """An H.264 MP4 of PIL images through imageio's ffmpeg (imageio-ffmpeg ships the encoder, so
+    no system ffmpeg is needed); written to a temporary file and renamed."""
+    import imageio.v2 as imageio
+
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2,
+                                ffmpeg_log_level="error") as writer:
             for img in images:
-                shown.set_data(np.asarray(img))
-                writer.grab_frame()
-        plt.close(fig)
-        written.append(mp4)
-    return written
+                writer.append_data(np.asarray(img.convert("RGB")))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def creatures_figure(icon: np.ndarray | None, sample: torch.Tensor, frames: Sequence, tracks: Sequence,

@@ -15,10 +15,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from eqflow.data import SnapshotData
 from eqflow.callbacks import measure_and_record
-from eqflow.pipeline import (MissingScoreError, build_flow, build_protocols, load_data, load_score,
-                             score_key)
+from eqflow.data import SnapshotData
+from eqflow.pipeline import (
+    MissingScoreError,
+    build_flow,
+    build_protocols,
+    load_data,
+    load_score,
+    score_key,
+)
 from eqflow.report import read_metrics
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,24 @@
-"""Speed statistics across artificial-life runs (evaluate.py on an alife run or sweep).
+"""Speed, shape and collective statistics across artificial-life runs (evaluate.py on an alife
+run or an icon x seed sweep).
 
 Each run records ``creatures/*`` in metrics.json (:class:`eqflow.protocols.Creatures`).
 Runs are grouped by icon; per icon: the mean tracked speed and polarisation, mean (std) over
-runs (seeds), the number of tracks, and the creatures found per frame against the number the
-training density predicts.
+runs (seeds), the number of tracks, the creatures found per frame against the number the
+training density predicts, and for whole creatures (integrity above the calibrated threshold):
+their share in the last quarter of the frames, their speed, polarisation and milling against
+the shuffled-heading null, and g(r) at contact range against the training scatters'. Speeds are
+compared between icons seed by seed (a seed draws the flow's D, shared by the icons: paired).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from eqflow.metrics.paired import paired_comparison
 from eqflow.report import Report, mean_std
 from eqflow.runs import load_config, named_run_dirs, runs_with_metrics
 
@@ -39,7 +45,66 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
         row["tracks"].append(int(metrics["creatures/n_tracks"]))
         row["runs"].append(name)
         row["seeds"].append(int(cfg.seed))
+        for key in WHOLE:
+            row.setdefault(key, []).append(float(metrics.get(f"creatures/{key}", float("nan"))))
     return icons, failed
+
+
+# the whole-creature numbers of each run (runs from before shape integrity have NaN)
+WHOLE = ("whole_share_late", "whole_mean_speed", "whole_polarisation", "whole_polarisation_null_q95",
+         "whole_milling", "whole_milling_null_q95", "whole_g_short", "whole_g_short_training")
+
+
+def _ms(values) -> str:
+    m, sd = mean_std([v for v in values if math.isfinite(v)] or [float("nan")])
+    return f"{m:.3g} ± {sd:.2g}"
+
+
+def _beyond_null(values, nulls) -> str:
+    pairs = [(v, q) for v, q in zip(values, nulls) if math.isfinite(v) and math.isfinite(q)]
+    return f"{sum(v > q for v, q in pairs)} of {len(pairs)}"
+
+
+def whole_markdown(icons: dict[str, dict]) -> str:
+    lines = ["| icon | whole creatures / expected, last quarter | speed of whole creatures | "
+             "polarisation (runs above null q95) | milling (runs above null q95) | "
+             "g(r) at contact: runs / training |", "|---|---|---|---|---|---|"]
+    for icon, row in sorted(icons.items()):
+        lines.append(
+            f"| {icon} | {_ms(row['whole_share_late'])} | {_ms(row['whole_mean_speed'])} | "
+            f"{_ms(row['whole_polarisation'])} ({_beyond_null(row['whole_polarisation'], row['whole_polarisation_null_q95'])}) | "
+            f"{_ms(row['whole_milling'])} ({_beyond_null(row['whole_milling'], row['whole_milling_null_q95'])}) | "
+            f"{_ms(row['whole_g_short'])} / {_ms(row['whole_g_short_training'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
+    """Every ordered pair of icons on the seeds both have: A's speed minus B's, seed by seed."""
+    out = []
+    for a, b in itertools.permutations(sorted(icons), 2):
+        sa = dict(zip(icons[a]["seeds"], icons[a][key]))
+        sb = dict(zip(icons[b]["seeds"], icons[b][key]))
+        seeds = [s for s in sa if s in sb and math.isfinite(sa[s]) and math.isfinite(sb[s])]
+        if len(seeds) < 2 or a > b:  # one row per unordered pair, A before B by name
+            continue
+        c = paired_comparison([sa[s] for s in seeds], [[sb[s]] for s in seeds])
+        out.append({"a": a, "b": b, **c.as_dict(), "verdict": {"above": f"{a} faster",
+                    "below": f"{b} faster", "undecided": "undecided"}[c.verdict]})
+    return out
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No pair of icons shares two or more seeds: no speed comparison.\n"
+    lines = ["| icons | seeds | mean speed difference (A - B) [95 % interval] | A faster in | "
+             "verdict |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['a']} - {r['b']} | {r['n_units']} | {r['mean_difference']:+.3g} "
+                     f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] | {r['share_beaten']:.0%} | "
+                     f"{r['verdict']} |")
+    return "\n".join(lines) + ("\n\nRule: a bootstrap 95 % interval of the mean paired difference "
+                               "(seeds resampled) above 0 means A is faster; below 0, B; else "
+                               "undecided.\n")
 
 
 def markdown(icons: dict[str, dict]) -> str:
@@ -77,12 +142,25 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
         raise RuntimeError(f"none of the {len(dirs)} runs under {root} has creature statistics: "
                            + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     md = markdown(icons)
+    whole = whole_markdown(icons)
+    verdicts = speed_verdicts(icons)
     run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
     return Report(
         root=Path(root), group=str(run_cfg.get("name", "eqflow")), headline="creatures.md",
-        failed=failed, run_config=run_cfg, summary={"kind": "creatures", "icons": icons},
-        files={"creatures.md": md},
+        failed=failed, run_config=run_cfg,
+        summary={"kind": "creatures", "icons": icons, "speed_verdicts": verdicts},
+        files={"creatures.md": md, "whole_creatures.md": whole,
+               "speed_verdicts.md": verdicts_markdown(verdicts)},
         sections=[("Creature motion per icon (mean ± std over runs)", md),
+                  ("Whole creatures and collective behaviour (mean ± std over runs)", whole +
+                   "\nWhole: a blob whose best IoU with the turned icon reaches what 95 % of "
+                   "creatures placed whole in training scatters reach. Polarisation: |mean unit "
+                   "heading| per frame (1: all move one way); milling: |mean r x u| about the "
+                   "group's centre (1: all circle it one way); each against its null from "
+                   "headings shuffled across creatures and frames. g(r) at contact (r < 1.5 "
+                   "icon widths): above the training scatters' means the creatures attract, "
+                   "below that they repel.\n"),
+                  ("Speed by icon, seed by seed", verdicts_markdown(verdicts)),
                   ("Per run", runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
                    "are in its own `figures/` folder.")],
         tables={"creatures": (["icon", "run", "seed", "mean_speed", "polarisation", "tracks",

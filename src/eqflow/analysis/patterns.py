@@ -1,4 +1,4 @@
-"""Table 2 across Gray-Scott runs (evaluate.py on a pattern run or sweep, PAPER_NOTES 6).
+"""Table 2 across Gray-Scott runs (evaluate.py on a pattern run or sweep, docs/method.md §6).
 
 Each run records its column (``table2/*`` in metrics.json, written by
 :class:`eqflow.protocols.Patterns`); runs without it, or every run with
@@ -24,7 +24,7 @@ from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metr
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = {  # PAPER_NOTES 6, Table 2: value or (mean, std) over 10 draws
+PUBLISHED = {  # docs/method.md §6, Table 2: value or (mean, std) over 10 draws
     "life": {"training-free": 0.271, "random": (0.021, 0.022), "random re-weight": (0.052, 0.032)},
     "waves": {"training-free": 0.589, "random": (0.182, 0.221), "random re-weight": (0.105, 0.044)},
     "spirals": {"training-free": 0.250, "random": (0.083, 0.090),

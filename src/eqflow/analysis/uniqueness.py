@@ -1,4 +1,4 @@
-"""The uniqueness study of a sweep (PAPER_NOTES 6): the flows of the sweep beside baseline
+"""The uniqueness study of a sweep (docs/method.md §6): the flows of the sweep beside baseline
 groups (training-free flows, untrained flow networks, the ground truth, the score), compared by
 their representations (Table 1), their chaos, their distribution preservation and a UMAP.
 
@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from eqflow import plots
+from eqflow.analysis.verdicts import study_verdicts, verdicts_markdown
 from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
 from eqflow.metrics import mmd_over_time, representation, similarity_table
@@ -28,9 +29,12 @@ from eqflow.metrics.lyapunov import REST_SPEED
 from eqflow.metrics.residual import continuity_residual
 from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
-from eqflow.protocols.chaos import (SUSTAINED_RATIO, flow_lyapunov_many, stacked_field,
-                                   sustained_chaos_many)
-from eqflow.analysis.verdicts import study_verdicts, verdicts_markdown
+from eqflow.protocols.chaos import (
+    SUSTAINED_RATIO,
+    flow_lyapunov_many,
+    stacked_field,
+    sustained_chaos_many,
+)
 from eqflow.report import Report
 from eqflow.runs import Sweep, load_sweep
 

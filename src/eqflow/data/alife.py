@@ -1,4 +1,4 @@
-"""Artificial-life scatters (PAPER_NOTES 5): copies of one icon on a periodic canvas.
+"""Artificial-life scatters (docs/method.md §5): copies of one icon on a periodic canvas.
 
 Each image starts as the background colour; ``n_icons`` placements are tried, each with up to
 ``attempts`` random (rotation, centre) draws. A draw is accepted only if its alpha mask

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 # the fewest points (snapshots, rows of a file) a score model and a flow are learned from
 MIN_POINTS = 100
 # beyond this magnitude a value's square overflows float32 arithmetic (~3e38)

@@ -1,4 +1,4 @@
-"""The Gray-Scott reaction-diffusion system (PAPER_NOTES 5): a vectorised simulator on a
+"""The Gray-Scott reaction-diffusion system (docs/method.md §5): a vectorised simulator on a
 periodic grid whose right-hand side is the ground-truth field of the Turing-pattern data.
 
     du/dt = Du lap(u) - u v^2 + F (1 - u)
@@ -15,7 +15,7 @@ import torch
 
 from eqflow.data.base import Snapshots, SnapshotSystem
 
-PRESETS: dict[str, tuple[float, float]] = {  # (F, k), PAPER_NOTES 5
+PRESETS: dict[str, tuple[float, float]] = {  # (F, k), docs/method.md §5
     "life": (0.006, 0.045),
     "waves": (0.018, 0.049),
     "spirals": (0.007, 0.028),

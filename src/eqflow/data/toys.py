@@ -1,4 +1,4 @@
-"""2-D toy distributions (PAPER_NOTES 5)."""
+"""2-D toy distributions (docs/method.md §5)."""
 from __future__ import annotations
 
 import math

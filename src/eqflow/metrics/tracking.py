@@ -23,10 +23,9 @@ def foreground(frame: np.ndarray, background=(1.0, 1.0, 1.0), threshold: float =
     return diff > threshold
 
 
-def blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids (n, 2) as (row, col) and areas (n,) of the connected blobs of ``mask`` on a
-    periodic canvas (a blob cut by an edge counts once)."""
-    h, w = mask.shape
+def blob_pixels(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (rows, cols) of the pixels of each connected blob of ``mask`` on a periodic canvas
+    (a blob cut by an edge is one blob)."""
     labels = label(mask, connectivity=1)
     parent = list(range(labels.max() + 1))
 
@@ -43,12 +42,23 @@ def blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     roots = np.array([find(i) for i in range(len(parent))])[labels]
     rows, cols = np.nonzero(mask)
     ids = roots[rows, cols]
-    centres, areas = [], []
-    for i in np.unique(ids):
-        sel = ids == i
-        centres.append([_circular_mean(rows[sel], h), _circular_mean(cols[sel], w)])
-        areas.append(int(sel.sum()))
-    return np.asarray(centres, dtype=np.float64).reshape(-1, 2), np.asarray(areas, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    splits = np.flatnonzero(np.diff(ids[order])) + 1
+    return [(rows[sel], cols[sel]) for sel in np.split(order, splits)] if len(ids) else []
+
+
+def blob_centre(rows: np.ndarray, cols: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A blob's centroid (row, col) on the torus (circular means)."""
+    return np.array([_circular_mean(rows, size[0]), _circular_mean(cols, size[1])])
+
+
+def blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (n, 2) as (row, col) and areas (n,) of the connected blobs of ``mask`` on a
+    periodic canvas (a blob cut by an edge counts once)."""
+    found = blob_pixels(mask)
+    centres = [blob_centre(r, c, mask.shape) for r, c in found]
+    return (np.asarray(centres, dtype=np.float64).reshape(-1, 2),
+            np.asarray([len(r) for r, _ in found], dtype=np.int64))
 
 
 def detect(mask: np.ndarray, min_area: int = 4, max_area: float | None = None) -> np.ndarray:

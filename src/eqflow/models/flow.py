@@ -9,8 +9,15 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
-from eqflow.dynamics.divergence import (METHODS, PROBES, probe_vectors, divergence_estimates,
-                                        hutchinson_variance, jacobian, trace)
+from eqflow.dynamics.divergence import (
+    METHODS,
+    PROBES,
+    divergence_estimates,
+    hutchinson_variance,
+    jacobian,
+    probe_vectors,
+    trace,
+)
 from eqflow.errors import check_finite_loss
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score

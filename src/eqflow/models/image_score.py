@@ -18,8 +18,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from eqflow.data.augment import periodic_symmetry
 from eqflow.errors import check_finite_loss
-from eqflow.nets.unet import circular_unet
 from eqflow.models.score import PREDICTIONS, Score, score_from_prediction, x0_from_prediction
+from eqflow.nets.unet import circular_unet
 
 _SCHEDULER_PREDICTION = {"eps": "epsilon", "v": "v_prediction"}
 

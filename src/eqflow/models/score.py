@@ -20,7 +20,7 @@ PREDICTIONS = ("eps", "v")
 
 def score_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
                           prediction: str) -> torch.Tensor:
-    """Score at noise level ``alpha`` from an eps- or v-prediction (PAPER_NOTES 3)."""
+    """Score at noise level ``alpha`` from an eps- or v-prediction (docs/method.md §3)."""
     if prediction == "eps":
         return -pred / torch.sqrt(1 - alpha)
     if prediction == "v":

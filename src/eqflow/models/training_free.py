@@ -1,4 +1,4 @@
-"""Training-free equilibrium flows v = D s with a constant skew-symmetric D (PAPER_NOTES 2)."""
+"""Training-free equilibrium flows v = D s with a constant skew-symmetric D (docs/method.md §2)."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,7 @@ from eqflow.models.flow import FlowBase
 
 
 class TrainingFreeFlow(FlowBase):
-    """``v = D s`` with a constant skew-symmetric D of unit Frobenius norm (PAPER_NOTES 2).
+    """``v = D s`` with a constant skew-symmetric D of unit Frobenius norm (docs/method.md §2).
 
     On vectors (B, d), D is a matrix; on images (B, C, H, W) (``spatial=True``), a convolution
     with circular padding whose kernel satisfies K[i, j, u, w] = -K[j, i, -u, -w]. ``kernel``:

@@ -5,8 +5,13 @@ from eqflow.protocols.chaos import Chaos, flow_lyapunov, sustained_chaos
 from eqflow.protocols.creatures import Creatures
 from eqflow.protocols.fidelity import Fidelity
 from eqflow.protocols.figures import Figures
-from eqflow.protocols.patterns import (Patterns, StartPatterns, pattern_fidelity, pick_pattern,
-                                       pick_patterns)
+from eqflow.protocols.patterns import (
+                                       Patterns,
+                                       StartPatterns,
+                                       pattern_fidelity,
+                                       pick_pattern,
+                                       pick_patterns,
+)
 from eqflow.protocols.preservation import Preservation
 from eqflow.protocols.residual import Residual
 

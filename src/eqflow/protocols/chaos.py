@@ -128,7 +128,7 @@ class Chaos(Protocol):
     """Largest Lyapunov exponent of the flow (float64 copy), raw and per unit distance.
 
     The defaults follow the tangent dynamics closely (a twin 1e-8 away, pulled back every step,
-    after 500 steps of burn-in). The published estimator (PAPER_NOTES 6) is ``perturbation=1e-5,
+    after 500 steps of burn-in). The published estimator (docs/method.md §6) is ``perturbation=1e-5,
     renorm_every=2500, burn_in=0``: a finite perturbation pulled back after each of 2 segments."""
 
     name = "lyapunov"

@@ -1,9 +1,8 @@
-"""Artificial life (PAPER_NOTES 6): the training-free flow as an SDE on a large canvas, the
+"""Artificial life (docs/method.md §6): the training-free flow as an SDE on a large canvas, the
 creatures it makes tracked, their speeds and polarisation."""
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,23 @@ import torch
 
 from eqflow import plots
 from eqflow.dynamics.integrators import sde_heun
-from eqflow.metrics.tracking import (detect, foreground, link, motion_statistics, reference_blobs,
-                                     typical_area)
+from eqflow.metrics import census
+from eqflow.metrics.tracking import (
+    detect,
+    foreground,
+    link,
+    motion_statistics,
+    reference_blobs,
+    typical_area,
+)
 from eqflow.protocols.base import Measurement, Protocol
 
 
 class Creatures(Protocol):
-    """Artificial life (PAPER_NOTES 6): run the flow as the irreversible Langevin SDE on a canvas
+    """Artificial life (docs/method.md §6): run the flow as the irreversible Langevin SDE on a canvas
     ``scale`` times the training canvas from uniform noise in [-1, 1], keep the denoised frames
     x0_hat smoothed by an EMA, find and track the creatures, and report their speeds and
-    polarisation; a GIF (and MP4 where ffmpeg exists) with the tracks, and the Figure 5 panels.
+    polarisation; a GIF and an MP4 with the tracks, and the Figure 5 panels.
 
     The EMA runs over the kept frames with decay ``ema ** frame_every``, the same smoothing
     per unit time as an EMA over every step.
@@ -69,6 +75,19 @@ class Creatures(Protocol):
         eps = torch.randn(mosaic.shape, generator=g)
         return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
+    def whole_creatures(self, system, frames, rgb, background, size: int, max_step: float,
+                        g: torch.Generator) -> dict:
+        """Shape integrity, survival and collective behaviour of the whole creatures
+        (:mod:`eqflow.metrics.census`); empty for scatters read from files (no icon to match)."""
+        if getattr(system, "icon", None) is None or not hasattr(system, "place"):
+            return {}
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
+        ref = census.reference(system, self.reference_images, rng, self.threshold)
+        masks = [foreground(rgb(f), background, self.threshold) for f in frames]
+        centres, integrity = census.whole_creatures(masks, ref)
+        return census.census_statistics(centres, integrity, ref, size, self.dt * self.frame_every,
+                                        max_step, self.min_track_frames, rng)
+
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         system = data.system
         size = int(system.canvas * self.scale)
@@ -113,7 +132,9 @@ class Creatures(Protocol):
         stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
                                   self.min_track_frames)
         mean_count = float(np.mean([len(d) for d in detections]))
+        whole = self.whole_creatures(system, frames, rgb, background, size, max_step, g)
         out = Measurement({
+            **{f"creatures/{k}": v for k, v in whole.items() if not k.startswith("g")},
             "creatures/mean_speed": stats["mean_speed"],
             "creatures/mean_path_speed": stats["mean_path_speed"],
             "creatures/polarisation": stats["polarisation"],
@@ -125,6 +146,19 @@ class Creatures(Protocol):
             "creatures/reference_area": ref_area})
         if figures is None:
             return out
+        if whole:
+            times = [self.dt * self.frame_every * k for k in range(len(frames))]
+            out.figures["figures/creatures_integrity"] = plots.curves(
+                {"whole creatures / expected": whole["whole_share_curve"],
+                 "mean integrity of creature-sized blobs": whole["integrity_curve"]},
+                figures / "creatures_integrity.png", "time", "share / IoU",
+                f"Whole creatures (integrity >= {whole['whole_threshold']:.2f})",
+                x={"whole creatures / expected": times, "mean integrity of creature-sized blobs": times})
+            out.figures["figures/creatures_pair_correlation"] = plots.curves(
+                {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
+                figures / "creatures_pair_correlation.png", "r (pixels)", "g(r)",
+                "Pair correlation of whole creatures",
+                x={"simulation (last quarter)": whole["g_r"], "training scatters": whole["g_r"]})
         for path in plots.tracked_animation(frames, tracks, figures / "creatures.gif"):
             out.videos[f"figures/creatures_{path.suffix.lstrip('.')}"] = path
         out.figures["figures/creatures"] = plots.creatures_figure(

@@ -1,4 +1,4 @@
-"""Fidelity to the ground-truth field (PAPER_NOTES 6): |cos| between representations."""
+"""Fidelity to the ground-truth field (docs/method.md §6): |cos| between representations."""
 from __future__ import annotations
 
 from pathlib import Path

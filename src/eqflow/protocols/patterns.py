@@ -1,4 +1,4 @@
-"""Fidelity of image dynamics to a pattern simulator (Table 2 protocol, PAPER_NOTES 6).
+"""Fidelity of image dynamics to a pattern simulator (Table 2 protocol, docs/method.md §6).
 
 From a clean pattern x0 (a start; the published protocol uses one, ``n_starts`` more), run the irreversible Langevin SDE ``dx = (v + eta s) dt +
 sqrt(2 eta) dW`` by Heun's method; the representation is the EMA of the trajectory at step
@@ -21,12 +21,16 @@ from pathlib import Path
 import torch
 
 from eqflow import plots
-
 from eqflow.dynamics.integrators import NoiseStreams, sde_heun
 from eqflow.metrics.fidelity import abs_cosine
 from eqflow.metrics.paired import paired_comparison
-from eqflow.models.baselines import (StackedNetworks, matched_norm, random_kernel_drift,
-                                     random_kernels, redrawn_network)
+from eqflow.models.baselines import (
+    StackedNetworks,
+    matched_norm,
+    random_kernel_drift,
+    random_kernels,
+    redrawn_network,
+)
 from eqflow.protocols.base import Measurement, Protocol
 
 log = logging.getLogger(__name__)
@@ -365,7 +369,7 @@ def pick_pattern(x: torch.Tensor, generator: torch.Generator, min_std: float = 0
 
 
 class Patterns(Protocol):
-    """Table 2 for image data with a simulator (PAPER_NOTES 6): the flow run as the irreversible
+    """Table 2 for image data with a simulator (docs/method.md §6): the flow run as the irreversible
     Langevin SDE from ``n_starts`` clean patterns (the published protocol: one) against the
     simulator from the same patterns, beside the random-kernel and redrawn-network baselines,
     with the paired statistics over starts (:mod:`eqflow.metrics.paired`); the Figure 3 panels

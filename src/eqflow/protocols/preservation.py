@@ -1,9 +1,7 @@
-"""Distribution preservation (PAPER_NOTES 6, Appendix B): MMD^2 to the start set over time."""
+"""Distribution preservation (docs/method.md §6, Appendix B): MMD^2 to the start set over time."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from eqflow import plots
 from eqflow.data.base import random_subset

@@ -1,0 +1,120 @@
+"""Whole creatures and their collective behaviour: shape integrity against the icon, the
+calibrated threshold, g(r), nearest neighbours, polarisation and milling against their nulls."""
+import numpy as np
+import pytest
+
+from eqflow.data.alife import AlifeSystem
+from eqflow.metrics import census
+from eqflow.metrics.collective import (
+    nearest_neighbour_distances,
+    order_parameters,
+    pair_correlation,
+)
+from eqflow.metrics.shape import blob_patch, frame_integrity
+from eqflow.metrics.tracking import Track, blob_pixels, foreground
+
+
+@pytest.fixture(scope="module", params=["firefly", "taiji"])
+def calibrated(request):
+    system = AlifeSystem(icon=request.param, canvas=64, icon_size=32, progress=False)
+    return system, census.reference(system, 24, np.random.default_rng(0), 0.25)
+
+
+def _placed(system, rng):
+    image, masks = system.place(rng)
+    return foreground(image, system.background, 0.25), masks
+
+
+def test_a_training_creature_is_whole_and_half_of_one_is_not(calibrated):
+    system, ref = calibrated
+    assert 0.6 < ref.threshold < 1.0
+    seen, masks = _placed(system, np.random.default_rng(1))
+    rows, cols = max(blob_pixels(masks[0] & seen), key=lambda p: len(p[0]))
+    whole = ref.templates.integrity(blob_patch(rows, cols, seen.shape, ref.templates.side))
+    assert whole >= ref.threshold
+    half = masks[0] & seen
+    r, c = np.nonzero(half)
+    cut = c < np.median(c)  # the left half of the creature as the canvas shows it
+    half[r[cut], c[cut]] = False
+    _, _, score = frame_integrity(half, ref.templates)
+    assert score.max() < ref.threshold
+
+
+def test_a_creature_across_the_periodic_edge_keeps_its_integrity(calibrated):
+    system, ref = calibrated
+    seen, masks = _placed(system, np.random.default_rng(2))
+    alone = masks[0] & seen
+    for shift in [(0, 0), (0, 37), (29, 51)]:  # moved so that it straddles the edges
+        moved = np.roll(alone, shift, axis=(0, 1))
+        _, _, score = frame_integrity(moved, ref.templates)
+        assert score.max() == pytest.approx(frame_integrity(alone, ref.templates)[2].max())
+
+
+def test_training_scatters_hold_the_expected_number_of_whole_creatures(calibrated):
+    system, ref = calibrated
+    rng = np.random.default_rng(3)
+    masks = [_placed(system, rng)[0] for _ in range(24)]
+    centres, _ = census.whole_creatures(masks, ref)
+    share = np.mean([len(c) for c in centres]) / (ref.whole_per_pixel * system.canvas ** 2)
+    assert share == pytest.approx(1.0, abs=0.25)
+
+
+def test_pair_correlation_of_a_uniform_scatter_is_flat():
+    rng = np.random.default_rng(0)
+    n = 40
+    r, g = pair_correlation([rng.uniform(0, 128, (n, 2)) for _ in range(300)], (128, 128), 40, 8)
+    assert np.allclose(g, (n - 1) / n, atol=0.05)  # an ideal gas of n points
+    assert r[0] == pytest.approx(2.5)
+
+
+def test_pair_correlation_sees_a_hole_and_a_peak():
+    rng = np.random.default_rng(0)
+    lattice = np.stack(np.meshgrid(np.arange(0, 128, 16.0), np.arange(0, 128, 16.0)), -1)
+    lattice = lattice.reshape(-1, 2)
+    frames = [(lattice + rng.normal(0, 0.5, lattice.shape)) % 128 for _ in range(50)]
+    r, g = pair_correlation(frames, (128, 128), 30, 15)
+    assert g[r < 10].max() < 0.05 and g[np.abs(r - 16) < 2].max() > 2  # hole, then a shell
+
+
+def test_nearest_neighbours_wrap_around_the_torus():
+    d = nearest_neighbour_distances(np.array([[0.0, 0.0], [0.0, 127.0], [64.0, 64.0]]), (128, 128))
+    assert d[:2] == pytest.approx([1.0, 1.0]) and d[2] == pytest.approx(np.hypot(64, 63))
+
+
+def test_polarisation_of_parallel_tracks_is_one_and_of_random_walks_near_its_null():
+    rng = np.random.default_rng(0)
+    parallel = [Track(0, [np.array([10.0 * i, 5.0 + 2 * k]) % 128 for k in range(20)])
+                for i in range(10)]
+    assert order_parameters(parallel, (128, 128), rng, 20)["polarisation"] == pytest.approx(1.0)
+    walks = []
+    for _ in range(30):
+        pos = [rng.uniform(0, 128, 2)]
+        for _ in range(30):
+            pos.append((pos[-1] + rng.normal(size=2) * 2) % 128)
+        walks.append(Track(0, pos))
+    got = order_parameters(walks, (128, 128), rng, 100)
+    assert abs(got["polarisation"] - got["polarisation_null"]) < 0.03
+    assert got["polarisation"] <= got["polarisation_null_q95"]
+
+
+def test_milling_of_creatures_circling_a_centre_is_one():
+    tracks = []
+    for i in range(12):
+        phase = 2 * np.pi * i / 12
+        angles = phase + 0.1 * np.arange(20)
+        tracks.append(Track(0, [np.array([64 + 20 * np.sin(a), 64 + 20 * np.cos(a)])
+                                for a in angles]))
+    got = order_parameters(tracks, (128, 128), np.random.default_rng(0), 50)
+    assert got["milling"] == pytest.approx(1.0, abs=0.01) and got["polarisation"] < 0.05
+
+
+def test_speed_verdicts_pair_icons_seed_by_seed():
+    from eqflow.analysis.creatures import speed_verdicts
+
+    icons = {"firefly": {"seeds": [0, 1, 2, 3], "speed": [0.9, 0.5, 1.2, 0.7]},
+             "dot": {"seeds": [0, 1, 2, 3], "speed": [0.3, 0.1, 0.8, 0.2]},
+             "taiji": {"seeds": [0, 1, 2, 3], "speed": [0.2, 0.9, 0.1, 1.0]}}
+    rows = {(r["a"], r["b"]): r for r in speed_verdicts(icons)}
+    assert rows[("dot", "firefly")]["verdict"] == "firefly faster"  # 4 of 4 seeds, by 0.475
+    assert rows[("dot", "firefly")]["mean_difference"] == pytest.approx(-0.475)
+    assert rows[("firefly", "taiji")]["verdict"] == "undecided"
