@@ -25,7 +25,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from eqflow.building import build_flow
 from eqflow.data import SnapshotData
+from eqflow.data_stage import load_data
 from eqflow.metrics.fidelity import abs_cosine
 from eqflow.models.baselines import (
     StackedNetworks,
@@ -34,8 +36,8 @@ from eqflow.models.baselines import (
     random_kernels,
     redrawn_network,
 )
-from eqflow.pipeline import build_flow, load_data, load_score
 from eqflow.protocols.patterns import StartPatterns, langevin_representation, pattern_fidelity
+from eqflow.score_stage import load_score
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 DEFAULT = ["experiment=gray_scott_waves", "data.size=32", "data.n_samples=24", "data.steps=300",

@@ -6,7 +6,7 @@ from PIL import Image
 
 from eqflow.data.alife import AlifeSystem, wrapped_indices
 from eqflow.data.icons import BUILTIN, load_icon
-from eqflow.pipeline import file_fingerprints
+from eqflow.data_stage import file_fingerprints
 
 
 @pytest.mark.parametrize("icon", BUILTIN)
@@ -183,6 +183,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     figs = result.output_dir / "figures"
     assert (figs / "creatures.gif").exists() and (figs / "creatures.png").exists()
     assert (figs / "creatures.mp4").stat().st_size > 0 and (figs / "creatures_integrity.png").exists()
+    assert (figs / "creatures_whole.png").exists()
     assert 0 < m["creatures/whole_threshold"] <= 1 and m["creatures/whole_share_late"] >= 0
     # evaluate.py on it: the speed table by icon
     import subprocess

@@ -74,10 +74,27 @@ def test_a_multirun_into_a_folder_with_runs_is_refused(tmp_path):
     assert sorted(p.name for p in sweep.iterdir()) == ["0"]
 
 
-def test_resuming_into_the_same_folder_is_allowed():
-    guard = RunFolderGuard()
-    cfg = OmegaConf.create({"hydra": {"run": {"dir": "/nonexistent/for/sure"}}, "ckpt_path": "x"})
-    guard.on_run_start(cfg)  # no SystemExit: a folder that holds nothing, or a resume
+def test_resuming_into_the_same_folder_is_allowed(tmp_path):
+    run = _fake_run(tmp_path / "R")
+    cfg = OmegaConf.create({"hydra": {"run": {"dir": str(run)}}, "ckpt_path": "x"})
+    RunFolderGuard().on_run_start(cfg)  # no SystemExit: ckpt_path resumes it
+    cfg.ckpt_path = None
+    with pytest.raises(SystemExit):
+        RunFolderGuard().on_run_start(cfg)
+
+
+def test_a_folder_that_cannot_be_written_is_refused_with_the_setting(tmp_path, monkeypatch,
+                                                                     capsys):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    cfg = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "new")}}})
+    with pytest.raises(SystemExit) as info:
+        RunFolderGuard().on_run_start(cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "read-only" in err and str(tmp_path / "new") in err and "hydra.run.dir=" in err
 
 
 # ---- 2. every stage ends with 143 (SIGTERM) or 130 (SIGINT) and says how to go on ---------------

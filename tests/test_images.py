@@ -10,9 +10,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import TINY_PATTERNS, compose_train
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from eqflow import pipeline
+from eqflow import data_stage, pipeline, score_stage
+from eqflow.data import SnapshotDataModule
 from eqflow.data.augment import periodic_symmetry
 from eqflow.dynamics import sde_heun
 from eqflow.models import ImageScoreModule, TrainingFreeFlow
@@ -66,7 +68,7 @@ def test_unet_score_trains_and_points_back_to_the_data():
     snaps = GrayScottSystem("maze", size=32, n_samples=32, steps=300, progress=False).generate(
         torch.Generator().manual_seed(0))
     model = small_score(warmup_steps=2)
-    dm = pipeline.SnapshotDataModule(None, snaps, 8, val_fraction=0.25)
+    dm = SnapshotDataModule(None, snaps, 8, val_fraction=0.25)
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, gradient_clip_val=1.0)
     trainer.fit(model, datamodule=dm)
@@ -212,9 +214,9 @@ def test_alife_score_is_augmented_without_mirrors():
 def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
     cfg = compose_train([*TINY_PATTERNS, "logger=none", "trainer=ddp", "trainer.accelerator=cpu",
                          "trainer.devices=2", "score.samples=null"], tmp_path, tiny=False)
-    system, snaps = pipeline.load_data(cfg)
-    score, info = pipeline.load_score(cfg, system, snaps)
-    fresh = pipeline.instantiate(cfg.score.model, channels=2, _convert_="all")
+    system, snaps = data_stage.load_data(cfg)
+    score, info = score_stage.load_score(cfg, system, snaps)
+    fresh = instantiate(cfg.score.model, channels=2, _convert_="all")
     trained = dict(score.unet.named_parameters())
     changed = [k for k, p in fresh.unet.named_parameters() if not torch.equal(p, trained[k])]
     assert changed, "DDP fit returned without trained weights"

@@ -11,7 +11,7 @@ import torch
 from helpers import compose_train, cut_off_in_epoch
 from omegaconf import OmegaConf
 
-from eqflow import pipeline
+from eqflow import data_stage, pipeline, score_stage
 from eqflow.errors import NonFiniteLossError
 from eqflow.evaluation import evaluate_run
 from eqflow.runs import RunLoadError
@@ -129,23 +129,23 @@ def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
 
 def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkeypatch, caplog):
     cfg = compose_train(["logger=none", "score.epochs=3"], tmp_path)
-    system, snaps = pipeline.load_data(cfg)
+    system, snaps = data_stage.load_data(cfg)
     cut_off_in_epoch(monkeypatch, 2)
     with pytest.raises(RuntimeError, match="power cut"):
-        pipeline.load_score(cfg, system, snaps)
+        score_stage.load_score(cfg, system, snaps)
     partial = list((tmp_path / "cache" / "score").glob("*.partial"))
     assert len(partial) == 1 and (partial[0] / "last.ckpt").exists()
     assert not list((tmp_path / "cache" / "score").glob("*.pt"))  # nothing half-done cached
     monkeypatch.undo()
 
     with caplog.at_level(logging.INFO):
-        resumed, info = pipeline.load_score(cfg, system, snaps)
+        resumed, info = score_stage.load_score(cfg, system, snaps)
     assert "Resuming the interrupted score training" in caplog.text and "after epoch 2" in caplog.text
     assert not partial[0].exists()  # cleaned up once the cache entry is written
     assert len(info["loss_history"]) == 3  # the curve continues over the interruption
 
     straight = compose_train(["logger=none", "score.epochs=3"], tmp_path / "straight")
-    _, straight_info = pipeline.load_score(straight, system, snaps)
+    _, straight_info = score_stage.load_score(straight, system, snaps)
     assert info["loss_history"][:2] == straight_info["loss_history"][:2]
     assert info["score/train_seconds"] > 0
 

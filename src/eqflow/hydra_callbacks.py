@@ -13,6 +13,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from eqflow.errors import StorageError
 from eqflow.run_folders import existing_run_message, holds_a_run, runs_inside
+from eqflow.storage import writable_folder
 from eqflow.sweep_jobs import JOBS_FOLDER, job_name, planned_jobs, record_job, varying, write_plan
 
 
@@ -23,13 +24,19 @@ def refuse(message: str) -> None:
 
 
 def resolved_dir(config: DictConfig, key: str) -> Path:
+    """hydra.<key>.dir, resolved (eqflow's own folders are claimed then), and writable."""
     try:
-        return Path(str(config.hydra[key].dir))
-    except InterpolationResolutionError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, StorageError):
-            refuse(str(cause))
-        raise
+        folder = Path(str(config.hydra[key].dir))
+    except InterpolationResolutionError as exc:  # Hydra would only warn about a raise here
+        cause = exc
+        while cause is not None and not isinstance(cause, StorageError):
+            cause = cause.__cause__ or cause.__context__
+        refuse(str(cause if cause is not None else exc))
+    try:
+        writable_folder(folder, f"hydra.{key}.dir=<a writable folder>")
+    except StorageError as exc:
+        refuse(str(exc))
+    return folder
 
 
 class RunFolderGuard(Callback):

@@ -205,6 +205,28 @@ def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | N
     return path
 
 
+def creature_strip(icon: np.ndarray, frame: np.ndarray, centres: np.ndarray, path: str | Path,
+                   title: str = "", most: int = 12) -> Path:
+    """The icon, then up to ``most`` whole creatures cut out of an (H, W, 3) frame in [0, 1]
+    around their (row, col) centres (periodic), each in a square of the icon's diagonal."""
+    h, w = icon.shape[:2]
+    side = int(np.ceil(np.hypot(h, w)))
+    picks = centres[:most]
+    fig, axes = plt.subplots(1, len(picks) + 1, figsize=(1.6 * (len(picks) + 1), 1.9),
+                             squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(icon[..., :3] * icon[..., 3:] + (1 - icon[..., 3:]))
+    axes[0].set_title("icon", fontsize=8)
+    for ax, (r, c) in zip(axes[1:], picks):
+        rows = (int(round(r)) - side // 2 + np.arange(side)) % frame.shape[0]
+        cols = (int(round(c)) - side // 2 + np.arange(side)) % frame.shape[1]
+        ax.imshow(np.clip(frame[np.ix_(rows, cols)], 0, 1))
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def _rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.shape[0] == 3:  # (3, H, W) in [-1, 1]

@@ -15,17 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from eqflow.building import build_flow, build_protocols
 from eqflow.callbacks import measure_and_record
 from eqflow.data import SnapshotData
-from eqflow.pipeline import (
-    MissingScoreError,
-    build_flow,
-    build_protocols,
-    load_data,
-    load_score,
-    score_key,
-)
+from eqflow.data_stage import load_data
 from eqflow.report import read_metrics
+from eqflow.score_stage import MissingScoreError, load_score, score_key
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +49,7 @@ def load_config(run_dir: str | Path) -> DictConfig:
     return cfg
 
 
-# where classes named by configs of runs made before the models/ and protocols/ layout live now
+# class paths that older run configs name, and where those classes live now (read-back only)
 MOVED_TARGETS = {
     "eqflow.score.ScoreModule": "eqflow.models.ScoreModule",
     "eqflow.image_score.ImageScoreModule": "eqflow.models.ImageScoreModule",
@@ -184,17 +179,14 @@ def _natural(path: Path) -> tuple:
 
 def _kind(path: Path) -> str:
     """``run`` for a train.py run's config; ``ensemble`` for an ensemble run (its members are the
-    runs); ``other`` for evaluate.py's own output folders."""
+    runs); ``other`` for evaluate.py's own output folders (a config with ``sweep`` and no flow)."""
     try:
-        text = path.read_text()
-    except OSError:
-        return "run"  # unreadable: let load_run report it by name
-    if "\nsweep:" in "\n" + text:
-        return "other"
-    try:
-        members = OmegaConf.select(OmegaConf.create(text), "flow.ensemble", default=1)
-    except Exception:
+        cfg = OmegaConf.load(path)
+    except Exception:  # unreadable: let load_run report it by name
         return "run"
+    if "sweep" in cfg and "flow" not in cfg:
+        return "other"
+    members = OmegaConf.select(cfg, "flow.ensemble", default=1)
     return "ensemble" if isinstance(members, int) and members > 1 else "run"
 
 

@@ -25,10 +25,6 @@ from eqflow.runs import load_config, named_run_dirs, runs_with_metrics
 log = logging.getLogger(__name__)
 
 
-def is_creature_run(cfg) -> bool:
-    return bool((cfg.get("callbacks") or {}).get("creatures"))
-
-
 def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dict], dict[str, str]]:
     """Per icon: lists of the runs' mean speeds, polarisations, track counts and run names."""
     runs, failed = runs_with_metrics(run_dirs, names, "creatures/mean_speed",

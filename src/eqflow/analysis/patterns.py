@@ -55,10 +55,6 @@ def starts_of_run(metrics: dict) -> list[dict]:
             for st in starts]
 
 
-def is_pattern_run(cfg: DictConfig) -> bool:
-    return bool((cfg.get("callbacks") or {}).get("patterns"))
-
-
 def pattern_name(cfg: DictConfig) -> str:
     data = cfg.data
     if data.get("feed") is not None:

@@ -31,10 +31,12 @@ from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
 from eqflow.protocols.chaos import (
     SUSTAINED_RATIO,
+    Chaos,
     flow_lyapunov_many,
     stacked_field,
     sustained_chaos_many,
 )
+from eqflow.protocols.preservation import mmd_curve
 from eqflow.report import Report
 from eqflow.runs import Sweep, load_sweep
 
@@ -135,8 +137,7 @@ def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandw
             curves = [mmd_over_time(path[:, k].to(start.dtype), bandwidth)
                       for k in range(len(members))]
         else:
-            curves = [mmd_over_time(integrate_ode(f, start, dt, steps), bandwidth)
-                      for _, f in members]
+            curves = [mmd_curve(f, start, dt, steps, bandwidth) for _, f in members]
         out[g] = torch.stack(curves).double()
     return out
 
@@ -178,8 +179,7 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     ``lyapunov`` may come from other starts: the run's own), and ``sustained`` says whether the
     long one is positive and at least SUSTAINED_RATIO of the first (chaos keeps its exponent;
     linear separation loses most of it)."""
-    settings = {"n_trajectories": 8, "dt": 0.1, "steps": 5000, "burn_in": 500, "bound": 4.0,
-                **(settings or {})}
+    settings = {**Chaos().settings, **(settings or {})}  # the protocol's defaults, overridden
     rows = _recorded_or_measured_chaos(sweep, recompute, settings, seed)
     if long_horizon > 0:  # every flow from the same starts, all in one batched integration
         flows = [run.flow for run in sweep.runs]

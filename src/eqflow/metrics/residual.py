@@ -30,7 +30,7 @@ def continuity_residual(field: Field, score: Field, x: torch.Tensor) -> dict[str
     residual = trace(jac) + v_dot_s
 
     def rms(t: torch.Tensor) -> float:
-        return float(t.double().pow(2).mean().sqrt())
+        return float(t.detach().double().pow(2).mean().sqrt())
 
     size = rms(v.norm(dim=-1) * s.norm(dim=-1))
     along = rms(v_dot_s)

@@ -85,8 +85,10 @@ class Creatures(Protocol):
         ref = census.reference(system, self.reference_images, rng, self.threshold)
         masks = [foreground(rgb(f), background, self.threshold) for f in frames]
         centres, integrity = census.whole_creatures(masks, ref)
-        return census.census_statistics(centres, integrity, ref, size, self.dt * self.frame_every,
-                                        max_step, self.min_track_frames, rng)
+        stats = census.census_statistics(centres, integrity, ref, size,
+                                         self.dt * self.frame_every, max_step,
+                                         self.min_track_frames, rng)
+        return {**stats, "g_last_whole": centres[-1] if centres else np.empty((0, 2))}
 
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         system = data.system
@@ -134,7 +136,7 @@ class Creatures(Protocol):
         mean_count = float(np.mean([len(d) for d in detections]))
         whole = self.whole_creatures(system, frames, rgb, background, size, max_step, g)
         out = Measurement({
-            **{f"creatures/{k}": v for k, v in whole.items() if not k.startswith("g")},
+            **{f"creatures/{k}": v for k, v in whole.items() if not k.startswith("g")},  # g: figures
             "creatures/mean_speed": stats["mean_speed"],
             "creatures/mean_path_speed": stats["mean_path_speed"],
             "creatures/polarisation": stats["polarisation"],
@@ -154,6 +156,9 @@ class Creatures(Protocol):
                 figures / "creatures_integrity.png", "time", "share / IoU",
                 f"Whole creatures (integrity >= {whole['whole_threshold']:.2f})",
                 x={"whole creatures / expected": times, "mean integrity of creature-sized blobs": times})
+            out.figures["figures/creatures_whole"] = plots.creature_strip(
+                system.icon, rgb(frames[-1]), whole["g_last_whole"], figures / "creatures_whole.png",
+                f"whole creatures in the last frame ({len(whole['g_last_whole'])})")
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
                 figures / "creatures_pair_correlation.png", "r (pixels)", "g(r)",

@@ -156,10 +156,6 @@ class PatternFidelity:
         return [s.plus if self.sign == "+" else s.minus for s in self.starts]
 
     @property
-    def best(self) -> float:
-        return max(self.plus, self.minus)
-
-    @property
     def random(self) -> list[float]:
         return [v for s in self.starts for v in s.random]
 
