@@ -20,6 +20,9 @@ from eqflow.metrics.collective import (
 from eqflow.metrics.shape import ShapeTemplates, blob_patch, frame_integrity
 from eqflow.metrics.tracking import Track, blob_pixels, foreground, link, motion_statistics
 
+# census_statistics' values that go to figures only (not metrics.json)
+CURVES_FOR_FIGURES = ("g_r", "g", "g_training")
+
 
 @dataclass
 class Reference:

@@ -76,11 +76,12 @@ class Creatures(Protocol):
         return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
     def whole_creatures(self, system, frames, rgb, background, size: int, max_step: float,
-                        g: torch.Generator) -> dict:
+                        g: torch.Generator) -> tuple[dict, np.ndarray]:
         """Shape integrity, survival and collective behaviour of the whole creatures
-        (:mod:`eqflow.metrics.census`); empty for scatters read from files (no icon to match)."""
+        (:mod:`eqflow.metrics.census`), and the whole creatures' centres in the last frame;
+        empty for scatters read from files (no icon to match)."""
         if getattr(system, "icon", None) is None or not hasattr(system, "place"):
-            return {}
+            return {}, np.empty((0, 2))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
         ref = census.reference(system, self.reference_images, rng, self.threshold)
         masks = [foreground(rgb(f), background, self.threshold) for f in frames]
@@ -88,7 +89,7 @@ class Creatures(Protocol):
         stats = census.census_statistics(centres, integrity, ref, size,
                                          self.dt * self.frame_every, max_step,
                                          self.min_track_frames, rng)
-        return {**stats, "g_last_whole": centres[-1] if centres else np.empty((0, 2))}
+        return stats, centres[-1] if centres else np.empty((0, 2))
 
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         system = data.system
@@ -134,9 +135,9 @@ class Creatures(Protocol):
         stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
                                   self.min_track_frames)
         mean_count = float(np.mean([len(d) for d in detections]))
-        whole = self.whole_creatures(system, frames, rgb, background, size, max_step, g)
+        whole, last_whole = self.whole_creatures(system, frames, rgb, background, size, max_step, g)
         out = Measurement({
-            **{f"creatures/{k}": v for k, v in whole.items() if not k.startswith("g")},  # g: figures
+            **{f"creatures/{k}": v for k, v in whole.items() if k not in census.CURVES_FOR_FIGURES},
             "creatures/mean_speed": stats["mean_speed"],
             "creatures/mean_path_speed": stats["mean_path_speed"],
             "creatures/polarisation": stats["polarisation"],
@@ -157,8 +158,8 @@ class Creatures(Protocol):
                 f"Whole creatures (integrity >= {whole['whole_threshold']:.2f})",
                 x={"whole creatures / expected": times, "mean integrity of creature-sized blobs": times})
             out.figures["figures/creatures_whole"] = plots.creature_strip(
-                system.icon, rgb(frames[-1]), whole["g_last_whole"], figures / "creatures_whole.png",
-                f"whole creatures in the last frame ({len(whole['g_last_whole'])})")
+                system.icon, rgb(frames[-1]), last_whole, figures / "creatures_whole.png",
+                f"whole creatures in the last frame ({len(last_whole)})")
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
                 figures / "creatures_pair_correlation.png", "r (pixels)", "g(r)",
