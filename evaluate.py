@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from eqflow.config import EVALUATE_RULES, validate
+from eqflow.config import EVALUATE_RULES, renamed_override_message, validate
 from eqflow.errors import ConfigError, RunInterrupted
 from eqflow.evaluation import evaluate_run, evaluate_sweep
 from eqflow.interrupts import stage, stop_on_signals
@@ -59,4 +59,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if message := renamed_override_message(sys.argv[1:]):
+        sys.exit(f"Error: {message}")
     main()

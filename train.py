@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from eqflow.config import renamed_override_message
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
 from eqflow.interrupts import stage, stop_on_signals
@@ -78,9 +79,24 @@ def main(cfg: DictConfig) -> float | None:
         except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
             fail(exc, 2)
-    value = result.metrics.get("mmd/final")
-    return float(value) if isinstance(value, (int, float)) else None
+    return optimized_value(result.metrics, cfg.get("optimized_metric"))
+
+
+def optimized_value(metrics: dict, key: str | None) -> float | None:
+    """The value of ``optimized_metric`` a sweeper minimises or maximises; None (with a warning
+    naming the keys there are) when the run did not measure it."""
+    if key is None:
+        return None
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        numbers = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+        log.warning("optimized_metric=%s is not a number this run measured; the sweeper gets "
+                    "nothing. Choose one of: %s", key, ", ".join(numbers))
+        return None
+    return float(value)
 
 
 if __name__ == "__main__":
+    if message := renamed_override_message(sys.argv[1:]):
+        sys.exit(f"Error: {message}")
     main()

@@ -36,7 +36,9 @@ from eqflow.models.baselines import (
     random_kernels,
     redrawn_network,
 )
-from eqflow.protocols.patterns import StartPatterns, langevin_representation, pattern_fidelity
+from eqflow.protocols.langevin import langevin_representation
+from eqflow.protocols.start_patterns import StartPatterns
+from eqflow.protocols.table2 import pattern_fidelity
 from eqflow.score_stage import load_score
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -80,7 +82,7 @@ def main() -> None:
     flow = build_flow(cfg, score, snapshots.x).eval()
     data = SnapshotData(system, snapshots)
     simulate = data.simulator()
-    p = instantiate(cfg.callbacks.patterns)
+    p = instantiate(cfg.measure.patterns)
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"patterns {tuple(snapshots.x.shape)}; {p.n_draws} + {p.n_draws} draws per start; "
           f"start_batch {p.start_batch}")

@@ -14,7 +14,7 @@ import torch
 from eqflow.metrics.fidelity import cosine
 from eqflow.models.baselines import random_kernel_drift
 from eqflow.protocols import pick_pattern
-from eqflow.protocols.patterns import langevin_representation
+from eqflow.protocols.langevin import langevin_representation
 from eqflow.runs import load_run
 
 R = 2 ** -0.5
@@ -35,7 +35,7 @@ def main() -> None:
     simulate = dm.simulator()
     g = torch.Generator().manual_seed(args.seed)
     x0 = pick_pattern(dm.x, g)
-    protocol = run.cfg.callbacks.patterns  # the run's own Table 2 settings
+    protocol = run.cfg.measure.patterns  # the run's own Table 2 settings
     truth = simulate(x0, protocol.truth_steps) - x0
     kernels = torch.tensor(list(KERNELS.values()), dtype=torch.float32)
     with torch.no_grad():

@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 TINY = ["score.epochs=2", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "callbacks.lyapunov.steps=20", "callbacks.lyapunov.burn_in=0",
-        "callbacks.mmd.steps=5", "callbacks.figures.steps=10", "callbacks.fidelity.n_points=64"]
+        "measure.lyapunov.steps=20", "measure.lyapunov.burn_in=0",
+        "measure.mmd.steps=5", "measure.figures.steps=10", "measure.fidelity.n_points=64"]
 
 
 def compose_train(overrides, tmp_path: Path | None = None, tiny: bool = True):
@@ -25,8 +25,8 @@ def compose_train(overrides, tmp_path: Path | None = None, tiny: bool = True):
 TINY_PATTERNS = ["experiment=gray_scott_maze", "data.size=32", "data.n_samples=24",
                  "data.steps=300", "score.epochs=2", "score.batch_size=8",
                  "score.samples.every_n_epochs=1", "trainer.enable_progress_bar=false",
-                 "callbacks.patterns.steps=12", "callbacks.patterns.ema_until=8",
-                 "callbacks.patterns.n_draws=3", "callbacks.patterns.frame_every=4"]
+                 "measure.patterns.steps=12", "measure.patterns.ema_until=8",
+                 "measure.patterns.n_draws=3", "measure.patterns.frame_every=4"]
 
 
 def cut_off_in_epoch(monkeypatch, epoch: int, key: str | None = None) -> None:

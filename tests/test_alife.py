@@ -158,7 +158,7 @@ def test_only_blobs_of_a_creatures_size_are_detected():
     kept = detect(foreground(frame), 0.5 * area, 2.0 * area)
     np.testing.assert_allclose(kept, [[10.0, 10.0]])
     assert len(detect(foreground(frame))) == 3  # no upper bound: every blob of 4 pixels or more
-    with pytest.raises(ValueError, match="callbacks.creatures.area_range"):
+    with pytest.raises(ValueError, match="measure.creatures.area_range"):
         Creatures(area_range=(2.0, 0.5))
 
 
@@ -170,7 +170,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     cfg = compose_train(["experiment=alife", "icon=dot", "logger=none", "data.canvas=32",
                          "data.icon_size=12", "data.n_samples=16", "score.epochs=1",
                          "score.batch_size=8", "trainer.enable_progress_bar=false",
-                         "callbacks.creatures.steps=40", "callbacks.creatures.frame_every=5"],
+                         "measure.creatures.steps=40", "measure.creatures.frame_every=5"],
                         tmp_path, tiny=False)
     assert cfg.data.icon == "dot"
     result = pipeline.train(cfg)

@@ -38,13 +38,13 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
     assert (m.lr, m.weight_decay, m.warmup_steps) == (1e-3, 0.01, 500)
     assert (cfg.score.epochs, cfg.score.batch_size, cfg.score.val_fraction,
             cfg.score.gradient_clip_val) == (100, 64, 0.1, 1.0)
-    p = cfg.callbacks.patterns
+    p = cfg.measure.patterns
     assert (p.eta, p.dt, p.steps, p.ema, p.ema_until, p.truth_steps, p.n_draws) == (
         0.1, 0.01, 300, 0.9, 200, 20, 10)
     cfg = compose_train(["experiment=alife_paper", "icon=taiji"], tmp_path, tiny=False)
     assert (cfg.data.canvas, cfg.data.icon_size, cfg.data.n_samples, cfg.data.icon) == (
         128, 64, 8192, "taiji")
-    assert cfg.score.epochs == 20 and cfg.callbacks.creatures.steps == 2000
+    assert cfg.score.epochs == 20 and cfg.measure.creatures.steps == 2000
     assert cfg.score.model.train_timesteps is None  # published: every noise level
 
 
@@ -71,7 +71,7 @@ def test_a_bad_value_of_the_published_flow_is_named(tmp_path):
 
 @pytest.mark.parametrize("override,key", [
     ("score.model.ema_decay=1.5", "score.model.ema_decay"),
-    ("callbacks.patterns.ema=1.0", "callbacks.patterns.ema"),
+    ("measure.patterns.ema=1.0", "measure.patterns.ema"),
     ("flow.model.kernel=hexagonal", "flow.model.kernel"),
     ("data.size=4", "data.size"),
 ])
@@ -115,3 +115,33 @@ def test_slurm_launcher_config_composes_with_documented_keys():
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
     assert launcher.timeout_min > 0 and launcher.cpus_per_task >= 1
     assert any("WANDB_MODE=offline" in line for line in launcher.setup)
+
+
+def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
+    import subprocess
+    import sys
+
+    from eqflow.config import renamed_override_message
+
+    assert "measure.mmd.steps=5" in renamed_override_message(["seed=1", "callbacks.mmd.steps=5"])
+    assert "measure=creatures" in renamed_override_message(["callbacks=creatures"])
+    assert renamed_override_message(["callbacks.checkpoint=null", "measure.mmd=null"]) is None
+    done = subprocess.run([sys.executable, str(Path(CONF).parent / "train.py"),
+                           "callbacks.lyapunov.steps=10"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "measure.lyapunov.steps=10" in done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout():
+    from eqflow.building import build_protocols
+    from eqflow.protocols import Preservation
+    from eqflow.runs import upgrade_config
+
+    old = OmegaConf.create({
+        "callbacks": {"checkpoint": {"_target_": "eqflow.checkpointing.every_epoch_checkpoint",
+                                     "folder": "ck"},
+                      "mmd": {"_target_": "eqflow.protocols.Preservation", "steps": 7}}})
+    protocols, callbacks = build_protocols(upgrade_config(old))
+    assert [type(p) for p in protocols] == [Preservation] and protocols[0].steps == 7
+    assert len(callbacks) == 1 and not isinstance(callbacks[0], Preservation)

@@ -118,3 +118,45 @@ def test_speed_verdicts_pair_icons_seed_by_seed():
     assert rows[("dot", "firefly")]["verdict"] == "firefly faster"  # 4 of 4 seeds, by 0.475
     assert rows[("dot", "firefly")]["mean_difference"] == pytest.approx(-0.475)
     assert rows[("firefly", "taiji")]["verdict"] == "undecided"
+
+
+def test_the_threshold_is_calibrated_through_the_same_view_as_the_frames():
+    """seen_as is applied to the placed scatters before they are measured: the identity changes
+    nothing, and a view that speckles the creatures lowers what whole ones reach."""
+    system = AlifeSystem(icon="firefly", canvas=64, icon_size=32, progress=False)
+    plain = census.reference(system, 12, np.random.default_rng(0), 0.25)
+    same = census.reference(system, 12, np.random.default_rng(0), 0.25, seen_as=lambda im: im)
+    assert same.threshold == plain.threshold and same.whole_per_pixel == plain.whole_per_pixel
+
+    noise = np.random.default_rng(5)
+
+    def speckled(image):
+        return np.clip(image + noise.normal(0, 0.2, image.shape), 0, 1)
+
+    soft = census.reference(system, 12, np.random.default_rng(0), 0.25, seen_as=speckled)
+    assert soft.threshold < plain.threshold - 0.02
+
+
+def test_the_denoised_view_noises_to_the_score_level_and_denoises():
+    import torch
+
+    from eqflow.protocols import Creatures
+
+    class Identity(torch.nn.Module):  # a perfect denoiser of this image would return it
+        alpha = torch.tensor(0.945)
+        device = torch.device("cpu")
+
+        def denoise(self, x):
+            return x / self.alpha.sqrt()  # x_t / sqrt(a): the noise scaled, not removed
+
+    image = np.random.default_rng(0).uniform(0, 1, (16, 16, 3))
+    seen = Creatures(calibration="denoised").seen_through(Identity(), torch.Generator().manual_seed(0))
+    out = seen(image)
+    assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
+    noise = (2 * out - 1) - np.clip(2 * image - 1, -1, 1)
+    inside = np.abs(2 * out - 1) < 1  # not clamped
+    sigma = np.sqrt((1 - 0.945) / 0.945)
+    assert noise[inside].std() == pytest.approx(sigma, rel=0.2)
+    assert Creatures(calibration="clean").seen_through(Identity(), None) is None
+    with pytest.raises(ValueError, match="integrity_frames"):
+        Creatures(integrity_frames="both")

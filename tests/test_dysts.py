@@ -104,7 +104,7 @@ def test_a_multirun_over_systems_gives_one_cross_system_table(tmp_path):
     subprocess.run([_sys.executable, "train.py", "-m", "experiment=dysts_study",
                     "data.system=Rossler,Halvorsen", "data.n_steps=300", "data.n_trajectories=4",
                     "score.epochs=2", "trainer.max_epochs=2", "flow.ensemble=2",
-                    "callbacks.lyapunov.steps=100", "callbacks.lyapunov.burn_in=10",
+                    "measure.lyapunov.steps=100", "measure.lyapunov.burn_in=10",
                     "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", *common],
                    cwd=root, check=True, capture_output=True, timeout=600)
     out = tmp_path / "eval"

@@ -79,6 +79,12 @@ def test_ensemble_run_is_read_back_as_a_sweep_of_its_members(tmp_path):
     OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")  # as Hydra writes it
     dirs = run_dirs(result.output_dir)
     assert [d.name for d in dirs] == ["seed0", "seed1", "seed2"]
+    marker = json.loads((result.output_dir / "members.json").read_text())
+    assert marker == {"seeds": [0, 1, 2], "members": ["seed0", "seed1", "seed2"]}
+    # the marker, not the config, tells an ensemble's folder from a run's
+    cfg.flow.ensemble = 1
+    OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
+    assert [d.name for d in run_dirs(result.output_dir)] == ["seed0", "seed1", "seed2"]
     run = load_run(dirs[2])
     assert int(run.cfg.seed) == 2 and run.metrics["ensemble/member"] == 2
     assert isinstance(run.flow, EquilibriumFlowModule)

@@ -150,7 +150,7 @@ def test_ensemble_members_start_from_single_weights_and_batch_alike():
 TINY_LORENZ = ["experiment=lorenz", "flow=exact", "evaluate=false", "data.n_trajectories=2",
                "data.n_steps=400", "data.burn_in_steps=100", "logger=none",
                "trainer.max_epochs=2", "flow.batch_size=128", "flow.model.hidden=[16,16]",
-               "flow.ensemble=1", "callbacks.lyapunov.compile=false"]
+               "flow.ensemble=1", "measure.lyapunov.compile=false"]
 
 
 def test_an_exact_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
@@ -208,10 +208,14 @@ def test_a_group_of_exact_flows_is_integrated_as_one_for_mmd():
         one_by_one.add("learned", str(k), flow.velocity)
         together.add("learned", str(k), flow.velocity)
     together.stacked["learned"] = stacked_field(flows)
-    start = torch.randn(64, 3, dtype=torch.float64)
-    a = mmd_curves(one_by_one, start, 0.1, 10, 0.5)["learned"]
-    b = mmd_curves(together, start, 0.1, 10, 0.5)["learned"]
+    starts = torch.randn(3, 64, 3, dtype=torch.float64)
+    a = mmd_curves(one_by_one, starts, 0.1, 10, 0.5)["learned"]
+    b = mmd_curves(together, starts, 0.1, 10, 0.5)["learned"]
     assert torch.allclose(a, b, atol=1e-10)
+    # member k starts from set k: its curve is the one measured from that set alone
+    from eqflow.protocols.preservation import mmd_curve
+    assert torch.allclose(a[2], mmd_curve(flows[2].velocity, starts[2], 0.1, 10, 0.5), atol=1e-10)
+    assert not torch.allclose(a[2], mmd_curve(flows[2].velocity, starts[0], 0.1, 10, 0.5))
 
 
 def test_the_residual_of_a_training_free_flow_is_measured_against_speed_times_score(mixture):

@@ -28,9 +28,9 @@ from eqflow.sweep_jobs import unfinished_jobs
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=lorenz", "flow=mlp", "evaluate=false", "data.n_trajectories=2",
         "data.n_steps=400", "data.burn_in_steps=100", "score.epochs=2", "trainer.max_epochs=1",
-        "logger=none", "trainer.enable_progress_bar=false", "callbacks.lyapunov.steps=20",
-        "callbacks.lyapunov.burn_in=0", "callbacks.mmd.steps=5", "callbacks.figures.steps=10",
-        "callbacks.fidelity.n_points=64"]
+        "logger=none", "trainer.enable_progress_bar=false", "measure.lyapunov.steps=20",
+        "measure.lyapunov.burn_in=0", "measure.mmd.steps=5", "measure.figures.steps=10",
+        "measure.fidelity.n_points=64"]
 CHEAP_EVAL = ["logger=none", "n_points=64", "n_baselines=2", "chaos.long_horizon=0",
               "chaos.settings.steps=20", "chaos.settings.burn_in=0", "mmd.steps=3",
               "mmd.n_points=32", "umap.n_neighbors=2"]

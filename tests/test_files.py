@@ -179,8 +179,8 @@ def tiny_points_run(tmp_path, points: np.ndarray, *overrides):
     path = write_csv(tmp_path / "cells.csv", points, [f"g{i}" for i in range(points.shape[1])])
     cfg = compose_train(["experiment=points", f"data.path={path}", "score.epochs=30",
                          "trainer.max_epochs=2", "flow.ensemble=1", "evaluate=false",
-                         "callbacks.lyapunov.steps=100", "callbacks.lyapunov.burn_in=10",
-                         "callbacks.mmd.n_points=128", "callbacks.mmd.steps=50",
+                         "measure.lyapunov.steps=100", "measure.lyapunov.burn_in=10",
+                         "measure.mmd.n_points=128", "measure.mmd.steps=50",
                          "trainer.enable_progress_bar=false", "logger=none", *overrides],
                         tmp_path, tiny=False)
     return pipeline.train(cfg)
@@ -242,7 +242,7 @@ def test_scatters_from_a_file_are_tracked_as_creatures(tmp_path):
     cfg = compose_train(["experiment=images", f"data.path={tmp_path / 'scatters.npy'}",
                          "callbacks=creatures", "score.epochs=1", "score.batch_size=8",
                          "score.samples=null", "logger=none", "trainer.enable_progress_bar=false",
-                         "callbacks.creatures.steps=40", "callbacks.creatures.frame_every=5"],
+                         "measure.creatures.steps=40", "measure.creatures.frame_every=5"],
                         tmp_path, tiny=False)
     m = pipeline.train(cfg).metrics
     assert m["creatures/reference_area"] > 0 and m["creatures/expected_count"] > 0

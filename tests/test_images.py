@@ -20,7 +20,7 @@ from eqflow.dynamics import sde_heun
 from eqflow.models import ImageScoreModule, TrainingFreeFlow
 from eqflow.models.baselines import StackedNetworks, redrawn_network
 from eqflow.nets.unet import CircularUNet2DModel, padding_modes
-from eqflow.protocols.patterns import langevin_representation
+from eqflow.protocols.langevin import langevin_representation
 
 ROOT = Path(__file__).resolve().parents[1]
 

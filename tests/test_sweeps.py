@@ -65,8 +65,24 @@ def test_joblib_sweep_shares_one_score_model(joblib_sweep):
     assert metrics[0]["mmd/curve"] != metrics[1]["mmd/curve"]  # the seeds differ
 
 
-def test_basic_launcher_sweep(tmp_path):
-    _check_jobs(_sweep(tmp_path))
+def test_basic_launcher_sweep_hands_the_optimized_metric_to_the_sweeper(tmp_path):
+    sweep_dir = _sweep(tmp_path, "optimized_metric=lyapunov/max")
+    for job in _check_jobs(sweep_dir):
+        m = json.loads((job / "metrics.json").read_text())
+        record = json.loads((sweep_dir / "jobs" / f"{job.name}.json").read_text())
+        assert record["objective"] == pytest.approx(m["lyapunov/max"], rel=1e-12)
+
+
+def test_an_unmeasured_optimized_metric_returns_nothing_and_names_the_keys(caplog):
+    sys.path.insert(0, str(ROOT))
+    from train import optimized_value
+
+    metrics = {"mmd/final": 0.01, "lyapunov/max": 0.3, "data/name": "lorenz"}
+    assert optimized_value(metrics, "mmd/final") == 0.01
+    assert optimized_value(metrics, None) is None
+    with caplog.at_level("WARNING"):
+        assert optimized_value(metrics, "mmd/fnial") is None
+    assert "mmd/fnial" in caplog.text and "lyapunov/max, mmd/final" in caplog.text
 
 
 def test_submitit_local_sweep(tmp_path):

@@ -14,12 +14,9 @@ from eqflow.models.baselines import (
     random_kernels,
     redrawn_network,
 )
-from eqflow.protocols.patterns import (
-    StartPatterns,
-    langevin_representation,
-    pattern_fidelity,
-    pick_patterns,
-)
+from eqflow.protocols.langevin import langevin_representation
+from eqflow.protocols.start_patterns import StartPatterns, pick_patterns
+from eqflow.protocols.table2 import pattern_fidelity
 
 SETTINGS = dict(eta=0.1, dt=0.01, steps=9, ema=0.9, ema_until=6, truth_steps=3, n_draws=3)
 
@@ -87,7 +84,8 @@ def test_batched_table2_equals_the_starts_run_one_trajectory_group_at_a_time(n_s
 
 
 def test_the_sign_of_D_is_chosen_once_for_all_starts():
-    from eqflow.protocols.patterns import PatternFidelity, SDERecord, StartFidelity
+    from eqflow.protocols.langevin import SDERecord
+    from eqflow.protocols.table2_results import PatternFidelity, StartFidelity
 
     starts = [StartFidelity(0.5, 0.1, [0.2], [0.1]), StartFidelity(0.1, 0.3, [0.2], [0.1])]
     res = PatternFidelity(starts, SDERecord(torch.zeros(1), torch.zeros(1)), torch.zeros(1))

@@ -48,10 +48,16 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
 
 
 def build_protocols(cfg: DictConfig) -> tuple[list[Protocol], list[pl.Callback]]:
-    """The ``callbacks`` group split into measurement protocols and Lightning callbacks."""
-    built = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
-    return ([b for b in built if isinstance(b, Protocol)],
-            [b for b in built if not isinstance(b, Protocol)])
+    """The ``measure`` group's protocols and the ``callbacks`` group's Lightning callbacks."""
+    protocols = [instantiate(node) for node in (cfg.get("measure") or {}).values() if node]
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    for group, built, kind in (("measure", protocols, Protocol), ("callbacks", callbacks, pl.Callback)):
+        wrong = [type(b).__name__ for b in built if not isinstance(b, kind)]
+        if wrong:
+            raise ConfigError(f"the {group} group holds {', '.join(wrong)}, not a "
+                              f"{kind.__name__}: protocols go in measure, Lightning callbacks "
+                              f"in callbacks")
+    return protocols, callbacks
 
 
 def flow_device(cfg: DictConfig) -> torch.device:

@@ -13,7 +13,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eqflow import run_folders  # noqa: F401  (registers the resolvers the configs use)
 from eqflow.dynamics.divergence import METHODS, PROBES
 from eqflow.errors import ConfigError
 from eqflow.models.flow import ESTIMATORS
@@ -116,15 +115,17 @@ RULES: dict[str, Rule] = {
     "data.n_icons": INT_POS,
     "data.attempts": INT_POS,
     "icon": Rule(str),
-    "callbacks.creatures.scale": INT_POS,
-    "callbacks.creatures.start": Rule(str, choices=Creatures.STARTS),
-    "callbacks.creatures.steps": INT_POS,
-    "callbacks.creatures.dt": NUM_POS,
-    "callbacks.creatures.eta": NUM_NONNEG,
-    "callbacks.creatures.ema": Rule(float, ge=0, lt=1),
-    "callbacks.creatures.frame_every": INT_POS,
-    "callbacks.creatures.min_track_frames": Rule(int, ge=2),
-    "callbacks.creatures.reference_images": INT_POS,
+    "measure.creatures.scale": INT_POS,
+    "measure.creatures.start": Rule(str, choices=Creatures.STARTS),
+    "measure.creatures.integrity_frames": Rule(str, choices=Creatures.INTEGRITY_FRAMES),
+    "measure.creatures.calibration": Rule(str, choices=Creatures.CALIBRATIONS),
+    "measure.creatures.steps": INT_POS,
+    "measure.creatures.dt": NUM_POS,
+    "measure.creatures.eta": NUM_NONNEG,
+    "measure.creatures.ema": Rule(float, ge=0, lt=1),
+    "measure.creatures.frame_every": INT_POS,
+    "measure.creatures.min_track_frames": Rule(int, ge=2),
+    "measure.creatures.reference_images": INT_POS,
     "flow.batch_size": INT_POS,
     "flow.ensemble": INT_POS,
     "flow.model.hidden": Rule("sizes"),
@@ -150,27 +151,27 @@ RULES: dict[str, Rule] = {
     "flow.model.radius": INT_NONNEG,
     "flow.model.scale_penalty": NUM_NONNEG,
     "flow.model.calibration_points": INT_POS,
-    "callbacks.residual.n_points": Rule(int, ge=2),
-    "callbacks.patterns.eta": NUM_NONNEG,
-    "callbacks.patterns.dt": NUM_POS,
-    "callbacks.patterns.steps": INT_POS,
-    "callbacks.patterns.ema": Rule(float, ge=0, lt=1),
-    "callbacks.patterns.ema_until": INT_POS,
-    "callbacks.patterns.truth_steps": INT_POS,
-    "callbacks.patterns.n_draws": Rule(int, ge=1),
-    "callbacks.patterns.n_starts": INT_POS,
-    "callbacks.patterns.start_batch": INT_POS,
-    "callbacks.mmd.n_points": Rule(int, ge=2),
-    "callbacks.mmd.steps": INT_POS,
-    "callbacks.mmd.dt": NUM_POS,
-    "callbacks.mmd.bandwidth": NUM_POS,
-    "callbacks.lyapunov.n_trajectories": INT_POS,
-    "callbacks.lyapunov.steps": INT_POS,
-    "callbacks.lyapunov.dt": NUM_POS,
-    "callbacks.lyapunov.burn_in": INT_NONNEG,
-    "callbacks.lyapunov.bound": Rule(float, gt=0, nullable=True),
-    "callbacks.lyapunov.compile": Rule(bool),
-    "callbacks.fidelity.n_points": INT_POS,
+    "measure.residual.n_points": Rule(int, ge=2),
+    "measure.patterns.eta": NUM_NONNEG,
+    "measure.patterns.dt": NUM_POS,
+    "measure.patterns.steps": INT_POS,
+    "measure.patterns.ema": Rule(float, ge=0, lt=1),
+    "measure.patterns.ema_until": INT_POS,
+    "measure.patterns.truth_steps": INT_POS,
+    "measure.patterns.n_draws": Rule(int, ge=1),
+    "measure.patterns.n_starts": INT_POS,
+    "measure.patterns.start_batch": INT_POS,
+    "measure.mmd.n_points": Rule(int, ge=2),
+    "measure.mmd.steps": INT_POS,
+    "measure.mmd.dt": NUM_POS,
+    "measure.mmd.bandwidth": NUM_POS,
+    "measure.lyapunov.n_trajectories": INT_POS,
+    "measure.lyapunov.steps": INT_POS,
+    "measure.lyapunov.dt": NUM_POS,
+    "measure.lyapunov.burn_in": INT_NONNEG,
+    "measure.lyapunov.bound": Rule(float, gt=0, nullable=True),
+    "measure.lyapunov.compile": Rule(bool),
+    "measure.fidelity.n_points": INT_POS,
     "ckpt_path": Rule(str, nullable=True),
 }
 
@@ -211,3 +212,27 @@ def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
                             f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`.")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+# protocols that were entries of the ``callbacks`` group before it was split into ``measure``
+MOVED_TO_MEASURE = ("mmd", "lyapunov", "residual", "fidelity", "figures", "creatures", "patterns")
+
+
+def renamed_override_message(args: Sequence[str]) -> str | None:
+    """A message naming the new key for a command-line override written for the old layout
+    (``callbacks.mmd.steps=5`` is ``measure.mmd.steps=5``), else None."""
+    for arg in args:
+        body = arg.lstrip("+~")
+        key, _, value = body.partition("=")
+        head = key.split(".")
+        if head[0] != "callbacks":
+            continue
+        if len(head) > 1 and head[1] in MOVED_TO_MEASURE:
+            new = arg.replace("callbacks.", "measure.", 1)
+        elif len(head) == 1 and value in ("creatures", "patterns", "default"):
+            new = arg.replace("callbacks=", "measure=", 1)
+        else:
+            continue
+        return (f"{arg}: the measurements moved from the callbacks group to the measure group "
+                f"(callbacks now holds the Lightning callbacks only); write {new}")
+    return None

@@ -81,11 +81,14 @@ class SweepJobs(Callback):
         self.ended += 1
         num = int(config.hydra.job.num)
         overrides = list(job_return.overrides or [])
-        error = None
+        error, objective = None, None
         if job_return.status.name != "COMPLETED":
             error = f"{type(job_return._return_value).__name__}: {job_return._return_value}"
             self.failed.append(f"{job_name(num, varying(overrides, self.plan))}: {error}")
-        record_job(self.sweep_dir, num, overrides, str(config.hydra.runtime.output_dir), error)
+        elif isinstance(job_return.return_value, (int, float)):
+            objective = float(job_return.return_value)
+        record_job(self.sweep_dir, num, overrides, str(config.hydra.runtime.output_dir), error,
+                   objective)
         if self.plan is not None and self.ended == len(self.plan) and self.failed:
             print(f"[eqflow] {len(self.failed)} of {self.ended} jobs failed (the others "
                   f"finished; every job's outcome is in {self.sweep_dir / JOBS_FOLDER}):\n  "

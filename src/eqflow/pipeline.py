@@ -40,8 +40,10 @@ from eqflow.report import (
     log_to_loggers,
     read_metrics,
     update_metrics,
+    write_json_atomic,
     write_text_atomic,
 )
+from eqflow.run_folders import ENSEMBLE_MARKER
 from eqflow.score_stage import load_score
 from eqflow.storage import RUN_FOLDER
 
@@ -78,35 +80,15 @@ def train(cfg: DictConfig) -> RunResult:
     if checkpoint is not None:
         check_checkpoint_matches(checkpoint, cfg.ckpt_path, flow)
     loggers = build_loggers(cfg)
-    score_summary = {k: v for k, v in score_info.items() if k != "loss_history"}
-    update_metrics(output_dir, {**data_info, **score_summary, "status": "running"})
+    info = {**data_info, **{k: v for k, v in score_info.items() if k != "loss_history"}}
+    update_metrics(output_dir, {**info, "status": "running"})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
     if samples:  # the score model was trained in this run: show its last samples
         log_figure(loggers, "score/samples", samples[-1])
     status = "failed"
     try:
-        fit_start = time.perf_counter()
-        history = LossHistory()
-        ensemble = isinstance(flow, EnsembleMixin)
-        if flow.trainable:
-            fit_flow(cfg, flow, system, snapshots, [*callbacks, history],
-                     [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
-                     loggers, output_dir)
-        else:
-            flow.to(flow_device(cfg))
-            with stage("measuring the training-free flow", "nothing is lost (it has no "
-                       "weights to train); run the same command again"):
-                measure_and_record(protocols, flow, SnapshotData(system, snapshots),
-                                   int(cfg.seed), output_dir, loggers)
-        fit_seconds = time.perf_counter() - fit_start
-        loss_figure(output_dir, loggers, history.values, score_info["loss_history"])
-        if ensemble:
-            info = {**data_info, **score_summary, "time/ensemble_fit_s": fit_seconds}
-            with stage("writing and measuring the ensemble's members", "the fit is kept in "
-                       f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
-                       "to write the members again"):
-                write_members(cfg, flow, protocols, SnapshotData(system, snapshots), output_dir,
-                              info, score_info["loss_history"])
+        fit_seconds = fit_and_measure(cfg, flow, SnapshotData(system, snapshots), protocols,
+                                      callbacks, loggers, info, score_info["loss_history"])
         update_metrics(output_dir, {"time/flow_fit_s": fit_seconds,
                                     "time/total_s": time.perf_counter() - start})
         atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt", RUN_FOLDER)
@@ -121,6 +103,34 @@ def train(cfg: DictConfig) -> RunResult:
     log.info("Metrics written to %s/metrics.json: %s", output_dir, {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return RunResult(output_dir, metrics, flow)
+
+
+def fit_and_measure(cfg: DictConfig, flow, data: SnapshotData, protocols: list[Protocol],
+                    callbacks: list, loggers: list, info: dict, score_losses: list[float]) -> float:
+    """Fit a trainable flow and measure it (an ensemble: then write and measure its members),
+    or measure a training-free one; the seconds this took and the loss figure."""
+    output_dir = Path(cfg.paths.output_dir)
+    fit_start = time.perf_counter()
+    history = LossHistory()
+    ensemble = isinstance(flow, EnsembleMixin)
+    if flow.trainable:
+        fit_flow(cfg, flow, data.system, data.snapshots, [*callbacks, history],
+                 [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
+                 loggers, output_dir)
+    else:
+        flow.to(flow_device(cfg))
+        with stage("measuring the training-free flow", "nothing is lost (it has no "
+                   "weights to train); run the same command again"):
+            measure_and_record(protocols, flow, data, int(cfg.seed), output_dir, loggers)
+    fit_seconds = time.perf_counter() - fit_start
+    loss_figure(output_dir, loggers, history.values, score_losses)
+    if ensemble:
+        with stage("writing and measuring the ensemble's members", "the fit is kept in "
+                   f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
+                   "to write the members again"):
+            write_members(cfg, flow, protocols, data, output_dir,
+                          {**info, "time/ensemble_fit_s": fit_seconds}, score_losses)
+    return fit_seconds
 
 
 def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots,
@@ -167,6 +177,8 @@ def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol
     folders = [output_dir / f"seed{seed}" for seed in seeds]
     members = [flow.member(k) for k in range(len(seeds))]
     configs = [member_config(cfg, seed, folder) for seed, folder in zip(seeds, folders)]
+    write_json_atomic({"seeds": seeds, "members": [f.name for f in folders]},
+                      output_dir / ENSEMBLE_MARKER)
     for k, folder in enumerate(folders):
         write_text_atomic(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(configs[k]))
         update_metrics(folder, {**info, "status": "running", "ensemble/member": k,

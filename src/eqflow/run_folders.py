@@ -14,6 +14,9 @@ RUN_MARKERS = ("metrics.json", "flow.pt", "checkpoints/last.ckpt")
 
 _CLAIMED: dict[str, str] = {}
 
+# written by an ensemble run at its root: its members (seed<s>/) are the runs to read back
+ENSEMBLE_MARKER = "members.json"
+
 
 def holds_a_run(folder: str | Path) -> bool:
     """Whether ``folder`` holds (part of) a train.py run: its metrics, weights or checkpoint."""
@@ -68,5 +71,8 @@ def evaluated(sweep, run) -> str:
     return str(target) if target is not None and os.path.isdir(str(target)) else "outputs/evaluate"
 
 
-OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
-OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)
+def register_resolvers() -> None:
+    """``${claim_run_dir:...}`` and ``${evaluated:...}`` for the configs (called by eqflow's Hydra
+    plugin, :mod:`hydra_plugins.eqflow_plugin`, whenever Hydra starts)."""
+    OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
+    OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)

@@ -20,7 +20,8 @@ from eqflow.callbacks import measure_and_record
 from eqflow.data import SnapshotData
 from eqflow.data_stage import load_data
 from eqflow.report import read_metrics
-from eqflow.score_stage import MissingScoreError, load_score, score_key
+from eqflow.run_folders import ENSEMBLE_MARKER
+from eqflow.score_cache import MissingScoreError, read_score, score_key
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
                 node._target_ = MOVED_TARGETS[node._target_]
                 for key in ("output_dir", "seed", "enabled"):
                     node.pop(key, None)
+    with open_dict(cfg):  # protocols were once entries of the callbacks group
+        old = cfg.get("callbacks") or {}
+        moved = {k: v for k, v in old.items()
+                 if v and str(v.get("_target_", "")).startswith("eqflow.protocols.")}
+        if moved and cfg.get("measure") is None:
+            cfg.measure = moved
+            cfg.callbacks = {k: v for k, v in old.items() if k not in moved}
     return cfg
 
 
@@ -98,7 +106,7 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None,
         raise RunLoadError(f"{weights} is unreadable ({type(exc).__name__}: {exc}); re-run the job")
     system, snapshots = load_data(cfg)
     try:
-        score, _ = load_score(cfg, system, snapshots, train_if_missing=False)
+        score, _ = read_score(cfg, snapshots)
     except MissingScoreError as exc:
         raise RunLoadError(str(exc)) from exc
     flow = build_flow(cfg, score, snapshots.x)
@@ -116,7 +124,7 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None,
 def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
                 loggers: list = (), settings: dict | None = None) -> dict:
     """Run a finished run's protocols again (its own settings and seed, with ``settings``
-    overriding config keys, e.g. ``{"callbacks.patterns.n_starts": 8}``) into ``output_dir``;
+    overriding config keys, e.g. ``{"measure.patterns.n_starts": 8}``) into ``output_dir``;
     returns the metrics written there."""
     run = load_run(run_dir, cache_dir, need_metrics=False)
     with open_dict(run.cfg):
@@ -179,13 +187,17 @@ def _natural(path: Path) -> tuple:
 
 def _kind(path: Path) -> str:
     """``run`` for a train.py run's config; ``ensemble`` for an ensemble run (its members are the
-    runs); ``other`` for evaluate.py's own output folders (a config with ``sweep`` and no flow)."""
+    runs; marked by the members.json it writes); ``other`` for evaluate.py's own output folders
+    (a config with ``sweep`` and no flow)."""
+    if (path.parent.parent / ENSEMBLE_MARKER).exists():
+        return "ensemble"
     try:
         cfg = OmegaConf.load(path)
     except Exception:  # unreadable: let load_run report it by name
         return "run"
     if "sweep" in cfg and "flow" not in cfg:
         return "other"
+    # an ensemble written before the marker existed
     members = OmegaConf.select(cfg, "flow.ensemble", default=1)
     return "ensemble" if isinstance(members, int) and members > 1 else "run"
 

@@ -54,9 +54,12 @@ def write_plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
 
 
 def record_job(sweep_dir: Path, num: int, overrides: list[str], output_dir: str,
-               error: str | None) -> None:
+               error: str | None, objective: float | None = None) -> None:
+    """jobs/<num>.json; ``objective``: what the job returned to the sweeper (the value of
+    ``optimized_metric``)."""
     write_json_atomic({"num": num, "overrides": overrides, "output_dir": output_dir,
-                       "status": "failed" if error else "finished", "error": error},
+                       "status": "failed" if error else "finished", "error": error,
+                       "objective": objective},
                       sweep_dir / JOBS_FOLDER / f"{num}.json")
 
 

@@ -31,7 +31,7 @@ def infer_analysis(root: str | Path) -> str:
             continue
     if not configs:
         return "uniqueness"
-    measured = configs[0].get("callbacks") or {}
+    measured = configs[0].get("measure") or {}
     if measured.get("patterns"):
         return "patterns"
     if measured.get("creatures"):

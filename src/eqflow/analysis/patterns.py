@@ -68,7 +68,7 @@ def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
     """Per pattern: {"starts": [...] (see :func:`starts_of_run`), "runs": [...], "sign": [...]};
     plus the runs left out, with the reason. ``n_starts`` re-measures every run from that many
     start patterns."""
-    settings = {"callbacks.patterns.n_starts": int(n_starts)} if n_starts else None
+    settings = {"measure.patterns.n_starts": int(n_starts)} if n_starts else None
 
     def measure(run_dir: Path, name: str) -> dict:
         log.info("Measuring Table 2 for %s", name)

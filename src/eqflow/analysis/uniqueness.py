@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,26 +121,42 @@ def table1(reps: dict[str, torch.Tensor]) -> dict[tuple[str, str], tuple[float, 
 
 
 @torch.no_grad()
-def mmd_curves(groups: Groups, start: torch.Tensor, dt: float, steps: int, bandwidth: float,
+def mmd_curves(groups: Groups, starts: torch.Tensor, dt: float, steps: int, bandwidth: float,
                skip: tuple[str, ...] = ("ground truth",)) -> dict[str, torch.Tensor]:
-    """MMD^2 to the start set over time for every member: {group: (members, steps + 1)}.
+    """MMD^2 to its start set over time for every member: {group: (members, steps + 1)}.
 
-    The ground truth lives on the clean data's scale, not on the noised density the flows
-    preserve, so it is left out by default.
+    ``starts`` is (sets, n, d): member k of every group starts from set k (modulo the number of
+    sets), so with one set per member the members' spread includes the start set's sampling
+    noise, and a comparison of two groups does not rest on one draw of the data. A (n, d)
+    tensor is one set shared by all. The ground truth lives on the clean data's scale, not on
+    the noised density the flows preserve, so it is left out by default.
     """
+    if starts.ndim == 2:
+        starts = starts[None]
     out = {}
     for g, members in groups.members.items():
         if g in skip:
             continue
+        own = starts[torch.arange(len(members)) % len(starts)]
         if g in groups.stacked:  # the whole group in one integration
-            starts = start.double().expand(len(members), *start.shape)
-            path = integrate_ode(groups.stacked[g], starts, dt, steps)
-            curves = [mmd_over_time(path[:, k].to(start.dtype), bandwidth)
+            path = integrate_ode(groups.stacked[g], own.double(), dt, steps)
+            curves = [mmd_over_time(path[:, k].to(starts.dtype), bandwidth)
                       for k in range(len(members))]
         else:
-            curves = [mmd_curve(f, start, dt, steps, bandwidth) for _, f in members]
+            curves = [mmd_curve(f, own[k], dt, steps, bandwidth)
+                      for k, (_, f) in enumerate(members)]
         out[g] = torch.stack(curves).double()
     return out
+
+
+def start_sets(sweep: Sweep, groups: Groups, n_points: int, seed: int) -> torch.Tensor:
+    """One start set a member (as many as the largest group has members): each an independent
+    draw of ``n_points`` data points, noised to the level the flows preserve."""
+    first = sweep.runs[0]
+    g = torch.Generator().manual_seed(seed)
+    n_sets = max(len(m) for m in groups.members.values())
+    return torch.stack([first.flow.score_model.noise(random_subset(first.data.x, n_points, g), g)
+                        for _ in range(n_sets)])
 
 
 def residuals(groups: Groups, score: Field, points: torch.Tensor,
@@ -289,112 +306,144 @@ def study_umap(reps: dict[str, torch.Tensor], n_neighbors: int, seed: int) -> np
     return umap_embedding(allreps, n_neighbors, "cosine", seed)
 
 
+@dataclass
+class StudyMeasurements:
+    """What :func:`analyse` measures on a sweep, before it is written up."""
+
+    sweep: Sweep
+    groups: Groups
+    reps: dict[str, torch.Tensor]
+    table: dict
+    chaos_rows: list[dict]
+    curves: dict[str, torch.Tensor]
+    times: list[float]
+    residual_rows: dict[str, list[dict]]
+    has_umap: bool
+    timings: dict = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict, name: str):
+    """Adds the block's seconds to ``timings["<name>_s"]``."""
+    t = time.perf_counter()
+    yield
+    timings[f"{name}_s"] = time.perf_counter() - t
+
+
+def measure_study(root: Path, cfg: DictConfig, out: Path) -> StudyMeasurements:
+    """Table 1, chaos, MMD over time (figure), residuals and UMAP (figure) for the sweep."""
+    timings: dict = {}
+    with _timed(timings, "load"):
+        sweep = load_sweep(root, cfg.paths.get("cache_dir"))
+    log.info("Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed))
+    seed = int(cfg.seed)
+    with _timed(timings, "table1"):
+        groups = build_groups(sweep, cfg.n_baselines, seed)
+        reps = representations(groups, fixed_points(sweep, int(cfg.n_points), seed))
+        table = table1(reps)
+    with _timed(timings, "chaos"):
+        rows = chaos(sweep, bool(cfg.chaos.recompute), OmegaConf.to_container(cfg.chaos.settings),
+                     seed, int(cfg.chaos.get("long_horizon", 0)))
+        plots.histogram({"raw": [r["lyapunov"] for r in rows],
+                         "speed-normalised": [r["speed_normalised"] for r in rows]},
+                        out / "lyapunov_hist.png", "largest Lyapunov exponent")
+    with _timed(timings, "mmd"):
+        starts = start_sets(sweep, groups, int(cfg.mmd.n_points), seed)
+        curves = mmd_curves(groups, starts, float(cfg.mmd.dt), int(cfg.mmd.steps),
+                            float(cfg.mmd.bandwidth))
+        times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
+        plots.curves({k: c.mean(0) for k, c in curves.items()}, out / "mmd.png", "time",
+                     "MMD² to start", "Distribution preservation (mean ± std)",
+                     x={k: times for k in curves},
+                     bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
+                            for k, c in curves.items()})
+    with _timed(timings, "residual"):
+        residual_rows = residuals(groups, sweep.runs[0].flow.score, starts[0])
+    with _timed(timings, "umap"):
+        has_umap = umap_figure(groups, reps, cfg, out / "umap.png")
+    return StudyMeasurements(sweep, groups, reps, table, rows, curves, times, residual_rows,
+                             has_umap, timings)
+
+
+def umap_figure(groups: Groups, reps: dict[str, torch.Tensor], cfg: DictConfig, path: Path) -> bool:
+    """The UMAP of every representation; False (with a warning) when there are too few."""
+    try:
+        labels = [grp for grp, m in groups.members.items() for _ in m]
+        plots.embedding(study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed)), labels,
+                        path, "UMAP of flow representations (cosine)",
+                        marked=("ground truth", "score"))
+        return True
+    except ValueError as exc:
+        log.warning("No UMAP: %s", exc)
+        return False
+
+
 def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     """Table 1, chaos, MMD over time and UMAP for the sweep at ``root``; figures into ``out``."""
-    timings = {}
-    t0 = time.perf_counter()
-    sweep = load_sweep(root, cfg.paths.get("cache_dir"))
-    timings["load_s"] = time.perf_counter() - t0
-    log.info("Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed))
-
-    t = time.perf_counter()
-    groups = build_groups(sweep, cfg.n_baselines, int(cfg.seed))
-    reps = representations(groups, fixed_points(sweep, int(cfg.n_points), int(cfg.seed)))
-    table = table1(reps)
-    names, sizes = list(reps), groups.sizes()
-    timings["table1_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    rows = chaos(sweep, bool(cfg.chaos.recompute), OmegaConf.to_container(cfg.chaos.settings),
-                 int(cfg.seed), int(cfg.chaos.get("long_horizon", 0)))
+    m = measure_study(root, cfg, out)
+    sweep, table, rows, curves = m.sweep, m.table, m.chaos_rows, m.curves
+    names, sizes = list(m.reps), m.groups.sizes()
     columns = chaos_columns(rows)
     chaos_csv = ",".join(columns) + "\n" + "".join(
         ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
         + "\n" for r in rows)
-    plots.histogram({"raw": [r["lyapunov"] for r in rows],
-                     "speed-normalised": [r["speed_normalised"] for r in rows]},
-                    out / "lyapunov_hist.png", "largest Lyapunov exponent")
-    timings["chaos_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    first = sweep.runs[0]
-    g = torch.Generator().manual_seed(int(cfg.seed))
-    start = first.flow.score_model.noise(random_subset(first.data.x, int(cfg.mmd.n_points), g), g)
-    curves = mmd_curves(groups, start, float(cfg.mmd.dt), int(cfg.mmd.steps),
-                        float(cfg.mmd.bandwidth))
-    times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
-    plots.curves({k: c.mean(0) for k, c in curves.items()}, out / "mmd.png", "time",
-                 "MMD² to start", "Distribution preservation (mean ± std)",
-                 x={k: times for k in curves},
-                 bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
-                        for k, c in curves.items()})
-    timings["mmd_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    residual_rows = residuals(groups, first.flow.score, start)
     residual_median = {g: _median([v["relative"] for v in rows_])
-                       for g, rows_ in residual_rows.items()}
-    timings["residual_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    has_umap = False
-    try:
-        labels = [grp for grp, m in groups.members.items() for _ in m]
-        plots.embedding(study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed)), labels,
-                        out / "umap.png", "UMAP of flow representations (cosine)",
-                        marked=("ground truth", "score"))
-        has_umap = True
-    except ValueError as exc:
-        log.warning("No UMAP: %s", exc)
-    timings["umap_s"] = time.perf_counter() - t
-
+                       for g, rows_ in m.residual_rows.items()}
     ch = chaos_summary(rows)
     own = sweep_group_name(sweep)
     verdicts = study_verdicts(table, ch, curves, own) if own == "learned" else []
     mmd_final = {k: {"mean": float(c[:, -1].mean()),
                      "std": float(c[:, -1].std()) if len(c) > 1 else 0.0} for k, c in curves.items()}
-    run_cfg = first.cfg
+    run_cfg = sweep.runs[0].cfg
     wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
     report = Report(
         root=sweep.root, group=str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow")),
         headline="table1.md", failed=sweep.failed, run_config=run_cfg,
         summary={"kind": "uniqueness", "runs": sweep.names, "group_sizes": sizes,
-                 "table1": {f"{a} | {b}": {"mean": m, "std": s} for (a, b), (m, s) in table.items()},
+                 "table1": {f"{a} | {b}": {"mean": v, "std": s} for (a, b), (v, s) in table.items()},
                  "chaos": ch, "chaos_rows": rows, "mmd_final": mmd_final,
-                 "residual": residual_rows, "residual_median": residual_median,
+                 "residual": m.residual_rows, "residual_median": residual_median,
                  "verdicts": verdicts,
                  "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
-                 "timings": timings},
+                 "timings": m.timings},
         files={"table1.md": table1_markdown(table, names, sizes), "table1.csv": table1_csv(table, names),
-               "chaos.csv": chaos_csv, "mmd_final.md": mmd_final_markdown(curves, times)},
+               "chaos.csv": chaos_csv, "mmd_final.md": mmd_final_markdown(curves, m.times)},
         tables={"table1": (["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
                            [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]),
                 "chaos": (columns, [[r[c] for c in columns] for r in rows])},
         scalars={**{f"chaos/{k}": v for k, v in ch.items()},
                  **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
                  **{f"residual/{k}": v for k, v in residual_median.items()},
-                 **{f"table1/{a} | {b}": m for (a, b), (m, _) in table.items()}})
-    report.sections = [
+                 **{f"table1/{a} | {b}": v for (a, b), (v, _) in table.items()}})
+    report.sections = study_sections(m, cfg, ch, verdicts, names, sizes)
+    return report
+
+
+def study_sections(m: StudyMeasurements, cfg: DictConfig, ch: dict, verdicts: list[dict],
+                   names: list[str], sizes: dict) -> list[tuple[str, str]]:
+    """The report's sections, verdicts first."""
+    run_cfg = m.sweep.runs[0].cfg
+    sections = [
         *([("Verdicts: the study's claims", verdicts_markdown(verdicts))] if verdicts else []),
-        ("Runs", f"- runs evaluated: {len(sweep.runs)}\n"
+        ("Runs", f"- runs evaluated: {len(m.sweep.runs)}\n"
                  f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
                  f"(t = {run_cfg.score.model.get('t')}), flow: `{run_cfg.flow.model._target_}`\n"
                  f"- N = {cfg.n_points} fixed points, baseline draws per group: "
-                 f"{cfg.n_baselines if cfg.n_baselines is not None else len(sweep.runs)}, seed {cfg.seed}"),
+                 f"{cfg.n_baselines if cfg.n_baselines is not None else len(m.sweep.runs)}, seed {cfg.seed}"),
         ("Table 1: |cos| between groups (mean ± std over pairs, sign-aligned)",
-         table1_markdown(table, names, sizes) + "[CSV](table1.csv)"),
+         table1_markdown(m.table, names, sizes) + "[CSV](table1.csv)"),
         ("Chaos: largest Lyapunov exponent of each flow", chaos_markdown(ch, cfg)),
-        ("Distribution preservation: MMD² to the start set",
-         mmd_final_markdown(curves, times) + "![MMD over time](mmd.png)"),
+        ("Distribution preservation: MMD² to the start set (each flow from its own draw)",
+         mmd_final_markdown(m.curves, m.times) + "![MMD over time](mmd.png)"),
         ("Equilibrium residual: rms(div v + v . s) / rms(v . s) on the MMD start set",
-         residual_markdown(residual_rows) + "\n0 for a flow that preserves the score model's "
+         residual_markdown(m.residual_rows) + "\n0 for a flow that preserves the score model's "
          "density. An exact flow (flow=exact) and a training-free flow keep only the score "
          "model's non-conservative part (0 with score=energy, up to rounding); a field unrelated "
          "to the density is of order 1. For a training-free flow v . s is identically 0 (s . D s "
          "with a skew D), so only the second column applies to it.")]
-    if has_umap:
-        report.sections.append(("UMAP of all representations", "![UMAP](umap.png)"))
-    return report
+    if m.has_umap:
+        sections.append(("UMAP of all representations", "![UMAP](umap.png)"))
+    return sections
 
 
 def chaos_markdown(ch: dict, cfg: DictConfig) -> str:

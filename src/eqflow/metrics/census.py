@@ -1,7 +1,8 @@
 """Whole creatures, counted frame by frame and compared with the training scatters.
 
 The threshold for "whole" is calibrated on creatures known to be whole: icons placed by the data
-system itself (each with its own mask), measured as the detector would see them; a blob whose
+system itself (each with its own mask), measured as the detector sees the simulation's frames
+(``seen_as``: e.g. noised to the score's level and denoised by the score model); a blob whose
 integrity (:mod:`eqflow.metrics.shape`) reaches what ``1 - quantile`` of those reach is a whole
 creature. The expected number per frame is how many whole creatures the detector finds in
 training scatters (touching icons merge there too), per pixel, times the simulation's area.
@@ -36,13 +37,16 @@ class Reference:
 
 
 def reference(system, n_images: int, rng: np.random.Generator, fg_threshold: float,
-              quantile: float = 0.05) -> Reference:
-    """Calibrate on ``n_images`` fresh scatters of an icon system (one with ``place``)."""
+              quantile: float = 0.05, seen_as=None) -> Reference:
+    """Calibrate on ``n_images`` fresh scatters of an icon system (one with ``place``), each
+    passed through ``seen_as(image) -> image`` ((H, W, 3) in [0, 1]) first when it is given."""
     background = system.background
     templates = ShapeTemplates.from_icon(system.icon, background, fg_threshold)
     own, scatters = [], []
     for _ in range(n_images):
         image, masks = system.place(rng)
+        if seen_as is not None:
+            image = seen_as(image)
         seen = foreground(image, background, fg_threshold)
         scatters.append(seen)
         for mask in masks:  # each placed icon alone: whole by construction

@@ -42,6 +42,8 @@ class Creatures(Protocol):
     something else."""
 
     STARTS = ("noise", "data")
+    INTEGRITY_FRAMES = ("denoised", "smoothed")
+    CALIBRATIONS = ("denoised", "clean")
 
     name = "creatures"
 
@@ -49,17 +51,23 @@ class Creatures(Protocol):
                  eta: float = 0.1, ema: float = 0.99, frame_every: int = 10,
                  threshold: float = 0.25, min_area: int = 4, max_step: float | None = None,
                  min_track_frames: int = 5, start: str = "noise",
-                 area_range: tuple[float, float] | None = (0.5, 2.0), reference_images: int = 32):
+                 area_range: tuple[float, float] | None = (0.5, 2.0), reference_images: int = 32,
+                 integrity_frames: str = "denoised", calibration: str = "denoised"):
         if start not in self.STARTS:
-            raise ValueError(f"callbacks.creatures.start={start!r}: choose one of {self.STARTS}")
+            raise ValueError(f"measure.creatures.start={start!r}: choose one of {self.STARTS}")
+        if integrity_frames not in self.INTEGRITY_FRAMES or calibration not in self.CALIBRATIONS:
+            raise ValueError(f"measure.creatures.integrity_frames={integrity_frames!r} and "
+                             f"calibration={calibration!r}: choose from {self.INTEGRITY_FRAMES} "
+                             f"and {self.CALIBRATIONS}")
         if area_range is not None and not (len(area_range) == 2 and 0 <= area_range[0] < area_range[1]):
-            raise ValueError(f"callbacks.creatures.area_range={area_range!r}: give [low, high] with "
+            raise ValueError(f"measure.creatures.area_range={area_range!r}: give [low, high] with "
                              f"0 <= low < high (multiples of a training creature's area), or null "
                              f"to count blobs of every size")
         self.start, self.area_range, self.reference_images = start, area_range, reference_images
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
+        self.integrity_frames, self.calibration = integrity_frames, calibration
 
     def start_state(self, images: torch.Tensor, size: int, alpha: torch.Tensor,
                     g: torch.Generator) -> torch.Tensor:
@@ -75,67 +83,98 @@ class Creatures(Protocol):
         eps = torch.randn(mosaic.shape, generator=g)
         return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
-    def whole_creatures(self, system, frames, rgb, background, size: int, max_step: float,
-                        g: torch.Generator) -> tuple[dict, np.ndarray]:
-        """Shape integrity, survival and collective behaviour of the whole creatures
-        (:mod:`eqflow.metrics.census`), and the whole creatures' centres in the last frame;
-        empty for scatters read from files (no icon to match)."""
-        if getattr(system, "icon", None) is None or not hasattr(system, "place"):
-            return {}, np.empty((0, 2))
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
-        ref = census.reference(system, self.reference_images, rng, self.threshold)
-        masks = [foreground(rgb(f), background, self.threshold) for f in frames]
-        centres, integrity = census.whole_creatures(masks, ref)
-        stats = census.census_statistics(centres, integrity, ref, size,
-                                         self.dt * self.frame_every, max_step,
-                                         self.min_track_frames, rng)
-        return stats, centres[-1] if centres else np.empty((0, 2))
-
-    def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
-        system = data.system
-        size = int(system.canvas * self.scale)
-        g = generator
+    def simulate(self, flow, data, g: torch.Generator) -> tuple[list, list]:
+        """The SDE from the start: every ``frame_every`` steps the denoised state x0_hat, and the
+        same smoothed by the EMA (what the animation shows)."""
+        size = int(data.system.canvas * self.scale)
         x0 = self.start_state(data.x, size, flow.score_model.alpha.cpu(), g).to(flow.device)
         decay = self.ema ** self.frame_every
-        frames, state = [], {"ema": None}
+        smoothed, denoised, state = [], [], {"ema": None}
 
         def keep(k: int, x: torch.Tensor) -> None:
             if k % self.frame_every:
                 return
             x0_hat = flow.score_model.denoise(x).clamp(-1, 1)
             state["ema"] = x0_hat if state["ema"] is None else decay * state["ema"] + (1 - decay) * x0_hat
-            frames.append(state["ema"][0].cpu())
+            smoothed.append(state["ema"][0].cpu())
+            denoised.append(x0_hat[0].cpu())
 
         sde_heun(lambda x, s: flow.apply_D(s), flow.score, x0, self.dt, self.steps, self.eta,
                  generator=g, callback=keep, drift_from_score=True)
-        background = tuple(float(c) for c in system.background)
+        return smoothed, denoised
 
-        def rgb(image: torch.Tensor) -> np.ndarray:
-            return (image.float().cpu().numpy().transpose(1, 2, 0) + 1) / 2
+    def seen_through(self, score_model, g: torch.Generator):
+        """``image -> image`` ((H, W, 3) in [0, 1]) as the simulation's frames see a creature:
+        noised to the score's level and denoised by the score model (``calibration=denoised``),
+        or None (``clean``: the placed icons as they are)."""
+        if self.calibration == "clean":
+            return None
+        alpha = score_model.alpha.cpu()
 
-        # a creature is a blob of the size the training scatters' creatures have: fragments and
-        # merged textures (stripes, a half-formed pattern) are not followed
-        reference = reference_blobs([rgb(x) for x in data.x[:self.reference_images]],
+        def seen(image: np.ndarray) -> np.ndarray:
+            x0 = torch.from_numpy(image).float().permute(2, 0, 1)[None] * 2 - 1
+            xt = alpha.sqrt() * x0 + (1 - alpha).sqrt() * torch.randn(x0.shape, generator=g)
+            with torch.no_grad():
+                out = score_model.denoise(xt.to(score_model.device)).clamp(-1, 1)
+            return (out[0].float().cpu().numpy().transpose(1, 2, 0) + 1) / 2
+
+        return seen
+
+    def whole_creatures(self, system, frames, background, size: int, max_step: float,
+                        g: torch.Generator, seen_as=None) -> tuple[dict, np.ndarray]:
+        """Shape integrity, survival and collective behaviour of the whole creatures
+        (:mod:`eqflow.metrics.census`), and the whole creatures' centres in the last frame;
+        empty for scatters read from files (no icon to match)."""
+        if getattr(system, "icon", None) is None or not hasattr(system, "place"):
+            return {}, np.empty((0, 2))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
+        ref = census.reference(system, self.reference_images, rng, self.threshold,
+                               seen_as=seen_as)
+        masks = [foreground(_rgb(f), background, self.threshold) for f in frames]
+        centres, integrity = census.whole_creatures(masks, ref)
+        stats = census.census_statistics(centres, integrity, ref, size,
+                                         self.dt * self.frame_every, max_step,
+                                         self.min_track_frames, rng)
+        stats["whole_calibration"] = self.calibration
+        stats["whole_frames"] = self.integrity_frames
+        return stats, centres[-1] if centres else np.empty((0, 2))
+
+    def creature_blobs(self, data, frames, background) -> tuple[list, float, float]:
+        """Blobs of a creature's size in each frame (``area_range`` times the typical blob of
+        the training scatters: fragments and merged textures are not followed), the typical
+        area, and the number per frame the training scatters' density predicts."""
+        reference = reference_blobs([_rgb(x) for x in data.x[:self.reference_images]],
                                     background, self.threshold, self.min_area)
         ref_area = typical_area(np.concatenate(reference))
         low, high = self.min_area, np.inf
         if self.area_range is not None:
             low, high = max(self.min_area, self.area_range[0] * ref_area), self.area_range[1] * ref_area
-        # as many creatures as the training scatters hold per pixel (counted the same way)
         expected = float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale ** 2
-        detections = [detect(foreground(rgb(f), background, self.threshold), low, high)
+        detections = [detect(foreground(_rgb(f), background, self.threshold), low, high)
                       for f in frames]
+        return detections, ref_area, expected
+
+    def link_distance(self, system, ref_area: float) -> float:
         if self.max_step:
-            max_step = self.max_step
-        elif getattr(system, "icon", None) is not None:
-            max_step = max(system.icon.shape[:2]) / 2
-        else:  # images from files: about half the width of a creature of the typical area
-            max_step = 0.7 * math.sqrt(ref_area)
+            return self.max_step
+        if getattr(system, "icon", None) is not None:
+            return max(system.icon.shape[:2]) / 2
+        return 0.7 * math.sqrt(ref_area)  # scatters from files: half a typical creature's width
+
+    def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
+        system, g = data.system, generator
+        size = int(system.canvas * self.scale)
+        frames, denoised = self.simulate(flow, data, g)
+        background = tuple(float(c) for c in system.background)
+        detections, ref_area, expected = self.creature_blobs(data, frames, background)
+        max_step = self.link_distance(system, ref_area)
         tracks = link(detections, (size, size), max_step)
         stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
                                   self.min_track_frames)
         mean_count = float(np.mean([len(d) for d in detections]))
-        whole, last_whole = self.whole_creatures(system, frames, rgb, background, size, max_step, g)
+        whole, last_whole = self.whole_creatures(
+            system, denoised if self.integrity_frames == "denoised" else frames, background,
+            size, max_step, g, self.seen_through(flow.score_model, g))
         out = Measurement({
             **{f"creatures/{k}": v for k, v in whole.items() if k not in census.CURVES_FOR_FIGURES},
             "creatures/mean_speed": stats["mean_speed"],
@@ -147,8 +186,14 @@ class Creatures(Protocol):
             "creatures/expected_count": expected,
             "creatures/count_ratio": mean_count / expected if expected else float("nan"),
             "creatures/reference_area": ref_area})
-        if figures is None:
-            return out
+        if figures is not None:
+            self.draw(out, system, data, frames, denoised, tracks, stats, whole, last_whole, figures)
+        return out
+
+    def draw(self, out: Measurement, system, data, frames, denoised, tracks, stats, whole,
+             last_whole, figures: Path) -> None:
+        """The integrity, whole-creature and g(r) figures, the GIF and MP4 with tracks, and the
+        Figure 5 panels."""
         if whole:
             times = [self.dt * self.frame_every * k for k in range(len(frames))]
             out.figures["figures/creatures_integrity"] = plots.curves(
@@ -157,8 +202,9 @@ class Creatures(Protocol):
                 figures / "creatures_integrity.png", "time", "share / IoU",
                 f"Whole creatures (integrity >= {whole['whole_threshold']:.2f})",
                 x={"whole creatures / expected": times, "mean integrity of creature-sized blobs": times})
+            last = denoised[-1] if self.integrity_frames == "denoised" else frames[-1]
             out.figures["figures/creatures_whole"] = plots.creature_strip(
-                system.icon, rgb(frames[-1]), last_whole, figures / "creatures_whole.png",
+                system.icon, _rgb(last), last_whole, figures / "creatures_whole.png",
                 f"whole creatures in the last frame ({len(last_whole)})")
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
@@ -171,4 +217,8 @@ class Creatures(Protocol):
             system.icon, data.x[0], frames, tracks, figures / "creatures.png",
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
             f"polarisation {stats['polarisation']:.2f}")
-        return out
+
+
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    """A model-coordinate image (C, H, W) in [-1, 1] as (H, W, C) in [0, 1]."""
+    return (image.float().cpu().numpy().transpose(1, 2, 0) + 1) / 2

@@ -1,0 +1,68 @@
+"""The irreversible Langevin SDE runs of the image protocols: one run with its EMA
+representation and frames, and the generator forks that give batched runs the noise of runs made
+one after the other."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from eqflow.dynamics.integrators import sde_heun
+
+Field = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SDERecord:
+    """What one SDE run leaves: the EMA representation and frames for display."""
+
+    representation: torch.Tensor
+    final: torch.Tensor
+    frames: list[torch.Tensor] = field(default_factory=list)
+
+
+ScoreDrift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def langevin_representation(drift: ScoreDrift, score: Field, x0: torch.Tensor, *, eta: float, dt: float,
+                            steps: int, ema: float, ema_until: int,
+                            generator: torch.Generator | None = None,
+                            noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                            frame_every: int = 0, frame: Field | None = None) -> SDERecord:
+    """Run the SDE for ``steps`` Heun steps from ``x0`` (B, C, H, W) with velocity
+    ``drift(x, s)`` (``s`` the score at ``x``, computed once per evaluation); the representation is
+    ``EMA_{ema_until} - x0`` per image, the EMA ``m_k = ema m_{k-1} + (1 - ema) x_k``, m_0 = x0.
+    Every ``frame_every`` steps, ``frame(x)`` (e.g. the denoised x0_hat) is kept on the CPU.
+    The noise comes from ``generator``, or from ``noise(x)`` (see :class:`NoiseStreams`)."""
+    if not 0 < ema_until <= steps:
+        raise ValueError(f"ema_until must lie in [1, steps={steps}], got {ema_until}")
+    state = {"ema": x0.clone(), "rep": None}
+    frames = [frame(x0).cpu()] if frame_every and frame is not None else []
+
+    def watch(k: int, x: torch.Tensor) -> None:
+        if k <= ema_until:
+            state["ema"].mul_(ema).add_(x, alpha=1 - ema)
+            if k == ema_until:
+                state["rep"] = state["ema"] - x0
+        if frame_every and frame is not None and k % frame_every == 0:
+            frames.append(frame(x).cpu())
+
+    final = sde_heun(drift, score, x0, dt, steps, eta, generator=generator, callback=watch,
+                     drift_from_score=True, noise=noise)
+    return SDERecord(state["rep"], final, frames)
+
+
+def fork(generator: torch.Generator) -> torch.Generator:
+    """A new generator in ``generator``'s present state."""
+    out = torch.Generator(device=generator.device)
+    out.set_state(generator.get_state())
+    return out
+
+
+def skip_draws(generator: torch.Generator, steps: int, shape: tuple, dtype: torch.dtype) -> None:
+    """Advance ``generator`` past ``steps`` normal draws of ``shape`` (what an SDE run takes)."""
+    for _ in range(steps):
+        torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+
+

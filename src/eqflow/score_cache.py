@@ -1,0 +1,59 @@
+"""The score model's cache entry: its key, and reading it back without training (the path a
+finished run is read back by). Training and writing the entry is :mod:`eqflow.score_stage`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from eqflow.cache import CorruptCacheError, entry_path, load_entry
+from eqflow.data import Snapshots
+from eqflow.data_stage import data_key, plain_container
+from eqflow.models.score import Score
+
+
+class MissingScoreError(FileNotFoundError):
+    """A run is read back but its score model is not in the cache (reading never trains)."""
+
+
+def score_key(cfg: DictConfig) -> dict:
+    return {**data_key(cfg), "score": plain_container(cfg.score)}
+
+
+def make_score(cfg: DictConfig, snapshots: Snapshots) -> Score:
+    """An untrained score model of the config's kind, shaped for the snapshots."""
+    x = snapshots.x
+    shape = {"dim": x.shape[1]} if x.ndim == 2 else {"channels": x.shape[1]}
+    return instantiate(cfg.score.model, **shape, _convert_="all")
+
+
+def score_from_record(cfg: DictConfig, snapshots: Snapshots, record: dict, path: Path,
+                      hit: bool) -> tuple[Score, dict]:
+    """The model in eval mode and the ``score/*`` entries of metrics.json (with its loss
+    history) from a cache record."""
+    model = make_score(cfg, snapshots)
+    model.load_state_dict(record["state_dict"])
+    model.eval()
+    history = record["loss_history"]
+    info = {"score/cache_path": str(path), "score/cache_hit": hit,
+            "score/train_seconds": record["train_seconds"],
+            "score/final_loss": history[-1] if history else None,
+            "score/val_loss": record.get("val_loss"),
+            "score/val_loss_at_level": record.get("val_loss_at_level")}
+    return model, {**info, "loss_history": history}
+
+
+def read_score(cfg: DictConfig, snapshots: Snapshots) -> tuple[Score, dict]:
+    """The cached score model of a run's config; :class:`MissingScoreError` names the entry and
+    the fix when it is missing or unusable."""
+    key = score_key(cfg)
+    path = entry_path("score", key, cfg.paths.cache_dir)
+    fix = ("pass the cache the run used with paths.cache_dir=<dir>, or re-run train.py with the "
+           "run's config to rebuild it")
+    if not path.exists():
+        raise MissingScoreError(f"the score model of this run is not in the cache ({path}); {fix}")
+    try:
+        return score_from_record(cfg, snapshots, load_entry(path, key), path, True)
+    except (CorruptCacheError, RuntimeError, KeyError) as exc:
+        raise MissingScoreError(f"the cached score model {path} is unusable ({exc}); {fix}") from exc
