@@ -1,8 +1,9 @@
 """Evaluate finished runs.
 
-    python evaluate.py sweep=<multirun dir or run dir>   the study's tables, figures, report.md
-    python evaluate.py run=<run dir>                     re-compute one run's end-of-fit metrics
+python evaluate.py sweep=<multirun dir or run dir>   the study's tables, figures, report.md
+python evaluate.py run=<run dir>                     re-compute one run's end-of-fit metrics
 """
+
 import json
 import logging
 import sys
@@ -33,8 +34,10 @@ def evaluate(cfg: DictConfig) -> int:
     if "chaos" in summary:
         print(json.dumps(summary["chaos"], indent=2))
     if summary["failed"] and cfg.strict:
-        log.error("strict=true: %d runs or jobs were left out (listed above and in report.md)",
-                  len(summary["failed"]))
+        log.error(
+            "strict=true: %d runs or jobs were left out (listed above and in report.md)",
+            len(summary["failed"]),
+        )
         return 1
     return 0
 
@@ -42,11 +45,19 @@ def evaluate(cfg: DictConfig) -> int:
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     if (cfg.sweep is None) == (cfg.run is None):
-        log.error("pass exactly one of sweep=<multirun or run dir> (the study) or run=<run dir> "
-                  "(re-measure one run)")
+        log.error(
+            "pass exactly one of sweep=<multirun or run dir> (the study) or run=<run dir> "
+            "(re-measure one run)"
+        )
         sys.exit(2)
-    with stop_on_signals(), stage("evaluating", "the runs are untouched and nothing of the "
-                                  "report is half-written; run the same command again"):
+    with (
+        stop_on_signals(),
+        stage(
+            "evaluating",
+            "the runs are untouched and nothing of the "
+            "report is half-written; run the same command again",
+        ),
+    ):
         try:
             code = evaluate(cfg)
         except RunInterrupted as exc:

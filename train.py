@@ -1,4 +1,5 @@
 """Train (or build) an equilibrium flow and measure it: `python train.py [experiment=...]`."""
+
 import logging
 import shutil
 import sys
@@ -71,8 +72,11 @@ def main(cfg: DictConfig) -> float | None:
         try:
             result = train(cfg)
             if cfg.get("evaluate") and int(cfg.flow.get("ensemble", 1)) > 1:
-                with stage("evaluating the ensemble", "the run itself is complete; evaluate it "
-                           f"with `python evaluate.py sweep={result.output_dir}`"):
+                with stage(
+                    "evaluating the ensemble",
+                    "the run itself is complete; evaluate it "
+                    f"with `python evaluate.py sweep={result.output_dir}`",
+                ):
                     evaluate_after_training(cfg, result.output_dir)
         except RunInterrupted as exc:
             fail(exc, exc.exit_code)  # 143 SIGTERM, 130 SIGINT, as a shell or Slurm reports it
@@ -90,8 +94,12 @@ def optimized_value(metrics: dict, key: str | None) -> float | None:
     value = metrics.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         numbers = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-        log.warning("optimized_metric=%s is not a number this run measured; the sweeper gets "
-                    "nothing. Choose one of: %s", key, ", ".join(numbers))
+        log.warning(
+            "optimized_metric=%s is not a number this run measured; the sweeper gets "
+            "nothing. Choose one of: %s",
+            key,
+            ", ".join(numbers),
+        )
         return None
     return float(value)
 

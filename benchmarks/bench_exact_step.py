@@ -8,6 +8,7 @@ One step = each member's batch noised, scored (the exact flow also takes the sco
 the loss, backward, Adam. An untrained score MLP stands in for a cached one (same cost). Prints
 ms per step and member-steps per second. Compiled rows are timed after their compilation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,13 @@ from eqflow.models.ensemble import ENSEMBLES
 from eqflow.models.exact import ExactFlowModule
 from eqflow.models.flow import EquilibriumFlowModule
 
-LOSSES = {"exact (strain)": (ExactFlowModule, {}),
-          "published, closed form": (EquilibriumFlowModule,
-                                     dict(divergence="hutchinson", estimator="expected"))}
+LOSSES = {
+    "exact (strain)": (ExactFlowModule, {}),
+    "published, closed form": (
+        EquilibriumFlowModule,
+        dict(divergence="hutchinson", estimator="expected"),
+    ),
+}
 
 
 def build(kind, members: int, compile_: bool, dim: int):
@@ -43,19 +48,24 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also the compiled rows")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch}, d {args.dim}")
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"batch {args.batch}, d {args.dim}"
+    )
     print("| loss | members | compiled | ms/step | member-steps/s |\n|---|---|---|---|---|")
     for kind in LOSSES:
         for k in args.members:
-            for compiled in ([False, True] if args.compile else [False]):
+            for compiled in [False, True] if args.compile else [False]:
                 flow = build(kind, k, compiled, args.dim)
                 shape = (args.batch, args.dim) if k == 1 else (k, args.batch, args.dim)
                 x0 = torch.randn(shape)
                 steps_per_s, _ = rate(flow, x0, args.steps, warmup=3 if compiled else 2, flops=0.0)
                 ms = 1000 / steps_per_s
-                print(f"| {kind} | {k} | {'yes' if compiled else 'no'} | {ms:.1f} | "
-                      f"{1000 * k / ms:.1f} |", flush=True)
+                print(
+                    f"| {kind} | {k} | {'yes' if compiled else 'no'} | {ms:.1f} | "
+                    f"{1000 * k / ms:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

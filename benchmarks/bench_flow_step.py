@@ -1,5 +1,6 @@
 """Flow-training speed: optimiser steps per second at batch 2048 on Lorenz-sized data (d = 3),
-exact divergence beside the published K = 10 Hutchinson estimator (sampled and in closed form), in one run.
+exact divergence beside the published K = 10 Hutchinson estimator (sampled and in closed
+form), in one run.
 
     python benchmarks/bench_flow_step.py [--batch 2048] [--steps 60] [--device cpu]
 
@@ -7,6 +8,7 @@ One step = noise the batch, score it (frozen score MLP), the continuity loss wit
 divergence, backward, Adam. The score network's weights do not change the cost, so an
 untrained one stands in for a cached model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +20,9 @@ import torch
 from eqflow.models import EquilibriumFlowModule, ScoreModule
 
 
-def steps_per_second(flow: EquilibriumFlowModule, x0: torch.Tensor, steps: int, warmup: int = 5) -> float:
+def steps_per_second(
+    flow: EquilibriumFlowModule, x0: torch.Tensor, steps: int, warmup: int = 5
+) -> float:
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     flow.train()
 
@@ -53,12 +57,17 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     x0 = torch.randn(args.batch, args.dim, device=device)
-    variants = {"exact": dict(divergence="exact"),
-                "hutchinson K=10 (gaussian, squared)": dict(divergence="hutchinson", n_probes=10),
-                "hutchinson K=10 (gaussian, expected)": dict(divergence="hutchinson", n_probes=10,
-                                                             estimator="expected")}
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, device {device}, batch {args.batch}, d {args.dim}")
+    variants = {
+        "exact": dict(divergence="exact"),
+        "hutchinson K=10 (gaussian, squared)": dict(divergence="hutchinson", n_probes=10),
+        "hutchinson K=10 (gaussian, expected)": dict(
+            divergence="hutchinson", n_probes=10, estimator="expected"
+        ),
+    }
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, device {device}, batch {args.batch}, d {args.dim}"
+    )
     print("| divergence | steps/s | ms/step |\n|---|---|---|")
     for name, kw in variants.items():
         score = ScoreModule(dim=args.dim, t=0.2).to(device)

@@ -3,6 +3,7 @@ fused update) beside a straightforward nn.Conv2d-Laplacian implementation, in on
 
     python benchmarks/bench_gray_scott.py [--batch 64] [--size 128] [--steps 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ class ConvGrayScott(torch.nn.Module):
     def __init__(self, gs: GrayScott):
         super().__init__()
         lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-        self.conv = torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular", groups=2, bias=False)
+        self.conv = torch.nn.Conv2d(
+            2, 2, 3, padding=1, padding_mode="circular", groups=2, bias=False
+        )
         with torch.no_grad():
             self.conv.weight.copy_(lap.expand(2, 1, 3, 3))
         self.gs = gs
@@ -54,8 +57,10 @@ def main() -> None:
     x0 = initial_state(args.batch, args.size, torch.Generator().manual_seed(0))
     ours, a = rate(torch.no_grad()(gs.step), x0, args.steps)
     ref, b = rate(ConvGrayScott(gs).step, x0, args.steps)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.size}x{args.size}, {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.size}x{args.size}, {args.steps} steps"
+    )
     print("| implementation | cell updates/s |\n|---|---|")
     print(f"| eqflow (roll Laplacian) | {ours:.3e} |")
     print(f"| nn.Conv2d Laplacian (circular padding) | {ref:.3e} |")

@@ -12,6 +12,7 @@ slow path at S = 8 fits in minutes on a laptop CPU; pass e.g. ``data.size=96 dat
 data.steps=3000 score.epochs=40`` for the CPU-quick preset (about 5 minutes a start on one core).
 Numbers come from the data and score caches (built on first use).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,14 @@ from eqflow.protocols.table2 import pattern_fidelity
 from eqflow.score_stage import load_score
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-DEFAULT = ["experiment=gray_scott_waves", "data.size=32", "data.n_samples=24", "data.steps=300",
-           "score.epochs=1", "trainer.enable_progress_bar=false"]
+DEFAULT = [
+    "experiment=gray_scott_waves",
+    "data.size=32",
+    "data.n_samples=24",
+    "data.steps=300",
+    "score.epochs=1",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def one_group_at_a_time(flow, simulate, pool, n_starts, g, p) -> list[float]:
@@ -53,19 +60,33 @@ def one_group_at_a_time(flow, simulate, pool, n_starts, g, p) -> list[float]:
         x0 = pool.draw()
         truth = simulate(x0, p.truth_steps) - x0
         kw = dict(eta=p.eta, dt=p.dt, ema=p.ema, ema_until=p.ema_until, generator=g)
-        plus = langevin_representation(lambda x, s: flow.apply_D(s), flow.score, x0, steps=p.steps, **kw)
-        minus = langevin_representation(lambda x, s: -flow.apply_D(s), flow.score, x0,
-                                        steps=p.ema_until, **kw)
+        plus = langevin_representation(
+            lambda x, s: flow.apply_D(s), flow.score, x0, steps=p.steps, **kw
+        )
+        minus = langevin_representation(
+            lambda x, s: -flow.apply_D(s), flow.score, x0, steps=p.ema_until, **kw
+        )
         batch = x0.expand(p.n_draws, *x0.shape[1:]).clone()
-        rand = langevin_representation(random_kernel_drift(random_kernels(p.n_draws, x0.shape[1], g)),
-                                       flow.score, batch, steps=p.ema_until, **kw)
-        nets = StackedNetworks([redrawn_network(flow.score_model.network, g)
-                                for _ in range(p.n_draws)])
+        rand = langevin_representation(
+            random_kernel_drift(random_kernels(p.n_draws, x0.shape[1], g)),
+            flow.score,
+            batch,
+            steps=p.ema_until,
+            **kw,
+        )
+        nets = StackedNetworks(
+            [redrawn_network(flow.score_model.network, g) for _ in range(p.n_draws)]
+        )
         rew = langevin_representation(
             matched_norm(lambda x: flow.score_model.score(x, network=nets), x0.shape[1] ** -0.5),
-            flow.score, batch, steps=p.ema_until, **kw)
-        values.append([float(abs_cosine(r.representation, truth).mean())
-                       for r in (plus, minus, rand, rew)])
+            flow.score,
+            batch,
+            steps=p.ema_until,
+            **kw,
+        )
+        values.append(
+            [float(abs_cosine(r.representation, truth).mean()) for r in (plus, minus, rand, rew)]
+        )
     return values
 
 
@@ -83,9 +104,11 @@ def main() -> None:
     data = SnapshotData(system, snapshots)
     simulate = data.simulator()
     p = instantiate(cfg.measure.patterns)
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-          f"patterns {tuple(snapshots.x.shape)}; {p.n_draws} + {p.n_draws} draws per start; "
-          f"start_batch {p.start_batch}")
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+        f"patterns {tuple(snapshots.x.shape)}; {p.n_draws} + {p.n_draws} draws per start; "
+        f"start_batch {p.start_batch}"
+    )
     print("| S | one group at a time (s) | batched (s) | speed-up | largest difference |")
     print("|---|---|---|---|---|")
     for n in args.starts:
@@ -95,17 +118,33 @@ def main() -> None:
             before = one_group_at_a_time(flow, simulate, StartPatterns(data.x, g), n, g, p)
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(0)
-            res = pattern_fidelity(flow, simulate, StartPatterns(data.x, g), n_starts=n,
-                                   generator=g, eta=p.eta, dt=p.dt, steps=p.steps, ema=p.ema,
-                                   ema_until=p.ema_until, truth_steps=p.truth_steps,
-                                   n_draws=p.n_draws, start_batch=p.start_batch, display=True,
-                                   frame_every=0)
+            res = pattern_fidelity(
+                flow,
+                simulate,
+                StartPatterns(data.x, g),
+                n_starts=n,
+                generator=g,
+                eta=p.eta,
+                dt=p.dt,
+                steps=p.steps,
+                ema=p.ema,
+                ema_until=p.ema_until,
+                truth_steps=p.truth_steps,
+                n_draws=p.n_draws,
+                start_batch=p.start_batch,
+                display=True,
+                frame_every=0,
+            )
             t2 = time.perf_counter()
-        after = [[s.plus, s.minus, sum(s.random) / len(s.random),
-                  sum(s.reweight) / len(s.reweight)] for s in res.starts]
+        after = [
+            [s.plus, s.minus, sum(s.random) / len(s.random), sum(s.reweight) / len(s.reweight)]
+            for s in res.starts
+        ]
         diff = max(abs(a - b) for ra, rb in zip(before, after) for a, b in zip(ra, rb))
-        print(f"| {n} | {t1 - t0:.1f} | {t2 - t1:.1f} | {(t1 - t0) / (t2 - t1):.2f}x | "
-              f"{diff:.1e} |", flush=True)
+        print(
+            f"| {n} | {t1 - t0:.1f} | {t2 - t1:.1f} | {(t1 - t0) / (t2 - t1):.2f}x | {diff:.1e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

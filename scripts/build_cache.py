@@ -1,6 +1,7 @@
 """Build the data and score-model cache entries of a config without fitting or measuring a flow:
 ``python scripts/build_cache.py experiment=gray_scott_maze [overrides...]``. A later
 ``train.py`` with the same data and score settings starts from the cache."""
+
 import sys
 import tempfile
 import time
@@ -22,10 +23,15 @@ def main(overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch, open_dict(cfg):
         cfg.paths.output_dir = scratch
         system, snapshots = load_data(cfg)
-        print(f"data: {tuple(snapshots.x.shape)} in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"data: {tuple(snapshots.x.shape)} in {time.perf_counter() - start:.0f} s", flush=True
+        )
         _, info = load_score(cfg, system, snapshots)
-    print(f"score: trained in {info.get('train_seconds', 0):.0f} s; total "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(
+        f"score: trained in {info.get('train_seconds', 0):.0f} s; total "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ p cannot have). Then |cos| between every pair of flows' representations (docs/me
 
     python benchmarks/flow_equilibrium_probe.py outputs/<sweep>/0 outputs/<sweep>/1 [--points 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,16 @@ def main() -> None:
     runs = [load_run(r) for r in args.runs]
     g = torch.Generator().manual_seed(args.seed)
     data = runs[0].data.x
-    data = data[torch.randperm(len(data), generator=g)[:max(args.points, 1024)]].double()
-    x0, rep_points = data[:args.points], data[:1024]
-    eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)  # the same noised points for every flow
+    data = data[torch.randperm(len(data), generator=g)[: max(args.points, 1024)]].double()
+    x0, rep_points = data[: args.points], data[:1024]
+    eps = torch.randn(
+        x0.shape, generator=g, dtype=x0.dtype
+    )  # the same noised points for every flow
     checkpoints = (0, args.steps // 10, args.steps // 2, args.steps)
-    print(f"| run | rms residual | rms v.s | rms div | median speed at steps {checkpoints} "
-          f"| end-point spread |\n|---|---|---|---|---|---|")
+    print(
+        f"| run | rms residual | rms v.s | rms div | median speed at steps {checkpoints} "
+        f"| end-point spread |\n|---|---|---|---|---|---|"
+    )
     reps = []
     for path, run in zip(args.runs, runs):
         flow = run.flow.double()
@@ -58,8 +63,10 @@ def main() -> None:
             traj = integrate_ode(flow.velocity, xt, 0.1, args.steps)
             speeds = [flow.velocity(traj[k]).norm(dim=-1).median().item() for k in checkpoints]
         spread = traj[-1].std(0).max().item()
-        print(f"| {path} | {terms['rms residual']:.3f} | {terms['rms v.s']:.3f} | "
-              f"{terms['rms div']:.3f} | {', '.join(f'{s:.3g}' for s in speeds)} | {spread:.3g} |")
+        print(
+            f"| {path} | {terms['rms residual']:.3f} | {terms['rms v.s']:.3f} | "
+            f"{terms['rms div']:.3f} | {', '.join(f'{s:.3g}' for s in speeds)} | {spread:.3g} |"
+        )
         with torch.no_grad():
             reps.append(representation(flow.velocity, rep_points * torch.sqrt(a)))
     if len(reps) > 1:

@@ -5,6 +5,7 @@ whether the pattern's motion circulates or relaxes (benchmarks/BENCHMARKS.md, is
 
     python benchmarks/table2_fixed_kernels.py outputs/runs/gray_scott_maze/<time>
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,15 @@ from eqflow.protocols import pick_pattern
 from eqflow.protocols.langevin import langevin_representation
 from eqflow.runs import load_run
 
-R = 2 ** -0.5
-KERNELS = {"D (gamma = +1)": [[0, R], [-R, 0]], "-D": [[0, -R], [R, 0]],
-           "I / sqrt 2": [[R, 0], [0, R]], "-I / sqrt 2": [[-R, 0], [0, -R]],
-           "diag(1, -1) / sqrt 2": [[R, 0], [0, -R]], "swap / sqrt 2": [[0, R], [R, 0]]}
+R = 2**-0.5
+KERNELS = {
+    "D (gamma = +1)": [[0, R], [-R, 0]],
+    "-D": [[0, -R], [R, 0]],
+    "I / sqrt 2": [[R, 0], [0, R]],
+    "-I / sqrt 2": [[-R, 0], [0, -R]],
+    "diag(1, -1) / sqrt 2": [[R, 0], [0, -R]],
+    "swap / sqrt 2": [[0, R], [R, 0]],
+}
 
 
 def main() -> None:
@@ -39,10 +45,17 @@ def main() -> None:
     truth = simulate(x0, protocol.truth_steps) - x0
     kernels = torch.tensor(list(KERNELS.values()), dtype=torch.float32)
     with torch.no_grad():
-        rec = langevin_representation(random_kernel_drift(kernels), flow.score,
-                                      x0.expand(len(kernels), -1, -1, -1).clone(),
-                                      eta=protocol.eta, dt=protocol.dt, steps=protocol.ema_until,
-                                      ema=protocol.ema, ema_until=protocol.ema_until, generator=g)
+        rec = langevin_representation(
+            random_kernel_drift(kernels),
+            flow.score,
+            x0.expand(len(kernels), -1, -1, -1).clone(),
+            eta=protocol.eta,
+            dt=protocol.dt,
+            steps=protocol.ema_until,
+            ema=protocol.ema,
+            ema_until=protocol.ema_until,
+            generator=g,
+        )
     for name, c in zip(KERNELS, cosine(rec.representation, truth).tolist()):
         print(f"{name:22s} {c:+.3f}")
 

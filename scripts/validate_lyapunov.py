@@ -6,6 +6,7 @@ systems, against the published values (eqflow.data.dysts_systems.PUBLISHED_LYAPU
 8 trajectories from the system's snapshots, RK4 at the data's step (150 per period), twins
 renormalised every step, ``--periods`` dominant periods after a burn-in of 20.
 """
+
 import argparse
 import time
 
@@ -29,13 +30,22 @@ def main() -> None:
         starts = snaps.x[::10][:8].double() * snaps.scale.double() + snaps.shift.double()
         per_period = system.period / system.dt
         t = time.perf_counter()
-        res = max_lyapunov(system.vector_field, starts, system.dt, int(args.periods * per_period),
-                           burn_in=int(20 * per_period), generator=g)
+        res = max_lyapunov(
+            system.vector_field,
+            starts,
+            system.dt,
+            int(args.periods * per_period),
+            burn_in=int(20 * per_period),
+            generator=g,
+        )
         ref = system.vector_field.reference_lyapunov
         pub = f"{ref[0]:.4f}" if ref else "—"
         diff = f"{(res['lyapunov'] - ref[0]) / ref[0]:+.1%}" if ref else "—"
-        print(f"| {name} | {res['lyapunov']:.4f} | {pub} | {diff} | "
-              f"{args.periods * system.period:.0f} | {time.perf_counter() - t:.0f} |", flush=True)
+        print(
+            f"| {name} | {res['lyapunov']:.4f} | {pub} | {diff} | "
+            f"{args.periods * system.period:.0f} | {time.perf_counter() - t:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

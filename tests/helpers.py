@@ -1,4 +1,5 @@
 """Composing the train config outside of a Hydra app, with tiny settings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,26 +8,46 @@ from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
-TINY = ["score.epochs=2", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "measure.lyapunov.steps=20", "measure.lyapunov.burn_in=0",
-        "measure.mmd.steps=5", "measure.figures.steps=10", "measure.fidelity.n_points=64"]
+TINY = [
+    "score.epochs=2",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "measure.lyapunov.steps=20",
+    "measure.lyapunov.burn_in=0",
+    "measure.mmd.steps=5",
+    "measure.figures.steps=10",
+    "measure.fidelity.n_points=64",
+]
 
 
 def compose_train(overrides, tmp_path: Path | None = None, tiny: bool = True):
     extra = []
     if tmp_path is not None:
-        extra = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                 "name=test"]
+        extra = [
+            f"paths.output_dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "name=test",
+        ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose("train", overrides=(TINY if tiny else []) + extra + list(overrides))
 
+
 # Gray-Scott "maze" survives on small grids; 32 x 32 is the smallest size the 3-level U-Net takes
 # comfortably (divisible by 8).
-TINY_PATTERNS = ["experiment=gray_scott_maze", "data.size=32", "data.n_samples=24",
-                 "data.steps=300", "score.epochs=2", "score.batch_size=8",
-                 "score.samples.every_n_epochs=1", "trainer.enable_progress_bar=false",
-                 "measure.patterns.steps=12", "measure.patterns.ema_until=8",
-                 "measure.patterns.n_draws=3", "measure.patterns.frame_every=4"]
+TINY_PATTERNS = [
+    "experiment=gray_scott_maze",
+    "data.size=32",
+    "data.n_samples=24",
+    "data.steps=300",
+    "score.epochs=2",
+    "score.batch_size=8",
+    "score.samples.every_n_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "measure.patterns.steps=12",
+    "measure.patterns.ema_until=8",
+    "measure.patterns.n_draws=3",
+    "measure.patterns.frame_every=4",
+]
 
 
 def cut_off_in_epoch(monkeypatch, epoch: int, key: str | None = None) -> None:
@@ -53,9 +74,14 @@ def signal_train_when(args: list[str], ready, sig: int, cwd: Path) -> tuple[int,
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, str(Path(CONF).parent / "train.py"), *args],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "WANDB_MODE": "offline"})
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(CONF).parent / "train.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     deadline = time.time() + 300
     while not ready() and time.time() < deadline:
         time.sleep(0.5)

@@ -1,4 +1,5 @@
 """Artificial-life scatters: placement, wrap-around, determinism, icons and their errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,8 +21,9 @@ def test_placed_masks_never_overlap(icon):
         assert image.shape == (48, 48, 3) and image.min() >= 0 and image.max() <= 1
         # away from every icon (2 pixels beyond its mask, on the torus) the canvas is background
         near = np.sum(masks, axis=0) > 0
-        near = np.any([np.roll(near, (dy, dx), (0, 1)) for dy in range(-2, 3)
-                       for dx in range(-2, 3)], axis=0)
+        near = np.any(
+            [np.roll(near, (dy, dx), (0, 1)) for dy in range(-2, 3) for dx in range(-2, 3)], axis=0
+        )
         assert (image[~near] == 1.0).all()
 
 
@@ -98,7 +100,7 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
         dy = (yy - centre[0] + size / 2) % size - size / 2
         dx = (xx - centre[1] + size / 2) % size - size / 2
         frame = np.ones((size, size, 3))
-        frame[dy ** 2 + dx ** 2 <= radius ** 2] = (0.1, 0.2, 0.8)
+        frame[dy**2 + dx**2 <= radius**2] = (0.1, 0.2, 0.8)
         detections.append(detect(foreground(frame)))
         assert len(detections[-1]) == 1  # one blob, even when the edge cuts it in two
     (track,) = link(detections, (size, size), max_step=5)
@@ -134,16 +136,26 @@ def test_only_blobs_of_a_creatures_size_are_detected():
     def canvas(discs):
         frame = np.ones((size, size, 3))
         for (r, c), radius in discs:
-            frame[(yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2] = 0.0
+            frame[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = 0.0
         return frame
 
     def disc_area(radius):
-        return int(((yy - 20) ** 2 + (xx - 20) ** 2 <= radius ** 2).sum())
+        return int(((yy - 20) ** 2 + (xx - 20) ** 2 <= radius**2).sum())
 
     # training creatures: discs of radius 3, each with two detached radius-1 "eyes" of 5 pixels
-    training = [canvas([((10, 10), 3), ((10, 16), 1), ((16, 10), 1),
-                        ((30, 30), 3), ((30, 36), 1), ((36, 30), 1)]),
-                canvas([((20, 30), 3), ((20, 36), 1), ((26, 30), 1)])]
+    training = [
+        canvas(
+            [
+                ((10, 10), 3),
+                ((10, 16), 1),
+                ((16, 10), 1),
+                ((30, 30), 3),
+                ((30, 36), 1),
+                ((36, 30), 1),
+            ]
+        ),
+        canvas([((20, 30), 3), ((20, 36), 1), ((26, 30), 1)]),
+    ]
     areas = reference_blobs(training)
     assert [sorted(a.tolist()) for a in areas] == [[5, 5, 5, 5, 29, 29], [5, 5, 29]]
     assert disc_area(3) == 29 and np.median(np.concatenate(areas)) == 5  # the plain median: eyes
@@ -167,11 +179,23 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
 
     from eqflow import pipeline
 
-    cfg = compose_train(["experiment=alife", "icon=dot", "logger=none", "data.canvas=32",
-                         "data.icon_size=12", "data.n_samples=16", "score.epochs=1",
-                         "score.batch_size=8", "trainer.enable_progress_bar=false",
-                         "measure.creatures.steps=40", "measure.creatures.frame_every=5"],
-                        tmp_path, tiny=False)
+    cfg = compose_train(
+        [
+            "experiment=alife",
+            "icon=dot",
+            "logger=none",
+            "data.canvas=32",
+            "data.icon_size=12",
+            "data.n_samples=16",
+            "score.epochs=1",
+            "score.batch_size=8",
+            "trainer.enable_progress_bar=false",
+            "measure.creatures.steps=40",
+            "measure.creatures.frame_every=5",
+        ],
+        tmp_path,
+        tiny=False,
+    )
     assert cfg.data.icon == "dot"
     result = pipeline.train(cfg)
     m = result.metrics
@@ -179,10 +203,13 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     assert m["creatures/mean_count"] >= 0
     assert m["creatures/reference_area"] > 0 and m["creatures/expected_count"] > 0
     assert m["creatures/count_ratio"] == pytest.approx(
-        m["creatures/mean_count"] / m["creatures/expected_count"])
+        m["creatures/mean_count"] / m["creatures/expected_count"]
+    )
     figs = result.output_dir / "figures"
     assert (figs / "creatures.gif").exists() and (figs / "creatures.png").exists()
-    assert (figs / "creatures.mp4").stat().st_size > 0 and (figs / "creatures_integrity.png").exists()
+    assert (figs / "creatures.mp4").stat().st_size > 0 and (
+        figs / "creatures_integrity.png"
+    ).exists()
     assert (figs / "creatures_whole.png").exists()
     assert 0 < m["creatures/whole_threshold"] <= 1 and m["creatures/whole_share_late"] >= 0
     # evaluate.py on it: the speed table by icon
@@ -195,12 +222,22 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     (result.output_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
-                           f"hydra.run.dir={out}", "logger=none"],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            f"sweep={result.output_dir}",
+            f"hydra.run.dir={out}",
+            "logger=none",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import math
+
     runs = "1" if math.isfinite(float(m["creatures/mean_speed"])) else "1 (0 with tracks)"
     assert f"| dot | {runs} |" in (out / "creatures.md").read_text()
     report = (out / "report.md").read_text()
@@ -217,10 +254,10 @@ def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
     assert x.shape == (1, 2, 8, 8)
     for i in (0, 4):  # every 4 x 4 tile is one whole training image
         for j in (0, 4):
-            tile = x[0, :, i:i + 4, j:j + 4]
+            tile = x[0, :, i : i + 4, j : j + 4]
             assert any(torch.equal(tile, img) for img in images)
     noised = cb.start_state(images, 8, torch.tensor(0.9), torch.Generator().manual_seed(0))
-    residual = (noised - 0.9 ** 0.5 * x) / 0.1 ** 0.5  # the same tiles, plus unit Gaussian noise
+    residual = (noised - 0.9**0.5 * x) / 0.1**0.5  # the same tiles, plus unit Gaussian noise
     assert 0.7 < float(residual.std()) < 1.3
     published = Creatures().start_state(images, 8, torch.tensor(1.0), g)
     assert published.abs().max() <= 1 and published.std() > 0.4  # uniform noise in [-1, 1]

@@ -34,29 +34,52 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
     m = cfg.score.model
     assert list(m.block_out_channels) == [16, 32, 64] and m.norm_num_groups == 8
     assert (m.num_train_timesteps, m.beta_start, m.beta_end, m.prediction, m.timestep) == (
-        100, 1e-4, 0.1, "v", 10)
+        100,
+        1e-4,
+        0.1,
+        "v",
+        10,
+    )
     assert (m.lr, m.weight_decay, m.warmup_steps) == (1e-3, 0.01, 500)
-    assert (cfg.score.epochs, cfg.score.batch_size, cfg.score.val_fraction,
-            cfg.score.gradient_clip_val) == (100, 64, 0.1, 1.0)
+    assert (
+        cfg.score.epochs,
+        cfg.score.batch_size,
+        cfg.score.val_fraction,
+        cfg.score.gradient_clip_val,
+    ) == (100, 64, 0.1, 1.0)
     p = cfg.measure.patterns
     assert (p.eta, p.dt, p.steps, p.ema, p.ema_until, p.truth_steps, p.n_draws) == (
-        0.1, 0.01, 300, 0.9, 200, 20, 10)
+        0.1,
+        0.01,
+        300,
+        0.9,
+        200,
+        20,
+        10,
+    )
     cfg = compose_train(["experiment=alife_paper", "icon=taiji"], tmp_path, tiny=False)
     assert (cfg.data.canvas, cfg.data.icon_size, cfg.data.n_samples, cfg.data.icon) == (
-        128, 64, 8192, "taiji")
+        128,
+        64,
+        8192,
+        "taiji",
+    )
     assert cfg.score.epochs == 20 and cfg.measure.creatures.steps == 2000
     assert cfg.score.model.train_timesteps is None  # published: every noise level
 
 
-@pytest.mark.parametrize("override,key", [
-    ("flow.model.lr=-1", "flow.model.lr"),
-    ("trainer.max_epochs=abc", "trainer.max_epochs"),
-    ("flow.model.activation=swish", "flow.model.activation"),
-    ("score.model.t=1.5", "score.model.t"),
-    ("seed=-3", "seed"),
-    ("data.n_samples=0", "data.n_samples"),
-    ("+score.val_fraction=1.5", "score.val_fraction"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("flow.model.lr=-1", "flow.model.lr"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("flow.model.activation=swish", "flow.model.activation"),
+        ("score.model.t=1.5", "score.model.t"),
+        ("seed=-3", "seed"),
+        ("data.n_samples=0", "data.n_samples"),
+        ("+score.val_fraction=1.5", "score.val_fraction"),
+    ],
+)
 def test_bad_values_are_named(override, key, tmp_path):
     cfg = compose_train([override], tmp_path)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -69,12 +92,15 @@ def test_a_bad_value_of_the_published_flow_is_named(tmp_path):
         validate(cfg)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("score.model.ema_decay=1.5", "score.model.ema_decay"),
-    ("measure.patterns.ema=1.0", "measure.patterns.ema"),
-    ("flow.model.kernel=hexagonal", "flow.model.kernel"),
-    ("data.size=4", "data.size"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("score.model.ema_decay=1.5", "score.model.ema_decay"),
+        ("measure.patterns.ema=1.0", "measure.patterns.ema"),
+        ("flow.model.kernel=hexagonal", "flow.model.kernel"),
+        ("data.size=4", "data.size"),
+    ],
+)
 def test_bad_image_values_are_named(override, key, tmp_path):
     cfg = compose_train(["experiment=gray_scott_waves", override], tmp_path, tiny=False)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -98,8 +124,9 @@ def test_every_experiment_takes_the_training_free_flow(experiment, tmp_path):
     validate(cfg)
     image = experiment.startswith(("gray_scott", "alife", "images"))
     dim = 2 if experiment.startswith("gray_scott") else 3
-    flow = instantiate(cfg.flow.model, score=ScoreModule(dim=3), dim=dim,
-                       **({"spatial": True} if image else {}))
+    flow = instantiate(
+        cfg.flow.model, score=ScoreModule(dim=3), dim=dim, **({"spatial": True} if image else {})
+    )
     assert not flow.trainable
 
 
@@ -107,9 +134,15 @@ def test_slurm_launcher_config_composes_with_documented_keys():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                          "hydra.launcher.gpus_per_node=1"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.gpus_per_node=1",
+            ],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
@@ -126,9 +159,13 @@ def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
     assert "measure.mmd.steps=5" in renamed_override_message(["seed=1", "callbacks.mmd.steps=5"])
     assert "measure=creatures" in renamed_override_message(["callbacks=creatures"])
     assert renamed_override_message(["callbacks.checkpoint=null", "measure.mmd=null"]) is None
-    done = subprocess.run([sys.executable, str(Path(CONF).parent / "train.py"),
-                           "callbacks.lyapunov.steps=10"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(Path(CONF).parent / "train.py"), "callbacks.lyapunov.steps=10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "measure.lyapunov.steps=10" in done.stderr
     assert not (tmp_path / "outputs").exists()
 
@@ -138,10 +175,17 @@ def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout()
     from eqflow.protocols import Preservation
     from eqflow.runs import upgrade_config
 
-    old = OmegaConf.create({
-        "callbacks": {"checkpoint": {"_target_": "eqflow.checkpointing.every_epoch_checkpoint",
-                                     "folder": "ck"},
-                      "mmd": {"_target_": "eqflow.protocols.Preservation", "steps": 7}}})
+    old = OmegaConf.create(
+        {
+            "callbacks": {
+                "checkpoint": {
+                    "_target_": "eqflow.checkpointing.every_epoch_checkpoint",
+                    "folder": "ck",
+                },
+                "mmd": {"_target_": "eqflow.protocols.Preservation", "steps": 7},
+            }
+        }
+    )
     protocols, callbacks = build_protocols(upgrade_config(old))
     assert [type(p) for p in protocols] == [Preservation] and protocols[0].steps == 7
     assert len(callbacks) == 1 and not isinstance(callbacks[0], Preservation)

@@ -1,5 +1,6 @@
 """Whole creatures and their collective behaviour: shape integrity against the icon, the
 calibrated threshold, g(r), nearest neighbours, polarisation and milling against their nulls."""
+
 import numpy as np
 import pytest
 
@@ -55,7 +56,7 @@ def test_training_scatters_hold_the_expected_number_of_whole_creatures(calibrate
     rng = np.random.default_rng(3)
     masks = [_placed(system, rng)[0] for _ in range(24)]
     centres, _ = census.whole_creatures(masks, ref)
-    share = np.mean([len(c) for c in centres]) / (ref.whole_per_pixel * system.canvas ** 2)
+    share = np.mean([len(c) for c in centres]) / (ref.whole_per_pixel * system.canvas**2)
     assert share == pytest.approx(1.0, abs=0.25)
 
 
@@ -83,8 +84,9 @@ def test_nearest_neighbours_wrap_around_the_torus():
 
 def test_polarisation_of_parallel_tracks_is_one_and_of_random_walks_near_its_null():
     rng = np.random.default_rng(0)
-    parallel = [Track(0, [np.array([10.0 * i, 5.0 + 2 * k]) % 128 for k in range(20)])
-                for i in range(10)]
+    parallel = [
+        Track(0, [np.array([10.0 * i, 5.0 + 2 * k]) % 128 for k in range(20)]) for i in range(10)
+    ]
     assert order_parameters(parallel, (128, 128), rng, 20)["polarisation"] == pytest.approx(1.0)
     walks = []
     for _ in range(30):
@@ -102,8 +104,9 @@ def test_milling_of_creatures_circling_a_centre_is_one():
     for i in range(12):
         phase = 2 * np.pi * i / 12
         angles = phase + 0.1 * np.arange(20)
-        tracks.append(Track(0, [np.array([64 + 20 * np.sin(a), 64 + 20 * np.cos(a)])
-                                for a in angles]))
+        tracks.append(
+            Track(0, [np.array([64 + 20 * np.sin(a), 64 + 20 * np.cos(a)]) for a in angles])
+        )
     got = order_parameters(tracks, (128, 128), np.random.default_rng(0), 50)
     assert got["milling"] == pytest.approx(1.0, abs=0.01) and got["polarisation"] < 0.05
 
@@ -111,9 +114,11 @@ def test_milling_of_creatures_circling_a_centre_is_one():
 def test_speed_verdicts_pair_icons_seed_by_seed():
     from eqflow.analysis.creatures import speed_verdicts
 
-    icons = {"firefly": {"seeds": [0, 1, 2, 3], "speed": [0.9, 0.5, 1.2, 0.7]},
-             "dot": {"seeds": [0, 1, 2, 3], "speed": [0.3, 0.1, 0.8, 0.2]},
-             "taiji": {"seeds": [0, 1, 2, 3], "speed": [0.2, 0.9, 0.1, 1.0]}}
+    icons = {
+        "firefly": {"seeds": [0, 1, 2, 3], "speed": [0.9, 0.5, 1.2, 0.7]},
+        "dot": {"seeds": [0, 1, 2, 3], "speed": [0.3, 0.1, 0.8, 0.2]},
+        "taiji": {"seeds": [0, 1, 2, 3], "speed": [0.2, 0.9, 0.1, 1.0]},
+    }
     rows = {(r["a"], r["b"]): r for r in speed_verdicts(icons)}
     assert rows[("dot", "firefly")]["verdict"] == "firefly faster"  # 4 of 4 seeds, by 0.475
     assert rows[("dot", "firefly")]["mean_difference"] == pytest.approx(-0.475)
@@ -150,7 +155,9 @@ def test_the_denoised_view_noises_to_the_score_level_and_denoises():
             return x / self.alpha.sqrt()  # x_t / sqrt(a): the noise scaled, not removed
 
     image = np.random.default_rng(0).uniform(0, 1, (16, 16, 3))
-    seen = Creatures(calibration="denoised").seen_through(Identity(), torch.Generator().manual_seed(0))
+    seen = Creatures(calibration="denoised").seen_through(
+        Identity(), torch.Generator().manual_seed(0)
+    )
     out = seen(image)
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
     noise = (2 * out - 1) - np.clip(2 * image - 1, -1, 1)

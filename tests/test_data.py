@@ -26,8 +26,9 @@ def test_a_new_ode_system_needs_only_a_yaml_naming_its_field():
     system = instantiate(OmegaConf.create(yaml))
     snaps = system.generate(torch.Generator().manual_seed(0))
     assert snaps.x.shape == (900, 2)
-    torch.testing.assert_close(snaps.x.mean(0), torch.zeros(2, dtype=snaps.x.dtype), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        snaps.x.mean(0), torch.zeros(2, dtype=snaps.x.dtype), atol=1e-5, rtol=0
+    )
     field = system.true_field(snaps)
     z = snaps.x[:5].double()
     raw = z * snaps.scale.double() + snaps.shift.double()
@@ -44,8 +45,9 @@ def test_lorenz_rk4_step_matches_hand_computation():
     k4 = f(x + dt * k3)
     expected = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     torch.testing.assert_close(integrate_ode(f, x, dt, 1)[-1], expected)
-    torch.testing.assert_close(f(x), torch.tensor([[10.0, 1 * (28 - 3) - 2, 2 - 8.0]],
-                                                  dtype=torch.float64))
+    torch.testing.assert_close(
+        f(x), torch.tensor([[10.0, 1 * (28 - 3) - 2, 2 - 8.0]], dtype=torch.float64)
+    )
 
 
 def test_burn_in_removes_the_transient_and_data_is_seeded():

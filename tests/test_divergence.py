@@ -10,8 +10,9 @@ from eqflow.nets import FlowMLP, NonAffineBatchNorm
 
 
 def autograd_trace(f, x):
-    return torch.stack([torch.autograd.functional.jacobian(lambda y: f(y[None])[0], xi).trace()
-                        for xi in x])
+    return torch.stack(
+        [torch.autograd.functional.jacobian(lambda y: f(y[None])[0], xi).trace() for xi in x]
+    )
 
 
 @pytest.mark.parametrize("dim", [2, 3, 5])
@@ -35,8 +36,9 @@ def test_hutchinson_mean_matches_exact(probe):
     x = torch.randn(8, 3, dtype=torch.float64)
     exact = divergence(net.pre_norm, x)
     g = torch.Generator().manual_seed(1)
-    _, est = divergence_estimates(net.pre_norm, x, "hutchinson", n_probes=20000, probe=probe,
-                                  generator=g)
+    _, est = divergence_estimates(
+        net.pre_norm, x, "hutchinson", n_probes=20000, probe=probe, generator=g
+    )
     stderr = est.std(0) / est.shape[0] ** 0.5
     assert ((est.mean(0) - exact).abs() < 5 * stderr + 1e-12).all()
     # a single estimate is noisy, the mean is not: the test would catch a biased estimator
@@ -106,13 +108,15 @@ def test_hutchinson_variance_matches_the_spread_of_the_estimates(probe):
     x = torch.randn(6, 3, dtype=torch.float64)
     _, jac = jacobian(net.pre_norm, x)
     g = torch.Generator().manual_seed(2)
-    _, est = divergence_estimates(net.pre_norm, x, "hutchinson", n_probes=40000, probe=probe,
-                                  generator=g)
+    _, est = divergence_estimates(
+        net.pre_norm, x, "hutchinson", n_probes=40000, probe=probe, generator=g
+    )
     predicted = hutchinson_variance(jac, probe)
     # the sample variance of 40 000 draws is within a few per cent of the true one
     torch.testing.assert_close(est.var(0), predicted, rtol=0.06, atol=1e-10)
-    assert not torch.allclose(hutchinson_variance(jac, "gaussian"),
-                              hutchinson_variance(jac, "rademacher"))
+    assert not torch.allclose(
+        hutchinson_variance(jac, "gaussian"), hutchinson_variance(jac, "rademacher")
+    )
 
 
 def test_expected_flow_loss_is_the_mean_of_the_squared_hutchinson_loss():
@@ -132,13 +136,15 @@ def test_expected_flow_loss_is_the_mean_of_the_squared_hutchinson_loss():
 
 def test_expected_estimator_needs_hutchinson():
     with pytest.raises(ValueError, match="expected.*hutchinson"):
-        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, divergence="exact",
-                              estimator="expected")
+        EquilibriumFlowModule(
+            torch.nn.Linear(3, 3), dim=3, divergence="exact", estimator="expected"
+        )
 
 
 def _relaxing(value: bool):
-    return mock.patch.object(EquilibriumFlowModule, "relaxing", new_callable=mock.PropertyMock,
-                             return_value=value)
+    return mock.patch.object(
+        EquilibriumFlowModule, "relaxing", new_callable=mock.PropertyMock, return_value=value
+    )
 
 
 @pytest.mark.parametrize("estimator", ["squared", "expected"])
@@ -188,7 +194,9 @@ def test_anchored_relaxation_adds_the_distance_to_the_field_frozen_at_the_stage_
     mean, std = anchored.net.norm.stats(anchored.net.pre_norm(x))
     v = (anchored.net.pre_norm(x) - mean) / std
     norm = anchored.anchor.norm
-    v_0 = (anchored.anchor.pre_norm(x) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    v_0 = (anchored.anchor.pre_norm(x) - norm.running_mean) / torch.sqrt(
+        norm.running_var + norm.eps
+    )
     distance = ((v - v_0) ** 2).sum(-1).mean()
     assert distance > 1e-3
     torch.testing.assert_close(loss, exact + 2.0 * distance)
@@ -197,8 +205,7 @@ def test_anchored_relaxation_adds_the_distance_to_the_field_frozen_at_the_stage_
 
 def test_a_checkpoint_without_an_anchor_loads_into_an_anchored_flow_and_back():
     plain = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=1)
-    anchored = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=1,
-                                     relax_anchor=1.0)
+    anchored = EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=1, relax_anchor=1.0)
     checkpoint = {"state_dict": plain.state_dict()}
     anchored.on_load_checkpoint(checkpoint)
     anchored.load_state_dict(checkpoint["state_dict"])  # strict: every key present
@@ -211,8 +218,9 @@ def test_a_checkpoint_without_an_anchor_loads_into_an_anchored_flow_and_back():
 
 def test_relaxation_settings_are_checked():
     with pytest.raises(ValueError, match="relax_lr.*lr_schedule=cosine"):
-        EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, lr_schedule="cosine",
-                              relax_epochs=2, relax_lr=1e-3)
+        EquilibriumFlowModule(
+            torch.nn.Linear(3, 3), dim=3, lr_schedule="cosine", relax_epochs=2, relax_lr=1e-3
+        )
     with pytest.raises(ValueError, match="relax_epochs=-1"):
         EquilibriumFlowModule(torch.nn.Linear(3, 3), dim=3, relax_epochs=-1)
     with pytest.raises(ValueError, match="relax_anchor=-0.5"):

@@ -1,5 +1,6 @@
 """dysts systems: the torch field against dysts' own right-hand side, the Lorenz exponent through
 the dysts path against the published value, and the errors for a missing extra or a bad name."""
+
 import sys
 
 import numpy as np
@@ -17,11 +18,13 @@ def random_points(field: DystsField, n: int = 64) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, field.dim, generator=g, dtype=torch.float64)
     return x * torch.as_tensor(np.asarray(field.system.std, dtype=float)) + torch.as_tensor(
-        np.asarray(field.system.mean, dtype=float))
+        np.asarray(field.system.mean, dtype=float)
+    )
 
 
-@pytest.mark.parametrize("name", ["Lorenz", "Rossler", "Chen", "Halvorsen", "Thomas", "SprottB",
-                                  "Chua", "NoseHoover"])
+@pytest.mark.parametrize(
+    "name", ["Lorenz", "Rossler", "Chen", "Halvorsen", "Thomas", "SprottB", "Chua", "NoseHoover"]
+)
 def test_the_field_is_dysts_right_hand_side_at_random_points(name):
     field = DystsField(name)
     x = random_points(field)
@@ -41,8 +44,14 @@ def test_every_autonomous_continuous_system_builds_and_matches_dysts():
             refused += 1
             continue
         x = random_points(field, 16)
-        expected = torch.from_numpy(np.stack([  # dysts, one state at a time
-            np.asarray(field.system.rhs(row, 0.0), dtype=float).reshape(-1) for row in x.numpy()]))
+        expected = torch.from_numpy(
+            np.stack(
+                [  # dysts, one state at a time
+                    np.asarray(field.system.rhs(row, 0.0), dtype=float).reshape(-1)
+                    for row in x.numpy()
+                ]
+            )
+        )
         got = field(x)  # one batched call
         both_finite = torch.isfinite(expected) & torch.isfinite(got)
         assert torch.allclose(got[both_finite], expected[both_finite], rtol=1e-8, atol=1e-8), name
@@ -85,7 +94,7 @@ def test_the_lorenz_exponent_through_dysts_is_within_5_percent_of_0_906():
     system = DystsSystem("Lorenz", n_trajectories=8, n_steps=13)  # >= 100 snapshots
     g = torch.Generator().manual_seed(0)
     snaps = system.generate(g)
-    starts = (snaps.x[::10][:8].double() * snaps.scale.double() + snaps.shift.double())
+    starts = snaps.x[::10][:8].double() * snaps.scale.double() + snaps.shift.double()
     res = max_lyapunov(system.vector_field, starts, system.dt, 30_000, burn_in=2_000, generator=g)
     published, source = system.vector_field.reference_lyapunov
     assert published == pytest.approx(0.906, abs=1e-3) and "Sprott" in source
@@ -101,17 +110,48 @@ def test_a_multirun_over_systems_gives_one_cross_system_table(tmp_path):
     root = Path(__file__).resolve().parents[1]
     sweep = tmp_path / "multirun"
     common = [f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"]
-    subprocess.run([_sys.executable, "train.py", "-m", "experiment=dysts_study",
-                    "data.system=Rossler,Halvorsen", "data.n_steps=300", "data.n_trajectories=4",
-                    "score.epochs=2", "trainer.max_epochs=2", "flow.ensemble=2",
-                    "measure.lyapunov.steps=100", "measure.lyapunov.burn_in=10",
-                    "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", *common],
-                   cwd=root, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            _sys.executable,
+            "train.py",
+            "-m",
+            "experiment=dysts_study",
+            "data.system=Rossler,Halvorsen",
+            "data.n_steps=300",
+            "data.n_trajectories=4",
+            "score.epochs=2",
+            "trainer.max_epochs=2",
+            "flow.ensemble=2",
+            "measure.lyapunov.steps=100",
+            "measure.lyapunov.burn_in=10",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+            *common,
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     out = tmp_path / "eval"
-    done = subprocess.run([_sys.executable, "evaluate.py", f"sweep={sweep}", "n_points=128",
-                           "mmd.steps=5", "mmd.n_points=64", "chaos.long_horizon=0",
-                           "systems.true_exponent_periods=20", f"hydra.run.dir={out}", *common],
-                          cwd=root, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            _sys.executable,
+            "evaluate.py",
+            f"sweep={sweep}",
+            "n_points=128",
+            "mmd.steps=5",
+            "mmd.n_points=64",
+            "chaos.long_horizon=0",
+            "systems.true_exponent_periods=20",
+            f"hydra.run.dir={out}",
+            *common,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| Rossler | 2 |" in done.stdout and "| Halvorsen | 2 |" in done.stdout
     summary = json.loads((out / "summary.json").read_text())

@@ -1,4 +1,5 @@
 """Flow ensembles: K seeds trained as one vectorised model, written as K runs."""
+
 import json
 
 import pytest
@@ -11,10 +12,17 @@ from eqflow.models import EquilibriumFlowModule, ScoreModule
 from eqflow.models.ensemble import EnsembleFlowModule
 from eqflow.runs import load_run, run_dirs
 
-TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
-               "data.n_trajectories=2", "data.n_steps=400",
-               "data.burn_in_steps=100", "logger=none", "trainer.max_epochs=3",
-               "flow.batch_size=256"]
+TINY_LORENZ = [
+    "experiment=lorenz",
+    "flow=mlp",
+    "evaluate=false",  # one flow, no study
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+    "logger=none",
+    "trainer.max_epochs=3",
+    "flow.batch_size=256",
+]
 
 
 def _train(overrides, tmp_path, out):
@@ -43,9 +51,13 @@ def test_batched_field_equals_each_members_field():
         assert torch.allclose(batched[k], ensemble.member(k).velocity(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("flow_settings", [["flow.model.divergence=exact"],
-                                           ["flow.model.divergence=hutchinson",
-                                            "flow.model.n_probes=4"]])
+@pytest.mark.parametrize(
+    "flow_settings",
+    [
+        ["flow.model.divergence=exact"],
+        ["flow.model.divergence=hutchinson", "flow.model.n_probes=4"],
+    ],
+)
 def test_a_member_is_the_single_run_of_its_seed(flow_settings, tmp_path):
     """Same initial weights, batches, noise and probes: after three epochs member k's weights
     and measurements are those of a single run of seed + k."""
@@ -117,10 +129,13 @@ def test_batched_lyapunov_equals_one_flow_at_a_time():
         flows.append(flow)
     data = torch.randn(200, 3, generator=torch.Generator().manual_seed(1))
     settings = dict(n_trajectories=4, dt=0.1, steps=300, burn_in=20, bound=4.0, record_at=150)
-    batched = flow_lyapunov_many(flows, data, [torch.Generator().manual_seed(7 + k)
-                                               for k in range(3)], **settings)
+    batched = flow_lyapunov_many(
+        flows, data, [torch.Generator().manual_seed(7 + k) for k in range(3)], **settings
+    )
     for k, flow in enumerate(flows):
-        alone = flow_lyapunov(flow, data, generator=torch.Generator().manual_seed(7 + k), **settings)
+        alone = flow_lyapunov(
+            flow, data, generator=torch.Generator().manual_seed(7 + k), **settings
+        )
         for key in ("lyapunov", "mean_speed", "lyapunov_at_record"):
             assert batched[k][key] == pytest.approx(alone[key], rel=1e-6, abs=1e-9), key
         assert batched[k]["n_kept"] == alone["n_kept"]

@@ -1,5 +1,6 @@
 """Exact equilibrium flows v = div A + A s: jets against autograd, div(p v) = 0 on a density with
 a closed-form score, the training-free flow as the constant-A case, ensembles and batching."""
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -46,8 +47,10 @@ def test_jets_equal_autograd_derivatives(activation):
     x = torch.randn(2, 7, 3, dtype=torch.float64)
     value, jac, hess = net.jet(x, 2)
     for k in range(2):
+
         def f(y, k=k):
             return net(y.reshape(1, 1, 3).expand(2, 1, 3).contiguous())[k, 0]
+
         assert torch.allclose(value[k], vmap(f)(x[k]), atol=1e-12)
         assert torch.allclose(jac[k], vmap(jacfwd(f))(x[k]).transpose(-1, -2), atol=1e-12)
         assert torch.allclose(hess[k], vmap(hessian(f))(x[k]).permute(0, 2, 3, 1), atol=1e-12)
@@ -79,13 +82,15 @@ def test_exact_flow_keeps_the_density_at_the_noise_floor(exact_flow, mixture):
 
     g = torch.Generator().manual_seed(3)
     start, other = mixture.sample(512, g), mixture.sample(512, g)
-    spread = max(abs(float(mmd2(mixture.sample(512, g), mixture.sample(512, g), 0.5)))
-                 for _ in range(5))
+    spread = max(
+        abs(float(mmd2(mixture.sample(512, g), mixture.sample(512, g), 0.5))) for _ in range(5)
+    )
     tolerance = 3 * spread
     with torch.no_grad():
         path = integrate_ode(exact_flow.velocity, start, 0.05, 100)
-        leaky = integrate_ode(lambda y: exact_flow.velocity(y) + 0.5 * exact_flow.score(y),
-                              start, 0.05, 100)
+        leaky = integrate_ode(
+            lambda y: exact_flow.velocity(y) + 0.5 * exact_flow.score(y), start, 0.05, 100
+        )
     assert (path[-1] - start).norm(dim=-1).mean() > 0.3  # the points travel
     for t in (25, 50, 100):
         assert abs(float(mmd2(path[t], other, 0.5))) < tolerance, t
@@ -122,6 +127,7 @@ def test_a_conservative_score_leaves_no_residual():
     assert res["relative"] < 1e-10
     # a score with a non-conservative part leaves <A, antisym(ds)>: the residual is not zero
     from eqflow.models import ScoreModule
+
     flow.score_model = ScoreModule(dim=3).double()
     assert continuity_residual(flow.velocity, flow.score, x)["relative"] > 1e-3
 
@@ -147,10 +153,20 @@ def test_ensemble_members_start_from_single_weights_and_batch_alike():
     assert torch.allclose(stacked(x.double().expand(2, 40, 3)).float(), batched, atol=1e-5)
 
 
-TINY_LORENZ = ["experiment=lorenz", "flow=exact", "evaluate=false", "data.n_trajectories=2",
-               "data.n_steps=400", "data.burn_in_steps=100", "logger=none",
-               "trainer.max_epochs=2", "flow.batch_size=128", "flow.model.hidden=[16,16]",
-               "flow.ensemble=1", "measure.lyapunov.compile=false"]
+TINY_LORENZ = [
+    "experiment=lorenz",
+    "flow=exact",
+    "evaluate=false",
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+    "logger=none",
+    "trainer.max_epochs=2",
+    "flow.batch_size=128",
+    "flow.model.hidden=[16,16]",
+    "flow.ensemble=1",
+    "measure.lyapunov.compile=false",
+]
 
 
 def test_an_exact_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
@@ -165,10 +181,12 @@ def test_an_exact_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
     assert isinstance(run.flow, ExactFlowModule)
     for key, value in single.flow.state_dict().items():
         assert torch.allclose(run.flow.state_dict()[key], value, rtol=1e-4, atol=1e-5), key
-    assert run.metrics["residual/relative"] == pytest.approx(single.metrics["residual/relative"],
-                                                             rel=1e-3)
-    assert run.metrics["mmd/final"] == pytest.approx(single.metrics["mmd/final"], rel=1e-3,
-                                                     abs=1e-6)
+    assert run.metrics["residual/relative"] == pytest.approx(
+        single.metrics["residual/relative"], rel=1e-3
+    )
+    assert run.metrics["mmd/final"] == pytest.approx(
+        single.metrics["mmd/final"], rel=1e-3, abs=1e-6
+    )
 
 
 def test_exact_flows_refuse_images_with_the_fix(tmp_path):
@@ -214,6 +232,7 @@ def test_a_group_of_exact_flows_is_integrated_as_one_for_mmd():
     assert torch.allclose(a, b, atol=1e-10)
     # member k starts from set k: its curve is the one measured from that set alone
     from eqflow.protocols.preservation import mmd_curve
+
     assert torch.allclose(a[2], mmd_curve(flows[2].velocity, starts[2], 0.1, 10, 0.5), atol=1e-10)
     assert not torch.allclose(a[2], mmd_curve(flows[2].velocity, starts[0], 0.1, 10, 0.5))
 

@@ -1,5 +1,6 @@
 """The second reliability audit: nothing overwritten, no job of a sweep lost, every failure named
 with its fix. One test (or a few) per point of the audit."""
+
 import errno
 import os
 import shutil
@@ -26,25 +27,52 @@ from eqflow.storage import atomic_write
 from eqflow.sweep_jobs import unfinished_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["experiment=lorenz", "flow=mlp", "evaluate=false", "data.n_trajectories=2",
-        "data.n_steps=400", "data.burn_in_steps=100", "score.epochs=2", "trainer.max_epochs=1",
-        "logger=none", "trainer.enable_progress_bar=false", "measure.lyapunov.steps=20",
-        "measure.lyapunov.burn_in=0", "measure.mmd.steps=5", "measure.figures.steps=10",
-        "measure.fidelity.n_points=64"]
-CHEAP_EVAL = ["logger=none", "n_points=64", "n_baselines=2", "chaos.long_horizon=0",
-              "chaos.settings.steps=20", "chaos.settings.burn_in=0", "mmd.steps=3",
-              "mmd.n_points=32", "umap.n_neighbors=2"]
+TINY = [
+    "experiment=lorenz",
+    "flow=mlp",
+    "evaluate=false",
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+    "score.epochs=2",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "measure.lyapunov.steps=20",
+    "measure.lyapunov.burn_in=0",
+    "measure.mmd.steps=5",
+    "measure.figures.steps=10",
+    "measure.fidelity.n_points=64",
+]
+CHEAP_EVAL = [
+    "logger=none",
+    "n_points=64",
+    "n_baselines=2",
+    "chaos.long_horizon=0",
+    "chaos.settings.steps=20",
+    "chaos.settings.burn_in=0",
+    "mmd.steps=3",
+    "mmd.n_points=32",
+    "umap.n_neighbors=2",
+]
 
 
 def _cli(script, *args, cwd):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=900, env=env)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        env=env,
+    )
     done.output = done.stdout + done.stderr  # logs go to stdout, Hydra-time errors to stderr
     return done
 
 
 # ---- 1. a folder that holds a run is never overwritten -----------------------------------------
+
 
 def _fake_run(folder: Path) -> Path:
     (folder / ".hydra").mkdir(parents=True)
@@ -56,8 +84,14 @@ def _fake_run(folder: Path) -> Path:
 def test_a_named_run_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
     run = _fake_run(tmp_path / "R")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    done = _cli("train.py", *TINY, "seed=7", f"hydra.run.dir={run}",
-                f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    done = _cli(
+        "train.py",
+        *TINY,
+        "seed=7",
+        f"hydra.run.dir={run}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "already holds a run" in done.stderr and "ckpt_path=" in done.stderr
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -68,8 +102,15 @@ def test_a_named_run_folder_holding_a_run_is_refused_and_left_untouched(tmp_path
 def test_a_multirun_into_a_folder_with_runs_is_refused(tmp_path):
     sweep = tmp_path / "S"
     _fake_run(sweep / "0")
-    done = _cli("train.py", "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}",
-                f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    done = _cli(
+        "train.py",
+        "-m",
+        *TINY,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2 and "already holds the runs of a multirun" in done.stderr
     assert sorted(p.name for p in sweep.iterdir()) == ["0"]
 
@@ -83,8 +124,7 @@ def test_resuming_into_the_same_folder_is_allowed(tmp_path):
         RunFolderGuard().on_run_start(cfg)
 
 
-def test_a_folder_that_cannot_be_written_is_refused_with_the_setting(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_a_folder_that_cannot_be_written_is_refused_with_the_setting(tmp_path, monkeypatch, capsys):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
@@ -98,6 +138,7 @@ def test_a_folder_that_cannot_be_written_is_refused_with_the_setting(tmp_path, m
 
 
 # ---- 2. every stage ends with 143 (SIGTERM) or 130 (SIGINT) and says how to go on ---------------
+
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_in_any_stage_names_the_stage_and_its_exit_code(sig, code):
@@ -113,9 +154,16 @@ def test_a_signal_in_any_stage_names_the_stage_and_its_exit_code(sig, code):
 def test_sigint_during_the_flow_fit_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     code, output = signal_train_when(
-        [*TINY, "trainer.max_epochs=100000", f"paths.cache_dir={tmp_path / 'cache'}",
-         f"hydra.run.dir={out}"], (out / "checkpoints" / "last.ckpt").exists, signal.SIGINT,
-        tmp_path)
+        [
+            *TINY,
+            "trainer.max_epochs=100000",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+        ],
+        (out / "checkpoints" / "last.ckpt").exists,
+        signal.SIGINT,
+        tmp_path,
+    )
     assert code == 130, output[-2000:]
     assert "SIGINT" in output and "resume it with ckpt_path=" in output
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "flow.pt").exists()
@@ -123,12 +171,20 @@ def test_sigint_during_the_flow_fit_exits_130_with_the_resume_command(tmp_path):
 
 # ---- 3 and 4. a multirun goes on past a failing job; evaluate names what it lacks ---------------
 
+
 @pytest.fixture(scope="module")
 def sweep_with_a_failed_job(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     sweep = tmp / "S"
-    done = _cli("train.py", "-m", *TINY, "seed=0,-1,1", f"hydra.sweep.dir={sweep}",
-                f"paths.cache_dir={tmp / 'cache'}", cwd=tmp)
+    done = _cli(
+        "train.py",
+        "-m",
+        *TINY,
+        "seed=0,-1,1",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        cwd=tmp,
+    )
     return sweep, tmp / "cache", done
 
 
@@ -143,15 +199,24 @@ def test_a_multirun_runs_every_job_and_names_the_failed_one(sweep_with_a_failed_
 def test_evaluate_lists_failed_jobs_and_exits_non_zero_when_strict(sweep_with_a_failed_job):
     sweep, cache, _ = sweep_with_a_failed_job
     out = sweep.parent / "eval"
-    done = _cli("evaluate.py", f"sweep={sweep}", f"paths.cache_dir={cache}", *CHEAP_EVAL,
-                f"hydra.run.dir={out}", "strict=true", cwd=sweep.parent)
+    done = _cli(
+        "evaluate.py",
+        f"sweep={sweep}",
+        f"paths.cache_dir={cache}",
+        *CHEAP_EVAL,
+        f"hydra.run.dir={out}",
+        "strict=true",
+        cwd=sweep.parent,
+    )
     assert done.returncode == 1, done.output[-3000:]
     assert "job 1 (seed=-1)" in done.output
     report = (out / "report.md").read_text()
     assert "left out: 1" in report and "job 1 (seed=-1)" in report
 
 
-def test_a_corrupt_metrics_json_is_a_named_run_left_out_not_a_nan(sweep_with_a_failed_job, tmp_path):
+def test_a_corrupt_metrics_json_is_a_named_run_left_out_not_a_nan(
+    sweep_with_a_failed_job, tmp_path
+):
     sweep, cache, _ = sweep_with_a_failed_job
     copy = tmp_path / "S"
     shutil.copytree(sweep / "0", copy / "0")
@@ -164,6 +229,7 @@ def test_a_corrupt_metrics_json_is_a_named_run_left_out_not_a_nan(sweep_with_a_f
 
 
 # ---- 5. a full disk or a read-only folder: the path and the setting that moves it --------------
+
 
 def test_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path):
     def full(f):
@@ -201,13 +267,13 @@ def test_a_read_only_outputs_folder_is_named_with_the_setting(tmp_path, monkeypa
 
 # ---- 6. data sanity -----------------------------------------------------------------------------
 
+
 def _csv(path: Path, rows: np.ndarray) -> Path:
     np.savetxt(path, rows, delimiter=",", header="a,b", comments="")
     return path
 
 
-@pytest.mark.parametrize("value,match", [(1e308, "beyond the 1e\\+15"),
-                                         (1e9, "robust scales")])
+@pytest.mark.parametrize("value,match", [(1e308, "beyond the 1e\\+15"), (1e9, "robust scales")])
 def test_an_absurd_value_in_a_csv_is_refused_with_its_row(tmp_path, value, match):
     rows = np.random.default_rng(0).normal(size=(200, 2))
     rows[17, 1] = value
@@ -232,6 +298,7 @@ def test_evaluate_checks_its_keys_in_run_mode_too(tmp_path):
 
 
 # ---- 7. errors that name the fix ----------------------------------------------------------------
+
 
 def test_an_empty_or_header_only_csv_names_the_fix(tmp_path):
     (tmp_path / "empty.csv").write_text("\n\n")

@@ -1,5 +1,6 @@
 """A user's own snapshots from files: every format read to the same array, every bad input
 refused with the file, the problem and the fix, and experiment=points end to end."""
+
 import json
 import subprocess
 import sys
@@ -19,8 +20,9 @@ POINTS = np.random.default_rng(0).normal(size=(150, 3)) * [1.0, 2.0, 0.5] + [0.0
 
 
 def write_csv(path: Path, arr: np.ndarray, header: list[str] | None = None, sep: str = ",") -> Path:
-    lines = ([sep.join(header)] if header else []) + [sep.join(repr(float(v)) for v in row)
-                                                       for row in arr]
+    lines = ([sep.join(header)] if header else []) + [
+        sep.join(repr(float(v)) for v in row) for row in arr
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -33,10 +35,18 @@ def test_every_format_reads_to_the_same_points(tmp_path):
     write_csv(tmp_path / "h.csv", POINTS, ["a", "b", "c"])
     write_csv(tmp_path / "n.csv", POINTS)
     write_csv(tmp_path / "p.tsv", POINTS, ["a", "b", "c"], sep="\t")
-    sources = [("p.npy", {}), ("p.npz", {"key": "cells"}), ("p.pt", {}), ("d.pt", {"key": "cells"}),
-               ("h.csv", {}), ("n.csv", {}), ("p.tsv", {})]
+    sources = [
+        ("p.npy", {}),
+        ("p.npz", {"key": "cells"}),
+        ("p.pt", {}),
+        ("d.pt", {"key": "cells"}),
+        ("h.csv", {}),
+        ("n.csv", {}),
+        ("p.tsv", {}),
+    ]
     try:
         import pandas as pd
+
         pd.DataFrame(POINTS, columns=["a", "b", "c"]).to_parquet(tmp_path / "p.parquet")
         sources.append(("p.parquet", {}))
     except ImportError:
@@ -67,20 +77,23 @@ def test_points_are_standardised_and_subsampled_from_the_data_seed(tmp_path):
     assert float(nearest.max()) < 1e-5  # every kept point is one of the file's
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing", r"missing\.csv: no such file"),
-    ("extension", r"unknown extension '\.xlsx'.*\.npy"),
-    ("empty", r"empty"),
-    ("garbage", r"cannot be read as \.npy"),
-    ("ragged", r"line 4: 2 values where the header has 3"),
-    ("text", r"line 3, column b: 'abc' is not a number"),
-    ("nan", r"2 of 150 rows hold NaN or infinite values.*data.drop_nonfinite=true"),
-    ("few", r"50 points; eqflow needs at least 100"),
-    ("one_column", r"one column"),
-    ("constant", r"column\(s\) \[1\] are constant.*data.columns"),
-    ("npz_key", r"holds 2 arrays \(a, b\); pick one with data.key"),
-    ("name_without_header", r"'x' is a name, but .* has no header"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", r"missing\.csv: no such file"),
+        ("extension", r"unknown extension '\.xlsx'.*\.npy"),
+        ("empty", r"empty"),
+        ("garbage", r"cannot be read as \.npy"),
+        ("ragged", r"line 4: 2 values where the header has 3"),
+        ("text", r"line 3, column b: 'abc' is not a number"),
+        ("nan", r"2 of 150 rows hold NaN or infinite values.*data.drop_nonfinite=true"),
+        ("few", r"50 points; eqflow needs at least 100"),
+        ("one_column", r"one column"),
+        ("constant", r"column\(s\) \[1\] are constant.*data.columns"),
+        ("npz_key", r"holds 2 arrays \(a, b\); pick one with data.key"),
+        ("name_without_header", r"'x' is a name, but .* has no header"),
+    ],
+)
 def test_bad_point_files_are_refused_with_the_problem_and_the_fix(tmp_path, case, match):
     p = tmp_path / "f.csv"
     kw = {}
@@ -136,7 +149,7 @@ def test_images_from_a_folder_and_from_arrays(tmp_path):
     folder.mkdir()
     for i, img in enumerate(imgs):
         Image.fromarray(img).save(folder / f"{i:02d}.png")
-    np.save(tmp_path / "last.npy", imgs)                               # (N, H, W, C)
+    np.save(tmp_path / "last.npy", imgs)  # (N, H, W, C)
     np.savez(tmp_path / "first.npz", x=imgs.transpose(0, 3, 1, 2) / 255.0)  # floats in [0, 1]
     expected = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
     a = ImagesFromFiles(str(folder)).images
@@ -157,7 +170,9 @@ def test_images_of_mixed_sizes_or_modes_are_refused(tmp_path):
             Image.new("RGB", (16, 16)).save(folder / f"{i}.png")
         odd = Image.new("RGB", (20, 20)) if case == "size" else Image.new("RGBA", (16, 16))
         odd.save(folder / "9.png")
-        with pytest.raises(DataFileError, match=r"9\.png: .*every image needs the same size and mode"):
+        with pytest.raises(
+            DataFileError, match=r"9\.png: .*every image needs the same size and mode"
+        ):
             ImagesFromFiles(str(folder))
     np.save(tmp_path / "wide.npy", np.full((8, 1, 16, 16), 3.0))
     with pytest.raises(DataFileError, match=r"values from 3 to 3; images must lie in \[0, 1\]"):
@@ -167,9 +182,20 @@ def test_images_of_mixed_sizes_or_modes_are_refused(tmp_path):
 def test_a_bad_data_file_stops_train_py_before_it_writes_anything(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, "train.py", "experiment=points", f"data.path={tmp_path / 'nope.csv'}",
-         f"hydra.run.dir={runs / 'r'}", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "train.py",
+            "experiment=points",
+            f"data.path={tmp_path / 'nope.csv'}",
+            f"hydra.run.dir={runs / 'r'}",
+            "logger=none",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "nope.csv: no such file" in proc.stdout + proc.stderr
     assert not (runs / "r").exists() and not (tmp_path / "cache").exists()
@@ -177,19 +203,33 @@ def test_a_bad_data_file_stops_train_py_before_it_writes_anything(tmp_path):
 
 def tiny_points_run(tmp_path, points: np.ndarray, *overrides):
     path = write_csv(tmp_path / "cells.csv", points, [f"g{i}" for i in range(points.shape[1])])
-    cfg = compose_train(["experiment=points", f"data.path={path}", "score.epochs=30",
-                         "trainer.max_epochs=2", "flow.ensemble=1", "evaluate=false",
-                         "measure.lyapunov.steps=100", "measure.lyapunov.burn_in=10",
-                         "measure.mmd.n_points=128", "measure.mmd.steps=50",
-                         "trainer.enable_progress_bar=false", "logger=none", *overrides],
-                        tmp_path, tiny=False)
+    cfg = compose_train(
+        [
+            "experiment=points",
+            f"data.path={path}",
+            "score.epochs=30",
+            "trainer.max_epochs=2",
+            "flow.ensemble=1",
+            "evaluate=false",
+            "measure.lyapunov.steps=100",
+            "measure.lyapunov.burn_in=10",
+            "measure.mmd.n_points=128",
+            "measure.mmd.steps=50",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            *overrides,
+        ],
+        tmp_path,
+        tiny=False,
+    )
     return pipeline.train(cfg)
 
 
 def test_experiment_points_on_a_csv_writes_metrics_and_a_pair_plot(tmp_path):
     rng = np.random.default_rng(1)
-    points = rng.normal(size=(2000, 4)) @ np.array([[1, 0.5, 0, 0], [0, 1, 0.3, 0],
-                                                    [0, 0, 1, 0.2], [0, 0, 0, 1.0]])
+    points = rng.normal(size=(2000, 4)) @ np.array(
+        [[1, 0.5, 0, 0], [0, 1, 0.3, 0], [0, 0, 1, 0.2], [0, 0, 0, 1.0]]
+    )
     result = tiny_points_run(tmp_path, points)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and np.isfinite(metrics["mmd/final"])
@@ -204,12 +244,16 @@ def test_training_free_flow_on_a_gaussian_file_keeps_mmd_at_noise_level(tmp_path
     rng = np.random.default_rng(2)
     points = rng.normal(size=(4000, 2)) * [2.0, 0.5]
     # ~4 700 score steps (an under-trained score, e.g. 120 steps, lets MMD^2 grow to ~0.05)
-    result = tiny_points_run(tmp_path, points, "flow=training_free", "score.epochs=150",
-                             "score.batch_size=128")
+    result = tiny_points_run(
+        tmp_path, points, "flow=training_free", "score.epochs=150", "score.batch_size=128"
+    )
     m = result.metrics
     # noise floor: MMD^2 between two independent noised sets of the start set's size
     # the unbiased floor is ~0 (here -0.001); its spread at 128 points is ~0.005
-    assert abs(m["mmd/final"] - m["mmd/noise_floor"]) < 0.005, (m["mmd/final"], m["mmd/noise_floor"])
+    assert abs(m["mmd/final"] - m["mmd/noise_floor"]) < 0.005, (
+        m["mmd/final"],
+        m["mmd/noise_floor"],
+    )
     assert max(abs(float(v)) for v in m["mmd/curve"]) < 0.005
 
 
@@ -219,10 +263,21 @@ def test_experiment_images_trains_the_image_score_and_builds_the_training_free_f
     folder.mkdir()
     for i in range(12):
         Image.fromarray(rng.integers(0, 256, size=(32, 32, 2), dtype=np.uint8)[..., 0]).save(
-            folder / f"{i:03d}.png")  # grayscale PNGs: one channel
-    cfg = compose_train(["experiment=images", f"data.path={folder}", "score.epochs=1",
-                         "score.batch_size=4", "score.samples=null", "logger=none",
-                         "trainer.enable_progress_bar=false"], tmp_path, tiny=False)
+            folder / f"{i:03d}.png"
+        )  # grayscale PNGs: one channel
+    cfg = compose_train(
+        [
+            "experiment=images",
+            f"data.path={folder}",
+            "score.epochs=1",
+            "score.batch_size=4",
+            "score.samples=null",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+        tiny=False,
+    )
     result = pipeline.train(cfg)
     assert result.metrics["status"] == "finished"
     assert result.flow.hparams.spatial and result.flow.D.shape == (1, 1, 3, 3)
@@ -234,16 +289,30 @@ def test_experiment_images_trains_the_image_score_and_builds_the_training_free_f
 def test_scatters_from_a_file_are_tracked_as_creatures(tmp_path):
     from eqflow.data import AlifeSystem
 
-    scatters = AlifeSystem("dot", canvas=32, icon_size=12, n_samples=16, progress=False).generate(
-        torch.Generator().manual_seed(0)).x
+    scatters = (
+        AlifeSystem("dot", canvas=32, icon_size=12, n_samples=16, progress=False)
+        .generate(torch.Generator().manual_seed(0))
+        .x
+    )
     np.save(tmp_path / "scatters.npy", scatters.numpy())  # floats in [-1, 1], (N, 3, H, W)
     system = ImagesFromFiles(str(tmp_path / "scatters.npy"))
     assert system.background == pytest.approx((1.0, 1.0, 1.0), abs=0.02)  # AlifeSystem's white
-    cfg = compose_train(["experiment=images", f"data.path={tmp_path / 'scatters.npy'}",
-                         "callbacks=creatures", "score.epochs=1", "score.batch_size=8",
-                         "score.samples=null", "logger=none", "trainer.enable_progress_bar=false",
-                         "measure.creatures.steps=40", "measure.creatures.frame_every=5"],
-                        tmp_path, tiny=False)
+    cfg = compose_train(
+        [
+            "experiment=images",
+            f"data.path={tmp_path / 'scatters.npy'}",
+            "callbacks=creatures",
+            "score.epochs=1",
+            "score.batch_size=8",
+            "score.samples=null",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "measure.creatures.steps=40",
+            "measure.creatures.frame_every=5",
+        ],
+        tmp_path,
+        tiny=False,
+    )
     m = pipeline.train(cfg).metrics
     assert m["creatures/reference_area"] > 0 and m["creatures/expected_count"] > 0
     assert m["creatures/n_tracks"] == len(m["creatures/track_speeds"])

@@ -58,8 +58,9 @@ def test_skew_kernel_is_a_skew_operator(channels, radius):
 
 def test_gamma_kernel_and_orthogonality_to_any_field():
     k = gamma_kernel(-1.0, torch.float64)
-    torch.testing.assert_close(k.reshape(2, 2), torch.tensor([[0.0, -1.0], [1.0, 0.0]],
-                                                             dtype=torch.float64) / 2 ** 0.5)
+    torch.testing.assert_close(
+        k.reshape(2, 2), torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64) / 2**0.5
+    )
     s = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     v = circular_conv(s, skew_kernel(2, 1, torch.Generator().manual_seed(0), torch.float64))
     assert (v * s).sum((1, 2, 3)).abs().max() < 1e-10  # v . s = 0 per sample

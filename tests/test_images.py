@@ -1,5 +1,6 @@
 """The image side: circular U-Net score model, training-free image flows, the Langevin
 representation of Table 2, DDP score training, and Table 2 end to end on a tiny run."""
+
 import copy
 import json
 import subprocess
@@ -47,8 +48,9 @@ def test_circular_padding_survives_save_and_load(tmp_path):
     with torch.no_grad():
         ref = model.score(x)
     # our cache and Lightning checkpoints: rebuilt from hyper-parameters + state dict
-    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False)
+    trainer = pl.Trainer(
+        max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "score.ckpt")
     loaded = ImageScoreModule.load_from_checkpoint(tmp_path / "score.ckpt").eval()
@@ -66,11 +68,17 @@ def test_unet_score_trains_and_points_back_to_the_data():
     from eqflow.data.gray_scott import GrayScottSystem
 
     snaps = GrayScottSystem("maze", size=32, n_samples=32, steps=300, progress=False).generate(
-        torch.Generator().manual_seed(0))
+        torch.Generator().manual_seed(0)
+    )
     model = small_score(warmup_steps=2)
     dm = SnapshotDataModule(None, snaps, 8, val_fraction=0.25)
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, gradient_clip_val=1.0)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        gradient_clip_val=1.0,
+    )
     trainer.fit(model, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["score/val_loss"])
     model.eval()
@@ -86,7 +94,6 @@ def test_unet_score_trains_and_points_back_to_the_data():
     # the score points from the noised image back toward the clean one: s . eps < 0
     assert ((s * eps).flatten(1).sum(1) < 0).all()
     assert torch.allclose(x0_hat, (x + (1 - a) * s) / a.sqrt(), atol=1e-4)  # Tweedie
-
 
 
 def test_a_timestep_band_trains_only_those_levels_and_the_level_loss_uses_the_score_level():
@@ -113,10 +120,13 @@ def test_a_timestep_band_that_misses_the_score_level_or_the_schedule_is_refused(
     with pytest.raises(ValueError, match="train_timesteps"):
         small_score(train_timesteps=band, timestep=10)
 
+
 @pytest.mark.parametrize("kernel,radius", [("gamma", 0), ("random", 0), ("random", 2)])
 def test_training_free_image_flow_is_orthogonal_to_the_score(kernel, radius):
     score = small_score().double().eval()
-    flow = TrainingFreeFlow(score, dim=2, seed=3, kernel=kernel, radius=radius, spatial=True).double()
+    flow = TrainingFreeFlow(
+        score, dim=2, seed=3, kernel=kernel, radius=radius, spatial=True
+    ).double()
     x = torch.randn(3, 2, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         v, s = flow.velocity(x), flow.score(x)
@@ -129,10 +139,25 @@ def test_heun_with_the_score_passed_to_the_drift_matches_the_plain_form():
     D = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
     score = lambda x: -x  # noqa: E731
     x0 = torch.randn(4, 2, dtype=torch.float64)
-    plain = sde_heun(lambda x: score(x) @ D.T, score, x0, 0.05, 10, 0.3,
-                     generator=torch.Generator().manual_seed(2))
-    fused = sde_heun(lambda x, s: s @ D.T, score, x0, 0.05, 10, 0.3,
-                     generator=torch.Generator().manual_seed(2), drift_from_score=True)
+    plain = sde_heun(
+        lambda x: score(x) @ D.T,
+        score,
+        x0,
+        0.05,
+        10,
+        0.3,
+        generator=torch.Generator().manual_seed(2),
+    )
+    fused = sde_heun(
+        lambda x, s: s @ D.T,
+        score,
+        x0,
+        0.05,
+        10,
+        0.3,
+        generator=torch.Generator().manual_seed(2),
+        drift_from_score=True,
+    )
     assert torch.allclose(plain, fused)
 
 
@@ -141,8 +166,16 @@ def test_langevin_representation_is_the_ema_of_the_path_minus_the_start():
     c = torch.tensor([1.0, -2.0], dtype=torch.float64).view(1, 2, 1, 1)
     x0 = torch.zeros(1, 2, 1, 1, dtype=torch.float64)
     ema, dt, n = 0.9, 0.1, 3
-    rec = langevin_representation(lambda x, s: c.expand_as(x), torch.zeros_like, x0, eta=0.0,
-                                  dt=dt, steps=5, ema=ema, ema_until=n)
+    rec = langevin_representation(
+        lambda x, s: c.expand_as(x),
+        torch.zeros_like,
+        x0,
+        eta=0.0,
+        dt=dt,
+        steps=5,
+        ema=ema,
+        ema_until=n,
+    )
     m = 0.0
     for k in range(1, n + 1):
         m = ema * m + (1 - ema) * k * dt
@@ -167,7 +200,7 @@ def test_stacked_networks_send_each_image_through_its_own_network():
     nets = [redrawn_network(score.network, g) for _ in range(3)]
     x = torch.randn(3, 2, 16, 16, generator=g)
     with torch.no_grad():
-        looped = torch.cat([score.score(x[i:i + 1], network=n) for i, n in enumerate(nets)])
+        looped = torch.cat([score.score(x[i : i + 1], network=n) for i, n in enumerate(nets)])
         stacked = score.score(x, network=StackedNetworks(nets))
     assert torch.allclose(stacked, looped, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(looped[0], score.score(x[:1])[0])  # the weights really differ
@@ -185,8 +218,12 @@ def test_periodic_symmetry_only_moves_pixels():
 
 def _shifts_and_rotations(img: torch.Tensor) -> list[torch.Tensor]:
     h, w = img.shape[-2:]
-    return [torch.rot90(torch.roll(img, (i, j), (-2, -1)), k, (-2, -1))
-            for i in range(h) for j in range(w) for k in range(4)]
+    return [
+        torch.rot90(torch.roll(img, (i, j), (-2, -1)), k, (-2, -1))
+        for i in range(h)
+        for j in range(w)
+        for k in range(4)
+    ]
 
 
 def test_periodic_symmetry_without_mirror_keeps_a_chiral_image_chiral():
@@ -207,13 +244,24 @@ def test_periodic_symmetry_without_mirror_keeps_a_chiral_image_chiral():
 
 def test_alife_score_is_augmented_without_mirrors():
     from omegaconf import OmegaConf
+
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "experiment" / "alife.yaml")
     assert cfg.score.model.augment_mirror is False
 
 
 def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
-    cfg = compose_train([*TINY_PATTERNS, "logger=none", "trainer=ddp", "trainer.accelerator=cpu",
-                         "trainer.devices=2", "score.samples=null"], tmp_path, tiny=False)
+    cfg = compose_train(
+        [
+            *TINY_PATTERNS,
+            "logger=none",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "score.samples=null",
+        ],
+        tmp_path,
+        tiny=False,
+    )
     system, snaps = data_stage.load_data(cfg)
     score, info = score_stage.load_score(cfg, system, snaps)
     fresh = instantiate(cfg.score.model, channels=2, _convert_="all")
@@ -231,23 +279,35 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     m = result.metrics
     for key in ("table2/training_free", "table2/random_mean", "table2/reweight_mean"):
         assert 0 <= m[key] <= 1
-    assert m["table2/training_free"] == max(m["table2/training_free_plus"],
-                                            m["table2/training_free_minus"])
+    assert m["table2/training_free"] == max(
+        m["table2/training_free_plus"], m["table2/training_free_minus"]
+    )
     assert len(m["table2/random_draws"]) == len(m["table2/reweight_draws"]) == 3
     figs = result.output_dir / "figures"
     assert (figs / "patterns.png").exists() and (figs / "sde.gif").exists()
     assert list((result.output_dir / "score" / "samples").glob("samples_epoch*.png"))
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, "evaluate.py", f"sweep={result.output_dir}",
-                           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
-                           "logger=none"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            f"sweep={result.output_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (out / "table2.md").read_text()
     assert "maze (ours)" in table and "0.270" in table  # ours beside the published value
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table2"]["maze"]["training-free"]["mean"] == pytest.approx(
-        m["table2/training_free"])
+        m["table2/training_free"]
+    )
     assert summary["table2"]["maze"]["random"]["n"] == 3
     verdict = summary["above_baseline_mean_plus_std"]["maze"]
     assert set(verdict) == {"random", "random re-weight"}
@@ -259,9 +319,11 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
 
     # evaluate.py patterns.n_starts=2: re-measured from two starts; the first is the run's own
     from eqflow.analysis.patterns import collect, paired
+
     run = result.output_dir
-    columns, failed = collect([run], {run: "run"}, False, tmp_path / "scratch",
-                              str(tmp_path / "cache"), n_starts=2)
+    columns, failed = collect(
+        [run], {run: "run"}, False, tmp_path / "scratch", str(tmp_path / "cache"), n_starts=2
+    )
     assert not failed and len(columns["maze"]["starts"]) == 2
     first = columns["maze"]["starts"][0]
     assert first["training-free"] == pytest.approx(m["table2/training_free"], abs=1e-6)
@@ -273,9 +335,19 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
 def test_beats_baselines_asks_each_baseline_with_draws():
     from eqflow.analysis.patterns import beats_baselines
 
-    table = {"maze": {"training-free": (0.20, 0.0, 1), "random": (0.10, 0.05, 10),
-                      "random re-weight": (0.15, 0.06, 10)},
-             "waves": {"training-free": (0.30, 0.0, 1), "random": (0.10, 0.25, 10),
-                       "random re-weight": (0.0, 0.0, 0)}}
-    assert beats_baselines(table) == {"maze": {"random": True, "random re-weight": False},
-                                      "waves": {"random": False}}
+    table = {
+        "maze": {
+            "training-free": (0.20, 0.0, 1),
+            "random": (0.10, 0.05, 10),
+            "random re-weight": (0.15, 0.06, 10),
+        },
+        "waves": {
+            "training-free": (0.30, 0.0, 1),
+            "random": (0.10, 0.25, 10),
+            "random re-weight": (0.0, 0.0, 0),
+        },
+    }
+    assert beats_baselines(table) == {
+        "maze": {"random": True, "random re-weight": False},
+        "waves": {"random": False},
+    }

@@ -16,8 +16,9 @@ def test_mmd_basic_properties():
     shifts = [float(mmd2(x, y + s, 0.5)) for s in (0.25, 0.5, 1.0, 2.0)]
     assert shifts == sorted(shifts) and shifts[0] > same
     # unbiased: the average over many independent pairs is ~0 (a biased V-statistic is not)
-    vals = torch.stack([mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g))
-                        for _ in range(400)])
+    vals = torch.stack(
+        [mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g)) for _ in range(400)]
+    )
     assert abs(vals.mean()) < 3 * vals.std() / 20
 
 
@@ -45,15 +46,24 @@ def test_lyapunov_of_linear_stable_system_is_its_leading_eigenvalue():
 
 
 @pytest.mark.parametrize("perturbation, renorm_every, burn_in", [(1e-8, 1, 500), (1e-5, 2500, 0)])
-def test_lyapunov_is_the_same_under_the_tangent_and_the_published_protocol(perturbation,
-                                                                          renorm_every, burn_in):
+def test_lyapunov_is_the_same_under_the_tangent_and_the_published_protocol(
+    perturbation, renorm_every, burn_in
+):
     # a decaying rotation: the gap of a linear flow scales exactly by exp(-0.2 t), so a finite
     # perturbation pulled back twice (published) and an infinitesimal one pulled back every step
     # must both read -0.2
     a = torch.tensor([[-0.2, 1.0], [-1.0, -0.2]], dtype=torch.float64)
     x0 = torch.randn(4, 2, dtype=torch.float64)
-    res = max_lyapunov(lambda x: x @ a.T, x0, 0.01, 5000, burn_in, renorm_every=renorm_every,
-                       perturbation=perturbation, record_at=2500)
+    res = max_lyapunov(
+        lambda x: x @ a.T,
+        x0,
+        0.01,
+        5000,
+        burn_in,
+        renorm_every=renorm_every,
+        perturbation=perturbation,
+        record_at=2500,
+    )
     assert abs(res["lyapunov"] + 0.2) < 1e-6
     assert abs(res["lyapunov_at_record"] + 0.2) < 1e-6
 
@@ -78,9 +88,11 @@ def test_lyapunov_drops_escaping_trajectories():
 def test_similarity_table_invariants():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(30, generator=g, dtype=torch.float64)
-    groups = {"a": torch.randn(4, 30, generator=g, dtype=torch.float64),
-              "b": -torch.randn(5, 30, generator=g, dtype=torch.float64),
-              "truth": ref[None]}
+    groups = {
+        "a": torch.randn(4, 30, generator=g, dtype=torch.float64),
+        "b": -torch.randn(5, 30, generator=g, dtype=torch.float64),
+        "truth": ref[None],
+    }
     table = similarity_table(groups, ref)
     assert table[("truth", "truth")] == (1.0, 0.0)
     for p, q in [("a", "b"), ("a", "truth"), ("b", "truth")]:
@@ -98,8 +110,12 @@ def test_paired_mmd_is_zero_for_identical_sets_and_unbiased():
     # mmd2 on the same points is biased low by the k(x_i, x_i) terms
     assert float(mmd2(x, x)) < -1e-3
     # i.i.d. pairs of independent draws: mean ~0 over repetitions
-    vals = torch.stack([paired_mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g))
-                        for _ in range(400)])
+    vals = torch.stack(
+        [
+            paired_mmd2(torch.randn(20, 2, generator=g), torch.randn(20, 2, generator=g))
+            for _ in range(400)
+        ]
+    )
     assert abs(vals.mean()) < 3 * vals.std() / 20
     # a shifted copy: the same value as mmd2 between the set and an independent shifted set
     fresh = torch.randn(200, 2, generator=g, dtype=torch.float64)
@@ -122,12 +138,18 @@ def test_bootstrap_difference_interval_brackets_the_true_difference():
 def test_study_verdicts_name_each_claim_and_whether_it_holds():
     from eqflow.analysis.verdicts import study_verdicts
 
-    table = {("learned", "learned"): (0.995, 0.0), ("learned", "ground truth"): (0.7, 0.0),
-             ("training-free", "ground truth"): (0.2, 0.0), ("random", "ground truth"): (0.08, 0.0),
-             ("learned", "score"): (0.02, 0.0)}
+    table = {
+        ("learned", "learned"): (0.995, 0.0),
+        ("learned", "ground truth"): (0.7, 0.0),
+        ("training-free", "ground truth"): (0.2, 0.0),
+        ("random", "ground truth"): (0.08, 0.0),
+        ("learned", "score"): (0.02, 0.0),
+    }
     chaos = {"n": 20, "n_finite": 20, "n_positive": 18, "n_sustained": 5}
-    curves = {"learned": torch.full((20, 3), 0.01) + 0.001 * torch.randn(20, 3),
-              "training-free": torch.full((20, 3), 0.02) + 0.001 * torch.randn(20, 3)}
+    curves = {
+        "learned": torch.full((20, 3), 0.01) + 0.001 * torch.randn(20, 3),
+        "training-free": torch.full((20, 3), 0.02) + 0.001 * torch.randn(20, 3),
+    }
     verdicts = {v["claim"].split(" (")[0]: v["holds"] for v in study_verdicts(table, chaos, curves)}
     assert verdicts["learned-learned |cos| >= 0.99"] is True
     assert verdicts["|cos| to the ground truth >= 0.25 and above training-free and random"] is True

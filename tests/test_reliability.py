@@ -1,4 +1,5 @@
 """Runs that cannot collide, lie or be lost: one test per defect of the reliability audit."""
+
 import json
 import logging
 import os
@@ -18,9 +19,15 @@ from eqflow.errors import ConfigError, NonFiniteLossError
 from eqflow.models import EquilibriumFlowModule
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
-               "data.n_trajectories=2", "data.n_steps=400",
-               "data.burn_in_steps=100", "logger=none"]
+TINY_LORENZ = [
+    "experiment=lorenz",
+    "flow=mlp",
+    "evaluate=false",  # one flow, no study
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+    "logger=none",
+]
 
 
 def _train(overrides, tmp_path, out="run"):
@@ -31,16 +38,30 @@ def _train(overrides, tmp_path, out="run"):
 
 def _cli(script, *args, cwd, env=None, **kw):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=600, env=env, **kw)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+        **kw,
+    )
 
 
 def test_run_folders_claimed_in_the_same_second_differ(tmp_path):
     """Defect 1: two processes asking for one run folder get two folders."""
     base = str(tmp_path / "runs" / "lorenz" / "2026-01-01_00-00-00_seed0")
-    code = "import sys; from eqflow.run_folders import claim_run_dir; print(claim_run_dir(sys.argv[1]))"
-    got = [subprocess.run([sys.executable, "-c", code, base], capture_output=True, text=True,
-                          check=True).stdout.strip() for _ in range(2)]
+    code = (
+        "import sys; from eqflow.run_folders import claim_run_dir; "
+        "print(claim_run_dir(sys.argv[1]))"
+    )
+    got = [
+        subprocess.run(
+            [sys.executable, "-c", code, base], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
     assert got == [base, base + "_2"]
     assert all(Path(p).is_dir() for p in got)
 
@@ -55,6 +76,7 @@ def test_a_checkpoint_of_another_score_model_is_refused(tmp_path):
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     """Defect 3: weights that turn NaN stop the fit before their epoch is checkpointed."""
+
     def poisoned(self, outputs, batch, batch_idx):  # after the optimizer step of epoch 2
         if self.current_epoch == 1:
             with torch.no_grad():
@@ -68,7 +90,8 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"].startswith(
-        "incomplete: NonFiniteLossError")
+        "incomplete: NonFiniteLossError"
+    )
 
 
 def test_corrupt_or_foreign_checkpoints_are_refused_at_start_up(tmp_path):
@@ -85,8 +108,14 @@ def test_corrupt_or_foreign_checkpoints_are_refused_at_start_up(tmp_path):
         _train([f"ckpt_path={plain}"], tmp_path, "b")
     first = _train([], tmp_path, "first")
     with pytest.raises(ConfigError, match="another flow architecture"):
-        _train(["flow.model.hidden=[32,32]",
-                f"ckpt_path={first.output_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path, "c")
+        _train(
+            [
+                "flow.model.hidden=[32,32]",
+                f"ckpt_path={first.output_dir / 'checkpoints' / 'last.ckpt'}",
+            ],
+            tmp_path,
+            "c",
+        )
 
 
 def test_altered_cache_contents_are_detected_and_rebuilt(tmp_path, caplog):
@@ -97,7 +126,7 @@ def test_altered_cache_contents_are_detected_and_rebuilt(tmp_path, caplog):
     assert not hit
     blob = bytearray(path.read_bytes())
     middle = len(blob) // 2
-    blob[middle:middle + 1000] = os.urandom(1000)
+    blob[middle : middle + 1000] = os.urandom(1000)
     path.write_bytes(bytes(blob))
     with caplog.at_level(logging.WARNING):
         again, _, hit = cached("score", {"k": 1}, lambda: value, root)
@@ -130,8 +159,13 @@ def test_evaluate_writes_beside_the_run_and_refuses_a_missing_sweep(tmp_path):
     run = pipeline.train(cfg).output_dir
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as Hydra writes it
-    done = _cli("evaluate.py", f"run={run}", f"paths.cache_dir={tmp_path / 'cache'}",
-                "logger=none", cwd=tmp_path)
+    done = _cli(
+        "evaluate.py",
+        f"run={run}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "logger=none",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (run / "evaluate").is_dir() and not (tmp_path / "None").exists()
     missing = tmp_path / "no" / "such" / "sweep"
@@ -144,10 +178,18 @@ def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
     """Defect 7: a stopped run is not reported as a success."""
     out = tmp_path / "run"
     code, output = signal_train_when(
-        [*TINY_LORENZ, "score.epochs=2", "trainer.max_epochs=100000",
-         "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}",
-         f"hydra.run.dir={out}"], (out / "checkpoints" / "last.ckpt").exists, signal.SIGTERM,
-        tmp_path)
+        [
+            *TINY_LORENZ,
+            "score.epochs=2",
+            "trainer.max_epochs=100000",
+            "trainer.enable_progress_bar=false",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+        ],
+        (out / "checkpoints" / "last.ckpt").exists,
+        signal.SIGTERM,
+        tmp_path,
+    )
     assert code == 143, output[-2000:]
     assert "resume it with ckpt_path=" in output
     status = json.loads((out / "metrics.json").read_text())["status"]
@@ -159,17 +201,30 @@ def test_sigterm_during_score_training_exits_non_zero_and_keeps_its_last_epoch(t
     """Second audit, defect 2: the score stage's SIGTERM is not a success either."""
     out, cache = tmp_path / "run", tmp_path / "cache"
     code, output = signal_train_when(
-        [*TINY_LORENZ, "score.epochs=100000", "trainer.enable_progress_bar=false",
-         f"paths.cache_dir={cache}", f"hydra.run.dir={out}"],
-        lambda: bool(list(cache.glob("score/*.partial/last.ckpt"))), signal.SIGTERM, tmp_path)
+        [
+            *TINY_LORENZ,
+            "score.epochs=100000",
+            "trainer.enable_progress_bar=false",
+            f"paths.cache_dir={cache}",
+            f"hydra.run.dir={out}",
+        ],
+        lambda: bool(list(cache.glob("score/*.partial/last.ckpt"))),
+        signal.SIGTERM,
+        tmp_path,
+    )
     assert code == 143, output[-2000:]
     assert "run the same command again to resume it" in output
     assert list(cache.glob("score/*.partial/last.ckpt")) and not list(cache.glob("score/*.pt"))
 
 
-@pytest.mark.parametrize("override,key", [("flow.model.lr=inf", "flow.model.lr"),
-                                          ("flow.model.hidden=abc", "flow.model.hidden"),
-                                          ("flow.model.hidden=[64,0]", "flow.model.hidden")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("flow.model.lr=inf", "flow.model.lr"),
+        ("flow.model.hidden=abc", "flow.model.hidden"),
+        ("flow.model.hidden=[64,0]", "flow.model.hidden"),
+    ],
+)
 def test_non_finite_and_malformed_values_fail_at_start_up(override, key, tmp_path):
     """Defect 9: caught by the start-up check, with the key named."""
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -179,8 +234,14 @@ def test_non_finite_and_malformed_values_fail_at_start_up(override, key, tmp_pat
 
 def test_nan_message_names_the_real_keys(tmp_path, monkeypatch):
     """Defect 10: the advice names flow.model.lr, the key that exists."""
-    monkeypatch.setattr(EquilibriumFlowModule, "continuity_loss",
-                        lambda self, x, s: {"loss": torch.tensor(float("nan")),
-                                            "div": torch.tensor(0.0), "v_dot_s": torch.tensor(0.0)})
+    monkeypatch.setattr(
+        EquilibriumFlowModule,
+        "continuity_loss",
+        lambda self, x, s: {
+            "loss": torch.tensor(float("nan")),
+            "div": torch.tensor(0.0),
+            "v_dot_s": torch.tensor(0.0),
+        },
+    )
     with pytest.raises(NonFiniteLossError, match=r"flow\.model\.lr"):
         _train([], tmp_path)

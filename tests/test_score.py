@@ -37,7 +37,11 @@ def test_score_module_learns_a_gaussian_score(prediction):
     torch.manual_seed(0)
     model = ScoreModule(dim=2, prediction=prediction, t=0.2, lr=1e-2)
     opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else (opt[0][0] if isinstance(opt, tuple) else opt)
+    opt = (
+        opt["optimizer"]
+        if isinstance(opt, dict)
+        else (opt[0][0] if isinstance(opt, tuple) else opt)
+    )
     model.log = lambda *a, **k: None
     data = 0.5 * torch.randn(4096, 2)
     for step in range(400):

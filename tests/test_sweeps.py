@@ -1,4 +1,5 @@
 """Seed sweeps through Hydra's launchers, and evaluate.py on them (tiny settings)."""
+
 import json
 import math
 import os
@@ -17,22 +18,42 @@ from eqflow.analysis import uniqueness as study
 from eqflow.runs import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LORENZ = ["experiment=lorenz", "flow=mlp", "evaluate=false",  # one flow, no study
-               "data.n_trajectories=2", "data.n_steps=400",
-               "data.burn_in_steps=100"]
+TINY_LORENZ = [
+    "experiment=lorenz",
+    "flow=mlp",
+    "evaluate=false",  # one flow, no study
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+]
 
 
 def _run(script, *args, cwd):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=900, env=env)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        env=env,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done
 
 
 def _sweep(tmp_path, *extra):
-    _run("train.py", "-m", *TINY_LORENZ, *TINY, "seed=0,1", "logger=wandb",
-         f"paths.cache_dir={tmp_path / 'cache'}", *extra, cwd=tmp_path)
+    _run(
+        "train.py",
+        "-m",
+        *TINY_LORENZ,
+        *TINY,
+        "seed=0,1",
+        "logger=wandb",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *extra,
+        cwd=tmp_path,
+    )
     (sweep_dir,) = (tmp_path / "outputs" / "multirun" / "lorenz").iterdir()
     return sweep_dir
 
@@ -93,17 +114,39 @@ def test_submitit_local_sweep(tmp_path):
 
 def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
     out = tmp_path / "eval"
-    done = _run("evaluate.py", f"sweep={joblib_sweep}", "n_points=128", "n_baselines=3",
-                "mmd.steps=5", "mmd.n_points=64", "chaos.settings.steps=20",
-                "chaos.settings.burn_in=0", f"hydra.run.dir={out}",
-                cwd=joblib_sweep.parents[3])
+    done = _run(
+        "evaluate.py",
+        f"sweep={joblib_sweep}",
+        "n_points=128",
+        "n_baselines=3",
+        "mmd.steps=5",
+        "mmd.n_points=64",
+        "chaos.settings.steps=20",
+        "chaos.settings.burn_in=0",
+        f"hydra.run.dir={out}",
+        cwd=joblib_sweep.parents[3],
+    )
     assert "| learned (n=2) |" in done.stdout or "learned (n=2)" in done.stdout
-    for name in ("table1.md", "table1.csv", "chaos.csv", "lyapunov_hist.png", "mmd.png",
-                 "mmd_final.md", "umap.png", "report.md", "summary.json"):
+    for name in (
+        "table1.md",
+        "table1.csv",
+        "chaos.csv",
+        "lyapunov_hist.png",
+        "mmd.png",
+        "mmd_final.md",
+        "umap.png",
+        "report.md",
+        "summary.json",
+    ):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["group_sizes"] == {"learned": 2, "training-free": 3, "random": 3,
-                                      "ground truth": 1, "score": 1}
+    assert summary["group_sizes"] == {
+        "learned": 2,
+        "training-free": 3,
+        "random": 3,
+        "ground truth": 1,
+        "score": 1,
+    }
     assert summary["failed"] == {}
     assert summary["table1"]["ground truth | ground truth"]["mean"] == 1.0
     assert summary["chaos"]["n"] == 2 and 0 <= summary["chaos"]["n_sustained"] <= 2
@@ -170,8 +213,9 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     from eqflow.evaluation import evaluate_sweep
 
     for seed in range(2):
-        cfg = compose_train(["flow=training_free", "data=ring", "logger=none", f"seed={seed}"],
-                            None)
+        cfg = compose_train(
+            ["flow=training_free", "data=ring", "logger=none", f"seed={seed}"], None
+        )
         cfg.paths.output_dir = str(tmp_path / "sweep" / str(seed))
         cfg.paths.cache_dir = str(tmp_path / "cache")
         pipeline.train(cfg)
@@ -208,12 +252,18 @@ def test_run_dirs_follows_links_and_skips_evaluate_outputs(tmp_path):
 
 def test_chaos_rows_drop_the_speed_normalised_exponent_of_flows_at_rest():
     def run(lam, normalised, speed):
-        return SimpleNamespace(metrics={"lyapunov/max": lam, "lyapunov/speed_normalised": normalised,
-                                        "lyapunov/mean_speed": speed})
+        return SimpleNamespace(
+            metrics={
+                "lyapunov/max": lam,
+                "lyapunov/speed_normalised": normalised,
+                "lyapunov/mean_speed": speed,
+            }
+        )
 
     # a flow recorded before the floor: its trajectories stopped, lam / speed blew up
-    sweep = SimpleNamespace(runs=[run(0.003, 0.01, 0.26), run(-0.25, -1.4e8, 1.8e-9)],
-                            names=["moving", "stopped"])
+    sweep = SimpleNamespace(
+        runs=[run(0.003, 0.01, 0.26), run(-0.25, -1.4e8, 1.8e-9)], names=["moving", "stopped"]
+    )
     rows = study.chaos(sweep)
     assert rows[0]["speed_normalised"] == 0.01 and math.isnan(rows[1]["speed_normalised"])
     summary = study.chaos_summary(rows)
@@ -227,14 +277,20 @@ def test_chaos_keeps_a_recorded_nan_and_measures_only_runs_that_recorded_nothing
 
     def fake_lyapunov_many(flows, x, generators, **settings):
         measured.extend(flows)
-        return [{"lyapunov": 0.02, "lyapunov_speed_normalised": 0.04, "mean_speed": 0.5}
-                for _ in flows]
+        return [
+            {"lyapunov": 0.02, "lyapunov_speed_normalised": 0.04, "mean_speed": 0.5} for _ in flows
+        ]
 
     monkeypatch.setattr(study, "flow_lyapunov_many", fake_lyapunov_many)
-    escaped = {"lyapunov/max": "nan", "lyapunov/speed_normalised": "nan",
-               "lyapunov/mean_speed": "nan"}  # as metrics.json stores it: every trajectory left
-    runs = [SimpleNamespace(metrics=escaped, flow="escaped", data=SimpleNamespace(x=None)),
-            SimpleNamespace(metrics={}, flow="unmeasured", data=SimpleNamespace(x=None))]
+    escaped = {
+        "lyapunov/max": "nan",
+        "lyapunov/speed_normalised": "nan",
+        "lyapunov/mean_speed": "nan",
+    }  # as metrics.json stores it: every trajectory left
+    runs = [
+        SimpleNamespace(metrics=escaped, flow="escaped", data=SimpleNamespace(x=None)),
+        SimpleNamespace(metrics={}, flow="unmeasured", data=SimpleNamespace(x=None)),
+    ]
     rows = study.chaos(SimpleNamespace(runs=runs, names=["escaped", "unmeasured"]))
     assert measured == ["unmeasured"]
     assert math.isnan(rows[0]["lyapunov"]) and rows[0]["source"] == "run"
@@ -263,14 +319,20 @@ def test_long_horizon_tells_exponential_from_linear_separation():
     # Lorenz separates twins exponentially (0.906 at every horizon); a shear linearly, which
     # also gives a positive exponent over a finite horizon, log(c T) / T, but one that fades
     shear = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    rotation = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
-                            dtype=torch.float64)
-    flows = {"lorenz": Lorenz(), "shear": lambda x: x @ shear.T, "rotation": lambda x: x @ rotation.T}
+    rotation = torch.tensor(
+        [[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64
+    )
+    flows = {
+        "lorenz": Lorenz(),
+        "shear": lambda x: x @ shear.T,
+        "rotation": lambda x: x @ rotation.T,
+    }
     data = SimpleNamespace(x=torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
     runs = [SimpleNamespace(metrics={}, flow=_FieldFlow(f), data=data) for f in flows.values()]
     settings = {"n_trajectories": 4, "dt": 0.01, "steps": 2000, "burn_in": 1000, "bound": None}
-    rows = study.chaos(SimpleNamespace(runs=runs, names=list(flows)), settings=settings,
-                       long_horizon=4)
+    rows = study.chaos(
+        SimpleNamespace(runs=runs, names=list(flows)), settings=settings, long_horizon=4
+    )
     by_name = {r["run"]: r for r in rows}
     assert by_name["lorenz"]["lyapunov_long"] == pytest.approx(0.906, rel=0.1)
     assert by_name["shear"]["lyapunov"] > 0.05  # positive over the first horizon ...
@@ -297,18 +359,39 @@ def test_evaluate_settings_are_checked():
 
 def test_a_sweep_of_ensembles_on_submitit_is_evaluated_as_one_study(tmp_path):
     """Two jobs of two members each (seeds 0-1 and 2-3): four learned flows in one Table 1."""
-    _run("train.py", "-m", *TINY_LORENZ, *TINY, "seed=0,2", "flow.ensemble=2", "logger=csv",
-         f"paths.cache_dir={tmp_path / 'cache'}", "hydra/launcher=submitit_local",
-         "hydra.launcher.timeout_min=15", cwd=tmp_path)
+    _run(
+        "train.py",
+        "-m",
+        *TINY_LORENZ,
+        *TINY,
+        "seed=0,2",
+        "flow.ensemble=2",
+        "logger=csv",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=15",
+        cwd=tmp_path,
+    )
     (sweep_dir,) = (tmp_path / "outputs" / "multirun" / "lorenz").iterdir()
     from eqflow.runs import run_dirs
 
     names = [str(d.relative_to(sweep_dir)) for d in run_dirs(sweep_dir)]
     assert names == ["0/seed0", "0/seed1", "1/seed2", "1/seed3"]
     out = tmp_path / "eval"
-    _run("evaluate.py", f"sweep={sweep_dir}", "n_points=64", "n_baselines=2", "mmd.steps=5",
-         "mmd.n_points=32", "chaos.settings.steps=20", "chaos.settings.burn_in=0",
-         "chaos.long_horizon=2", "logger=none", f"hydra.run.dir={out}", cwd=tmp_path)
+    _run(
+        "evaluate.py",
+        f"sweep={sweep_dir}",
+        "n_points=64",
+        "n_baselines=2",
+        "mmd.steps=5",
+        "mmd.n_points=32",
+        "chaos.settings.steps=20",
+        "chaos.settings.burn_in=0",
+        "chaos.long_horizon=2",
+        "logger=none",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["group_sizes"]["learned"] == 4 and summary["failed"] == {}
     assert summary["chaos"]["n"] == 4

@@ -1,6 +1,7 @@
 """Table 2 from several start patterns: the batched SDE against runs made one trajectory group
 at a time (the one-start protocol as it was written before batching), and the paired
 statistics on hand-made tables."""
+
 import pytest
 import torch
 
@@ -40,19 +41,29 @@ def one_start_in_sequence(flow, x0, g, eta, dt, steps, ema, ema_until, truth_ste
     truth = simulator(x0, truth_steps) - x0
     kw = dict(eta=eta, dt=dt, ema=ema, ema_until=ema_until, generator=g)
     plus = langevin_representation(lambda x, s: flow.apply_D(s), flow.score, x0, steps=steps, **kw)
-    minus = langevin_representation(lambda x, s: -flow.apply_D(s), flow.score, x0,
-                                    steps=ema_until, **kw)
+    minus = langevin_representation(
+        lambda x, s: -flow.apply_D(s), flow.score, x0, steps=ema_until, **kw
+    )
     batch = x0.expand(n_draws, *x0.shape[1:]).clone()
     kernels = random_kernels(n_draws, x0.shape[1], g)
-    rand = langevin_representation(random_kernel_drift(kernels), flow.score, batch,
-                                   steps=ema_until, **kw)
+    rand = langevin_representation(
+        random_kernel_drift(kernels), flow.score, batch, steps=ema_until, **kw
+    )
     nets = StackedNetworks([redrawn_network(flow.score_model.network, g) for _ in range(n_draws)])
     rew = langevin_representation(
         matched_norm(lambda x: flow.score_model.score(x, network=nets), x0.shape[1] ** -0.5),
-        flow.score, batch, steps=ema_until, **kw)
+        flow.score,
+        batch,
+        steps=ema_until,
+        **kw,
+    )
     cos = lambda rep: abs_cosine(rep, truth).tolist()  # noqa: E731
-    return cos(plus.representation)[0], cos(minus.representation)[0], cos(rand.representation), \
-        cos(rew.representation)
+    return (
+        cos(plus.representation)[0],
+        cos(minus.representation)[0],
+        cos(rand.representation),
+        cos(rew.representation),
+    )
 
 
 @pytest.mark.parametrize("n_starts,start_batch", [(1, 8), (3, 2)])
@@ -61,12 +72,21 @@ def test_batched_table2_equals_the_starts_run_one_trajectory_group_at_a_time(n_s
     data = torch.randn(12, 2, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        res = pattern_fidelity(flow, simulator, StartPatterns(data, g), n_starts=n_starts,
-                               generator=g, start_batch=start_batch, frame_every=3, **SETTINGS)
+        res = pattern_fidelity(
+            flow,
+            simulator,
+            StartPatterns(data, g),
+            n_starts=n_starts,
+            generator=g,
+            start_batch=start_batch,
+            frame_every=3,
+            **SETTINGS,
+        )
         g_ref = torch.Generator().manual_seed(7)
         pool = StartPatterns(data, g_ref)  # each start drawn just before its runs
-        expected = [one_start_in_sequence(flow, pool.draw(), g_ref, **SETTINGS)
-                    for _ in range(n_starts)]
+        expected = [
+            one_start_in_sequence(flow, pool.draw(), g_ref, **SETTINGS) for _ in range(n_starts)
+        ]
     assert len(res.starts) == n_starts
     for got, (plus, minus, rand, rew) in zip(res.starts, expected):
         assert got.plus == pytest.approx(plus, abs=1e-5)
@@ -98,7 +118,8 @@ def test_pick_patterns_draws_different_living_patterns():
     x[[1, 3, 4]] = torch.randn(3, 1, 4, 4)
     picked = pick_patterns(x, 3, torch.Generator().manual_seed(0))
     assert sorted(float(p.abs().sum()) for p in picked) == sorted(
-        float(x[i].abs().sum()) for i in (1, 3, 4))
+        float(x[i].abs().sum()) for i in (1, 3, 4)
+    )
     with pytest.raises(ValueError, match="than the 3 patterns with structure.*n_starts"):
         pick_patterns(x, 4, torch.Generator())
 
@@ -127,7 +148,7 @@ def test_paired_statistics_on_a_hand_made_table():
 def test_bootstrap_interval_of_the_mean_matches_the_normal_approximation():
     values = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     low, high = bootstrap_mean_interval(values, n_boot=20_000)
-    half = 1.96 * float(values.std()) / 400 ** 0.5
+    half = 1.96 * float(values.std()) / 400**0.5
     assert low == pytest.approx(float(values.mean()) - half, abs=0.01)
     assert high == pytest.approx(float(values.mean()) + half, abs=0.01)
     with pytest.raises(ValueError, match="units"):

@@ -1,5 +1,6 @@
 """End-to-end runs of the pipeline with tiny settings: every dataset, both flow kinds, the
 loggers, resuming, the NaN stop, the score cache and evaluate.py."""
+
 import json
 import logging
 import subprocess
@@ -29,8 +30,9 @@ def _numbers(metrics, prefix):
     return {k: v for k, v in metrics.items() if k.startswith(prefix)}
 
 
-@pytest.mark.parametrize("data,extra", [("two_peaks", []), ("ring", []), ("two_moons", []),
-                                        ("lorenz", TINY_LORENZ)])
+@pytest.mark.parametrize(
+    "data,extra", [("two_peaks", []), ("ring", []), ("two_moons", []), ("lorenz", TINY_LORENZ)]
+)
 def test_quick_run_on_each_dataset(data, extra, tmp_path):
     result = _train([f"data={data}", *extra], tmp_path)
     run = result.output_dir
@@ -123,8 +125,9 @@ def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
         third = _train([], tmp_path)
     assert third.metrics["score/cache_hit"] is False
     assert "corrupt" in caplog.text and str(path) in caplog.text
-    torch.testing.assert_close(third.flow.score_model.state_dict(),
-                               first.flow.score_model.state_dict())
+    torch.testing.assert_close(
+        third.flow.score_model.state_dict(), first.flow.score_model.state_dict()
+    )
 
 
 def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkeypatch, caplog):
@@ -140,7 +143,9 @@ def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkey
 
     with caplog.at_level(logging.INFO):
         resumed, info = score_stage.load_score(cfg, system, snaps)
-    assert "Resuming the interrupted score training" in caplog.text and "after epoch 2" in caplog.text
+    assert (
+        "Resuming the interrupted score training" in caplog.text and "after epoch 2" in caplog.text
+    )
     assert not partial[0].exists()  # cleaned up once the cache entry is written
     assert len(info["loss_history"]) == 3  # the curve continues over the interruption
 
@@ -157,8 +162,14 @@ def test_wandb_logs_offline_with_flattened_config(tmp_path):
     # offline runs keep config, history and summary in the run's protobuf log (for `wandb sync`)
     (log_file,) = runs[0].glob("run-*.wandb")
     blob = log_file.read_bytes()
-    for key in (b"flow.model.lr", b"data._target_", b"train/loss", b"mmd/final",
-                b"lyapunov/max", b"figures/flow"):
+    for key in (
+        b"flow.model.lr",
+        b"data._target_",
+        b"train/loss",
+        b"mmd/final",
+        b"lyapunov/max",
+        b"figures/flow",
+    ):
         assert key in blob, key
 
 
@@ -184,15 +195,21 @@ def test_evaluate_recomputes_a_finished_run(tmp_path):
 
 
 def _cli(script, *args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def test_command_line_train_then_evaluate(tmp_path):
     from helpers import TINY
 
-    done = _cli("train.py", "logger=none", *TINY, f"paths.cache_dir={tmp_path / 'cache'}",
-                cwd=tmp_path)
+    done = _cli(
+        "train.py", "logger=none", *TINY, f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "runs" / "toy2d").iterdir()
     assert (run / "figures" / "quiver.png").exists() and (run / "metrics.json").exists()
@@ -213,22 +230,42 @@ def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path,
 
     def record(self):
         start_epoch(self)
-        seen.append((self.current_epoch, self.relaxing,
-                     self.optimizers().optimizer.param_groups[0]["lr"]))
+        seen.append(
+            (self.current_epoch, self.relaxing, self.optimizers().optimizer.param_groups[0]["lr"])
+        )
 
     monkeypatch.setattr(EquilibriumFlowModule, "on_train_epoch_start", record)
-    _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=3",
-            "flow.model.relax_epochs=1", "flow.model.relax_lr=0.001"], tmp_path)
+    _train(
+        [
+            "flow=mlp_paper",
+            "flow.model.estimator=expected",
+            "trainer.max_epochs=3",
+            "flow.model.relax_epochs=1",
+            "flow.model.relax_lr=0.001",
+        ],
+        tmp_path,
+    )
     assert seen == [(0, False, 0.01), (1, False, 0.01), (2, True, 0.001)]
 
 
 def test_an_anchored_relaxation_resumed_from_a_plain_checkpoint_anchors_to_that_field(tmp_path):
-    base = _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=2"],
-                  tmp_path / "base")
+    base = _train(
+        ["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=2"],
+        tmp_path / "base",
+    )
     last = base.output_dir / "checkpoints" / "last.ckpt"
-    relaxed = _train(["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=3",
-                      "flow.model.relax_epochs=1", "flow.model.relax_lr=0.001",
-                      "flow.model.relax_anchor=1.0", f"ckpt_path={last}"], tmp_path / "relaxed")
+    relaxed = _train(
+        [
+            "flow=mlp_paper",
+            "flow.model.estimator=expected",
+            "trainer.max_epochs=3",
+            "flow.model.relax_epochs=1",
+            "flow.model.relax_lr=0.001",
+            "flow.model.relax_anchor=1.0",
+            f"ckpt_path={last}",
+        ],
+        tmp_path / "relaxed",
+    )
     before = torch.load(last, weights_only=False)["state_dict"]
     after = torch.load(relaxed.output_dir / "flow.pt", weights_only=True)["state_dict"]
     assert bool(after["anchor_set"])

@@ -50,8 +50,9 @@ def test_irreversible_langevin_sde_keeps_the_mixture(mixture):
     g = torch.Generator().manual_seed(3)
     d_mat = skew_matrix(2, g, dtype=torch.float64)
     start, floor = _start_and_floor(mixture, g)
-    end = sde_heun(lambda x: mixture.score(x) @ d_mat.T, mixture.score, start, 0.01, 300, 0.1,
-                   generator=g)
+    end = sde_heun(
+        lambda x: mixture.score(x) @ d_mat.T, mixture.score, start, 0.01, 300, 0.1, generator=g
+    )
     assert abs(float(mmd2(start, end, 0.5))) < 3 * floor + 2e-3
 
 

@@ -1,5 +1,6 @@
 """Building a run's parts from its config: the flow (single, ensemble or training-free) and the
 end-of-fit protocols and callbacks."""
+
 from __future__ import annotations
 
 import logging
@@ -25,20 +26,26 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
     flow_class = get_class(cfg.flow.model._target_)
     if x.ndim == 4:
         if issubclass(flow_class, ExactFlowModule):
-            raise ConfigError(f"flow=exact builds v = div A + A s from a d x d skew matrix field, "
-                              f"d JVPs a step; on images d = C H W = {x[0].numel()}, which is "
-                              f"out of reach. Use flow=training_free (v = D s with a skew "
-                              f"convolution: exact too, and convolutional)")
+            raise ConfigError(
+                f"flow=exact builds v = div A + A s from a d x d skew matrix field, "
+                f"d JVPs a step; on images d = C H W = {x[0].numel()}, which is "
+                f"out of reach. Use flow=training_free (v = D s with a skew "
+                f"convolution: exact too, and convolutional)"
+            )
         if not issubclass(flow_class, TrainingFreeFlow):
-            raise ConfigError(f"flow={cfg.flow.model._target_} works on vectors; for image data "
-                              f"use flow=training_free")
+            raise ConfigError(
+                f"flow={cfg.flow.model._target_} works on vectors; for image data "
+                f"use flow=training_free"
+            )
         extra["spatial"] = True
     members = int(cfg.flow.get("ensemble", 1))
     if members > 1:
         if flow_class not in ENSEMBLES:
-            raise ConfigError(f"flow.ensemble={members} trains learned flows together; "
-                              f"{cfg.flow.model._target_} has nothing to train (sweep its seeds "
-                              f"with -m seed=...) or set flow.ensemble=1")
+            raise ConfigError(
+                f"flow.ensemble={members} trains learned flows together; "
+                f"{cfg.flow.model._target_} has nothing to train (sweep its seeds "
+                f"with -m seed=...) or set flow.ensemble=1"
+            )
         settings = OmegaConf.to_container(cfg.flow.model, resolve=True)
         settings.pop("_target_")
         seeds = [int(cfg.seed) + k for k in range(members)]
@@ -51,12 +58,17 @@ def build_protocols(cfg: DictConfig) -> tuple[list[Protocol], list[pl.Callback]]
     """The ``measure`` group's protocols and the ``callbacks`` group's Lightning callbacks."""
     protocols = [instantiate(node) for node in (cfg.get("measure") or {}).values() if node]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
-    for group, built, kind in (("measure", protocols, Protocol), ("callbacks", callbacks, pl.Callback)):
+    for group, built, kind in (
+        ("measure", protocols, Protocol),
+        ("callbacks", callbacks, pl.Callback),
+    ):
         wrong = [type(b).__name__ for b in built if not isinstance(b, kind)]
         if wrong:
-            raise ConfigError(f"the {group} group holds {', '.join(wrong)}, not a "
-                              f"{kind.__name__}: protocols go in measure, Lightning callbacks "
-                              f"in callbacks")
+            raise ConfigError(
+                f"the {group} group holds {', '.join(wrong)}, not a "
+                f"{kind.__name__}: protocols go in measure, Lightning callbacks "
+                f"in callbacks"
+            )
     return protocols, callbacks
 
 

@@ -5,6 +5,7 @@ makes concurrent jobs (a parallel sweep) build an entry once, and a complete ent
 without one (a read-only cache works); every entry carries the sha256 of its contents, so an
 unreadable, altered or mismatched entry is reported and rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,10 +44,13 @@ def load_entry(path: Path, key: dict) -> Any:
     try:
         record = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated, not a torch file, unpicklable
-        raise CorruptCacheError(f"cannot read cache file {path}: {type(exc).__name__}: {exc}") from exc
+        raise CorruptCacheError(
+            f"cannot read cache file {path}: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(record, dict) or not {"key", "payload", "sha256"} <= set(record):
-        raise CorruptCacheError(f"cache file {path} is not an eqflow cache record (or one "
-                                f"from before checksums)")
+        raise CorruptCacheError(
+            f"cache file {path} is not an eqflow cache record (or one from before checksums)"
+        )
     if record["key"] != json.loads(json.dumps(key, sort_keys=True, default=str)):
         raise CorruptCacheError(f"cache file {path} was written for another configuration")
     payload = record["payload"].numpy().tobytes()
@@ -64,9 +68,11 @@ def _record(key: dict, value: Any) -> dict:
     payload = buffer.getvalue()
     # the serialised value travels as one uint8 tensor: torch stores tensors' bytes without a
     # check of its own, so the sha256 beside it is what catches an altered file
-    return {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
-            "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
-            "sha256": hashlib.sha256(payload).hexdigest()}
+    return {
+        "key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
 
 
 def entry_path(kind: str, key: dict, root: str | os.PathLike) -> Path:
@@ -92,8 +98,13 @@ def _read(kind: str, path: Path, key: dict, validate: Callable[[Any], None] | No
     return value
 
 
-def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLike,
-           validate: Callable[[Any], None] | None = None) -> tuple[Any, Path, bool]:
+def cached(
+    kind: str,
+    key: dict,
+    build: Callable[[], Any],
+    root: str | os.PathLike,
+    validate: Callable[[Any], None] | None = None,
+) -> tuple[Any, Path, bool]:
     """Return ``(value, path, hit)`` for the entry ``root/kind/<hash(key)>.pt``, building it once.
 
     ``validate(value)`` may raise to mark a loaded value unusable (it is then rebuilt).
@@ -107,9 +118,11 @@ def cached(kind: str, key: dict, build: Callable[[], Any], root: str | os.PathLi
         lock = FileLock(str(path) + ".lock")
         lock.acquire()
     except OSError as exc:
-        raise OSError(f"cannot build the {kind} cache entry {path}: {exc}. The cache folder must "
-                      f"be writable to build an entry; point paths.cache_dir= (or "
-                      f"EQFLOW_CACHE_DIR) at a writable folder") from exc
+        raise OSError(
+            f"cannot build the {kind} cache entry {path}: {exc}. The cache folder must "
+            f"be writable to build an entry; point paths.cache_dir= (or "
+            f"EQFLOW_CACHE_DIR) at a writable folder"
+        ) from exc
     try:
         found = _read(kind, path, key, validate)  # another job may have built it meanwhile
         if found is not _ABSENT:

@@ -1,5 +1,6 @@
 """Lightning callbacks: :class:`Measure` runs the measurement protocols when a fit ends; the
 others keep the training history (loss curve, fit time) and show score-model samples."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,15 @@ from eqflow.report import log_figure, log_to_loggers, log_video, update_metrics
 log = logging.getLogger(__name__)
 
 
-def measure_and_record(protocols: list[Protocol], flow, data, seed: int, output_dir: str | Path,
-                       loggers: list = (), step: int = 0) -> dict:
+def measure_and_record(
+    protocols: list[Protocol],
+    flow,
+    data,
+    seed: int,
+    output_dir: str | Path,
+    loggers: list = (),
+    step: int = 0,
+) -> dict:
     """Run each protocol on ``flow`` in eval mode without gradients, every one with its own
     generator seeded by ``seed``; merge its values (and ``time/<name>_s``) into
     ``output_dir/metrics.json``, send them and its figures to the loggers. Returns the values."""
@@ -27,8 +35,9 @@ def measure_and_record(protocols: list[Protocol], flow, data, seed: int, output_
     return measured.values
 
 
-def measure_flows(protocols: list[Protocol], flows: list, data, seeds: list[int],
-                  output_dirs: list[str | Path]) -> list[Measurement]:
+def measure_flows(
+    protocols: list[Protocol], flows: list, data, seeds: list[int], output_dirs: list[str | Path]
+) -> list[Measurement]:
     """Each protocol on all ``flows`` at once (``Protocol.measure_many``: batched where the
     protocol can), flow k with generators seeded by ``seeds[k]``, its values merged into
     ``output_dirs[k]/metrics.json``. Returns one merged :class:`Measurement` per flow."""
@@ -42,8 +51,11 @@ def measure_flows(protocols: list[Protocol], flows: list, data, seeds: list[int]
             start = time.perf_counter()
             with torch.no_grad():
                 results = protocol.measure_many(
-                    flows, data, [torch.Generator().manual_seed(int(s)) for s in seeds],
-                    [d / "figures" for d in dirs])
+                    flows,
+                    data,
+                    [torch.Generator().manual_seed(int(s)) for s in seeds],
+                    [d / "figures" for d in dirs],
+                )
             seconds = (time.perf_counter() - start) / len(flows)  # per flow, batched or not
             for result, total, folder in zip(results, merged, dirs):
                 if result.values:
@@ -80,8 +92,15 @@ class Measure(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.global_rank != 0 or not self.protocols:
             return
-        measure_and_record(self.protocols, pl_module, trainer.datamodule.data, self.seed,
-                           self.output_dir, trainer.loggers, step=trainer.global_step)
+        measure_and_record(
+            self.protocols,
+            pl_module,
+            trainer.datamodule.data,
+            self.seed,
+            self.output_dir,
+            trainer.loggers,
+            step=trainer.global_step,
+        )
 
 
 class FiniteWeights(pl.Callback):
@@ -93,18 +112,31 @@ class FiniteWeights(pl.Callback):
         self.what = what
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        bad = [name for name, p in pl_module.named_parameters()
-               if p.requires_grad and not torch.isfinite(p).all()]
+        bad = [
+            name
+            for name, p in pl_module.named_parameters()
+            if p.requires_grad and not torch.isfinite(p).all()
+        ]
         if bad:
-            last = next((c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks
-                         if (c.last_model_path or c.best_model_path)), None)
-            where = (f"the last checkpoint, {last}, holds the weights before epoch "
-                     f"{trainer.current_epoch + 1} and can be resumed with ckpt_path={last}"
-                     if last else "no checkpoint was written yet")
+            last = next(
+                (
+                    c.last_model_path or c.best_model_path
+                    for c in trainer.checkpoint_callbacks
+                    if (c.last_model_path or c.best_model_path)
+                ),
+                None,
+            )
+            where = (
+                f"the last checkpoint, {last}, holds the weights before epoch "
+                f"{trainer.current_epoch + 1} and can be resumed with ckpt_path={last}"
+                if last
+                else "no checkpoint was written yet"
+            )
             raise NonFiniteLossError(
                 f"{self.what} weights became non-finite in epoch {trainer.current_epoch + 1} "
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); stopping before a "
-                f"checkpoint is written. Lower the learning rate ({self.what}.model.lr); {where}.")
+                f"checkpoint is written. Lower the learning rate ({self.what}.model.lr); {where}."
+            )
 
 
 class LossHistory(pl.Callback):
@@ -155,8 +187,15 @@ class ScoreSamples(pl.Callback):
     """Every ``every_n_epochs`` training epochs (and at the last one), draw ``n`` images from
     the score model by ancestral sampling and save them as a grid in ``output_dir``."""
 
-    def __init__(self, output_dir: str, size: int, n: int = 8, every_n_epochs: int = 5,
-                 seed: int = 0, channel: int | None = 1):
+    def __init__(
+        self,
+        output_dir: str,
+        size: int,
+        n: int = 8,
+        every_n_epochs: int = 5,
+        seed: int = 0,
+        channel: int | None = 1,
+    ):
         self.output_dir, self.size, self.n = Path(output_dir), size, n
         self.every_n_epochs, self.seed, self.channel = every_n_epochs, seed, channel
         self.paths: list[Path] = []
@@ -171,7 +210,11 @@ class ScoreSamples(pl.Callback):
         g = torch.Generator().manual_seed(self.seed)
         images = pl_module.sample(self.n, self.size, g)
         pl_module.train(was_training)
-        path = plots.image_grid(images, self.output_dir / f"samples_epoch{epoch:04d}.png",
-                                f"score-model samples, epoch {epoch}", channel=self.channel)
+        path = plots.image_grid(
+            images,
+            self.output_dir / f"samples_epoch{epoch:04d}.png",
+            f"score-model samples, epoch {epoch}",
+            channel=self.channel,
+        )
         self.paths.append(path)
         log.info("Score samples written to %s", path)

@@ -4,6 +4,7 @@ before any work is done, with a message that names the key, what it accepts and 
 Unknown keys are caught by Hydra itself (the composed config is in struct mode: an override of
 a key that does not exist is refused and named; an unknown option of a group lists the options).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,19 +39,31 @@ class Rule:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        kind = {"sizes": "a list of positive integers, e.g. [64, 64]", int: "an integer",
-                float: "a finite number", bool: "true or false", str: "a string",
-                (int, float): "a number"}.get(self.kind, str(self.kind))
-        bounds = [f"{op} {v}" for op, v in
-                  [(">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)] if v is not None]
+        kind = {
+            "sizes": "a list of positive integers, e.g. [64, 64]",
+            int: "an integer",
+            float: "a finite number",
+            bool: "true or false",
+            str: "a string",
+            (int, float): "a number",
+        }.get(self.kind, str(self.kind))
+        bounds = [
+            f"{op} {v}"
+            for op, v in [(">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)]
+            if v is not None
+        ]
         return kind + (" " + " and ".join(bounds) if bounds else "")
 
     def ok(self, value: Any) -> bool:
         if value is None:
             return self.nullable
         if self.kind == "sizes":  # a list of positive integers (layer widths)
-            return (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
-                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+            return (
+                isinstance(value, Sequence)
+                and not isinstance(value, str)
+                and len(value) > 0
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            )
         if self.choices is not None:
             return value in self.choices
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
@@ -62,11 +75,20 @@ class Rule:
             return False
         if isinstance(value, float) and not math.isfinite(value):
             return False
-        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
 
 
-INT_POS, INT_NONNEG, NUM_POS, NUM_NONNEG = Rule(int, gt=0), Rule(int, ge=0), Rule(float, gt=0), Rule(float, ge=0)
+INT_POS, INT_NONNEG, NUM_POS, NUM_NONNEG = (
+    Rule(int, gt=0),
+    Rule(int, ge=0),
+    Rule(float, gt=0),
+    Rule(float, ge=0),
+)
 
 # Checked where present; groups that lack a key (another dataset, another flow) skip it.
 RULES: dict[str, Rule] = {
@@ -208,8 +230,10 @@ def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
         if value is _MISSING:
             continue
         if not rule.ok(value):
-            problems.append(f"  {key}={value!r} ({type(value).__name__}): expected "
-                            f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`.")
+            problems.append(
+                f"  {key}={value!r} ({type(value).__name__}): expected "
+                f"{rule.describe()}. Fix: override it, e.g. `{key}=<{rule.describe()}>`."
+            )
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
@@ -233,6 +257,8 @@ def renamed_override_message(args: Sequence[str]) -> str | None:
             new = arg.replace("callbacks=", "measure=", 1)
         else:
             continue
-        return (f"{arg}: the measurements moved from the callbacks group to the measure group "
-                f"(callbacks now holds the Lightning callbacks only); write {new}")
+        return (
+            f"{arg}: the measurements moved from the callbacks group to the measure group "
+            f"(callbacks now holds the Lightning callbacks only); write {new}"
+        )
     return None

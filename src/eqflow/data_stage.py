@@ -1,5 +1,6 @@
 """The data stage of a run: the system a data config names, its snapshots (cached where
 generating them is slow) and the cache key that identifies them (config plus file fingerprints)."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,11 @@ def file_fingerprints(tree: Any) -> dict[str, str]:
             found.update(file_fingerprints(value))
         elif isinstance(value, str) and os.path.isfile(os.path.expanduser(value)):
             found[value] = hashlib.sha256(Path(value).expanduser().read_bytes()).hexdigest()
-        elif isinstance(value, str) and value not in (".", "") and os.path.isdir(os.path.expanduser(value)):
+        elif (
+            isinstance(value, str)
+            and value not in (".", "")
+            and os.path.isdir(os.path.expanduser(value))
+        ):
             digest = hashlib.sha256()  # a folder of files (images): every name and its bytes
             for f in sorted(Path(value).expanduser().iterdir()):
                 if f.is_file():
@@ -70,8 +75,10 @@ def build_system(cfg: DictConfig) -> SnapshotSystem:
         raise ConfigError(f"cannot build data={cfg.data.get('_target_')}: {cause}") from exc
 
 
-def load_data_with_info(cfg: DictConfig, system: SnapshotSystem | None = None,
-                        ) -> tuple[SnapshotSystem, Snapshots, dict]:
+def load_data_with_info(
+    cfg: DictConfig,
+    system: SnapshotSystem | None = None,
+) -> tuple[SnapshotSystem, Snapshots, dict]:
     """:func:`load_data`, plus how the data came: generation time, cache path and hit."""
     system = system if system is not None else build_system(cfg)
 
@@ -80,14 +87,16 @@ def load_data_with_info(cfg: DictConfig, system: SnapshotSystem | None = None,
         start = time.perf_counter()
         snaps = system.generate(g)
         seconds = time.perf_counter() - start
-        log.info("Generated %d snapshots of %s in %.1f s", len(snaps.x), type(system).__name__,
-                 seconds)
+        log.info(
+            "Generated %d snapshots of %s in %.1f s", len(snaps.x), type(system).__name__, seconds
+        )
         return {**snaps.to_dict(), "generate_seconds": seconds}
 
     info = {}
     if getattr(system, "cache_data", False):
-        record, path, hit = cached("data", data_key(cfg), build, cfg.paths.cache_dir,
-                                   validate=Snapshots.from_dict)
+        record, path, hit = cached(
+            "data", data_key(cfg), build, cfg.paths.cache_dir, validate=Snapshots.from_dict
+        )
         info = {"data/cache_path": str(path), "data/cache_hit": hit}
     else:
         record = build()

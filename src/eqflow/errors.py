@@ -1,4 +1,5 @@
 """Errors with messages that name the problem and the fix."""
+
 from __future__ import annotations
 
 import errno
@@ -28,9 +29,13 @@ class StorageError(OSError):
     """A file or folder could not be written (full disk, read-only or forbidden folder); the
     message names the path and the setting that moves it."""
 
-    REASONS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is "
-               "read-only", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-               errno.EDQUOT: "the disk quota is exceeded"}
+    REASONS = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
@@ -44,8 +49,11 @@ class StorageError(OSError):
         if isinstance(exc, StorageError):
             return exc
         why = cls.REASONS.get(exc.errno, exc.strerror or str(exc))
-        return cls(f"cannot write {path}: {why}. Nothing partial was left there. Fix: free space "
-                   f"or make it writable, or write elsewhere with {setting}", exc.errno)
+        return cls(
+            f"cannot write {path}: {why}. Nothing partial was left there. Fix: free space "
+            f"or make it writable, or write elsewhere with {setting}",
+            exc.errno,
+        )
 
 
 def check_finite_loss(loss: torch.Tensor, what: str, step: int) -> None:
@@ -54,4 +62,5 @@ def check_finite_loss(loss: torch.Tensor, what: str, step: int) -> None:
             f"{what} loss became {loss.item()} at step {step}; stopping so no garbage is written. "
             f"Lower the learning rate ({what}.model.lr), check the data for NaNs, or resume from "
             f"the last checkpoint written before it (every checkpoint holds finite weights): "
-            f"ckpt_path=<run>/checkpoints/last.ckpt.")
+            f"ckpt_path=<run>/checkpoints/last.ckpt."
+        )

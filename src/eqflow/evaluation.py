@@ -1,5 +1,6 @@
 """evaluate.py's two jobs: analyse a sweep (one path for every kind of study), or measure one
 finished run again."""
+
 from __future__ import annotations
 
 import logging
@@ -31,19 +32,27 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
     except (FileNotFoundError, RuntimeError) as exc:
         if not jobs:
             raise
-        raise RuntimeError(f"{exc}; the multirun's jobs without a finished run: "
-                           + "; ".join(f"{k}: {v}" for k, v in jobs.items())) from exc
+        raise RuntimeError(
+            f"{exc}; the multirun's jobs without a finished run: "
+            + "; ".join(f"{k}: {v}" for k, v in jobs.items())
+        ) from exc
     report.failed = {**jobs, **report.failed}
     headline = write_report(report, out, cfg)
     log.info("Evaluation written to %s", out)
     if report.failed:
-        log.warning("Left out of the evaluation (%d): %s", len(report.failed),
-                    "; ".join(report.failed))
-    return {**report.summary, "sweep": str(report.root), "failed": report.failed,
-            "headline": str(headline)}
+        log.warning(
+            "Left out of the evaluation (%d): %s", len(report.failed), "; ".join(report.failed)
+        )
+    return {
+        **report.summary,
+        "sweep": str(report.root),
+        "failed": report.failed,
+        "headline": str(headline),
+    }
 
 
-def evaluate_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
-                 loggers: list = ()) -> dict:
+def evaluate_run(
+    run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None, loggers: list = ()
+) -> dict:
     """Re-compute a finished run's end-of-fit metrics into ``output_dir``."""
     return measure_run(run_dir, output_dir, cache_dir, loggers)

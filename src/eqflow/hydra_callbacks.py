@@ -1,6 +1,7 @@
 """Hydra callbacks of train.py (conf/hydra/default.yaml): a run folder that already holds a run is
 refused before Hydra writes into it, and a multirun goes on past a failing job, records every
 job's outcome in ``<sweep>/jobs/`` and ends non-zero naming the jobs that failed."""
+
 from __future__ import annotations
 
 import sys
@@ -52,10 +53,13 @@ class RunFolderGuard(Callback):
         folder = resolved_dir(config, "sweep")
         taken = runs_inside(folder)
         if taken and not config.get("ckpt_path"):
-            refuse(f"{folder} already holds the runs of a multirun ({', '.join(p.name for p in taken)})"
-                   f"; eqflow never overwrites one. Fix: name a new folder "
-                   f"(hydra.sweep.dir=<new folder>, or leave it out for a fresh timestamped one), "
-                   f"or delete the folder yourself if it is no longer wanted")
+            refuse(
+                f"{folder} already holds the runs of a multirun "
+                f"({', '.join(p.name for p in taken)}); eqflow never overwrites one. "
+                f"Fix: name a new folder "
+                f"(hydra.sweep.dir=<new folder>, or leave it out for a fresh timestamped one), "
+                f"or delete the folder yourself if it is no longer wanted"
+            )
 
 
 class SweepJobs(Callback):
@@ -87,10 +91,14 @@ class SweepJobs(Callback):
             self.failed.append(f"{job_name(num, varying(overrides, self.plan))}: {error}")
         elif isinstance(job_return.return_value, (int, float)):
             objective = float(job_return.return_value)
-        record_job(self.sweep_dir, num, overrides, str(config.hydra.runtime.output_dir), error,
-                   objective)
+        record_job(
+            self.sweep_dir, num, overrides, str(config.hydra.runtime.output_dir), error, objective
+        )
         if self.plan is not None and self.ended == len(self.plan) and self.failed:
-            print(f"[eqflow] {len(self.failed)} of {self.ended} jobs failed (the others "
-                  f"finished; every job's outcome is in {self.sweep_dir / JOBS_FOLDER}):\n  "
-                  + "\n  ".join(self.failed), file=sys.stderr)
+            print(
+                f"[eqflow] {len(self.failed)} of {self.ended} jobs failed (the others "
+                f"finished; every job's outcome is in {self.sweep_dir / JOBS_FOLDER}):\n  "
+                + "\n  ".join(self.failed),
+                file=sys.stderr,
+            )
             sys.exit(1)

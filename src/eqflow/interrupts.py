@@ -5,6 +5,7 @@ stage keeps and how to go on. train.py and evaluate.py install the handlers
 
 Inside a Lightning fit the handler runs after Lightning's own SIGTERM notifier, so the fit is
 torn down as for any exception; checkpoints are written atomically, so the last one is whole."""
+
 from __future__ import annotations
 
 import signal
@@ -33,8 +34,9 @@ def current_stage() -> tuple[str, str]:
 
 def _stop(signum: int, frame) -> None:
     doing, advice = current_stage()
-    raise RunInterrupted(f"stopped by {signal.Signals(signum).name} while {doing}: {advice}",
-                         exit_code=128 + signum)
+    raise RunInterrupted(
+        f"stopped by {signal.Signals(signum).name} while {doing}: {advice}", exit_code=128 + signum
+    )
 
 
 @contextmanager

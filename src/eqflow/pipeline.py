@@ -1,4 +1,5 @@
 """The stages of a run: data -> score (cached) -> flow -> metrics."""
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,11 @@ def train(cfg: DictConfig) -> RunResult:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info("Run directory: %s", output_dir)
-    with stage("making the data", "nothing was kept (the data cache is written only when "
-               "complete); run the same command again"):
+    with stage(
+        "making the data",
+        "nothing was kept (the data cache is written only when "
+        "complete); run the same command again",
+    ):
         system, snapshots, data_info = load_data_with_info(cfg, system)
     score, score_info = load_score(cfg, system, snapshots)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -87,10 +91,20 @@ def train(cfg: DictConfig) -> RunResult:
         log_figure(loggers, "score/samples", samples[-1])
     status = "failed"
     try:
-        fit_seconds = fit_and_measure(cfg, flow, SnapshotData(system, snapshots), protocols,
-                                      callbacks, loggers, info, score_info["loss_history"])
-        update_metrics(output_dir, {"time/flow_fit_s": fit_seconds,
-                                    "time/total_s": time.perf_counter() - start})
+        fit_seconds = fit_and_measure(
+            cfg,
+            flow,
+            SnapshotData(system, snapshots),
+            protocols,
+            callbacks,
+            loggers,
+            info,
+            score_info["loss_history"],
+        )
+        update_metrics(
+            output_dir,
+            {"time/flow_fit_s": fit_seconds, "time/total_s": time.perf_counter() - start},
+        )
         atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt", RUN_FOLDER)
         status = "success"
     except BaseException as exc:
@@ -100,13 +114,28 @@ def train(cfg: DictConfig) -> RunResult:
         finish_loggers(loggers, status)
     update_metrics(output_dir, {"status": "finished"})
     metrics = read_metrics(output_dir)
-    log.info("Metrics written to %s/metrics.json: %s", output_dir, {
-        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    log.info(
+        "Metrics written to %s/metrics.json: %s",
+        output_dir,
+        {
+            k: v
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+    )
     return RunResult(output_dir, metrics, flow)
 
 
-def fit_and_measure(cfg: DictConfig, flow, data: SnapshotData, protocols: list[Protocol],
-                    callbacks: list, loggers: list, info: dict, score_losses: list[float]) -> float:
+def fit_and_measure(
+    cfg: DictConfig,
+    flow,
+    data: SnapshotData,
+    protocols: list[Protocol],
+    callbacks: list,
+    loggers: list,
+    info: dict,
+    score_losses: list[float],
+) -> float:
     """Fit a trainable flow and measure it (an ensemble: then write and measure its members),
     or measure a training-free one; the seconds this took and the loss figure."""
     output_dir = Path(cfg.paths.output_dir)
@@ -114,37 +143,70 @@ def fit_and_measure(cfg: DictConfig, flow, data: SnapshotData, protocols: list[P
     history = LossHistory()
     ensemble = isinstance(flow, EnsembleMixin)
     if flow.trainable:
-        fit_flow(cfg, flow, data.system, data.snapshots, [*callbacks, history],
-                 [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
-                 loggers, output_dir)
+        fit_flow(
+            cfg,
+            flow,
+            data.system,
+            data.snapshots,
+            [*callbacks, history],
+            [] if ensemble else [Measure(protocols, output_dir, int(cfg.seed))],
+            loggers,
+            output_dir,
+        )
     else:
         flow.to(flow_device(cfg))
-        with stage("measuring the training-free flow", "nothing is lost (it has no "
-                   "weights to train); run the same command again"):
+        with stage(
+            "measuring the training-free flow",
+            "nothing is lost (it has no weights to train); run the same command again",
+        ):
             measure_and_record(protocols, flow, data, int(cfg.seed), output_dir, loggers)
     fit_seconds = time.perf_counter() - fit_start
     loss_figure(output_dir, loggers, history.values, score_losses)
     if ensemble:
-        with stage("writing and measuring the ensemble's members", "the fit is kept in "
-                   f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
-                   "to write the members again"):
-            write_members(cfg, flow, protocols, data, output_dir,
-                          {**info, "time/ensemble_fit_s": fit_seconds}, score_losses)
+        with stage(
+            "writing and measuring the ensemble's members",
+            "the fit is kept in "
+            f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
+            "to write the members again",
+        ):
+            write_members(
+                cfg,
+                flow,
+                protocols,
+                data,
+                output_dir,
+                {**info, "time/ensemble_fit_s": fit_seconds},
+                score_losses,
+            )
     return fit_seconds
 
 
-def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots,
-             callbacks: list, measure: list, loggers: list, output_dir: Path) -> None:
+def fit_flow(
+    cfg: DictConfig,
+    flow,
+    system: SnapshotSystem,
+    snapshots: Snapshots,
+    callbacks: list,
+    measure: list,
+    loggers: list,
+    output_dir: Path,
+) -> None:
     """Fit a trainable flow (an ensemble on batches of every member), resuming from
     ``cfg.ckpt_path``; a SIGTERM ends it with :class:`RunInterrupted` (a non-zero exit)."""
     if isinstance(flow, EnsembleMixin):
         dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
     else:
         dm = SnapshotDataModule(system, snapshots, cfg.flow.batch_size, seed=int(cfg.seed))
-    trainer = make_trainer(cfg, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                       callbacks=[*callbacks, FiniteWeights("flow"), *measure])
-    advice = (f"its last finished epoch is kept; resume it with "
-              f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
+    trainer = make_trainer(
+        cfg,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[*callbacks, FiniteWeights("flow"), *measure],
+    )
+    advice = (
+        f"its last finished epoch is kept; resume it with "
+        f"ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}"
+    )
     stopped = False
     with stage("fitting the flow (or measuring it when the fit ends)", advice):
         try:
@@ -152,12 +214,14 @@ def fit_flow(cfg: DictConfig, flow, system: SnapshotSystem, snapshots: Snapshots
         except SIGTERMException:  # Lightning's is a SystemExit with status 0
             stopped = True
     if stopped or trainer.received_sigterm:
-        raise RunInterrupted(f"the run was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; "
-                             f"{advice}")
+        raise RunInterrupted(
+            f"the run was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; {advice}"
+        )
 
 
 def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
-    """The config of one ensemble member: the run's, as a single run of ``seed`` in ``output_dir``."""
+    """The config of one ensemble member: the run's, as a single run of ``seed`` in
+    ``output_dir``."""
     member = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(member):
         member.seed = int(seed)
@@ -166,9 +230,15 @@ def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
     return member
 
 
-def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol],
-                  data: SnapshotData, output_dir: Path, info: dict,
-                  score_losses: list[float]) -> list[Path]:
+def write_members(
+    cfg: DictConfig,
+    flow: EnsembleMixin,
+    protocols: list[Protocol],
+    data: SnapshotData,
+    output_dir: Path,
+    info: dict,
+    score_losses: list[float],
+) -> list[Path]:
     """One folder per member, ``seed<s>/``, laid out like a multirun's job: its config (as a
     single run of that seed), ``flow.pt``, ``metrics.json`` from the protocols (run on all
     members at once, batched where a protocol can), figures, and its own logger run (one W&B
@@ -177,12 +247,21 @@ def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol
     folders = [output_dir / f"seed{seed}" for seed in seeds]
     members = [flow.member(k) for k in range(len(seeds))]
     configs = [member_config(cfg, seed, folder) for seed, folder in zip(seeds, folders)]
-    write_json_atomic({"seeds": seeds, "members": [f.name for f in folders]},
-                      output_dir / ENSEMBLE_MARKER)
+    write_json_atomic(
+        {"seeds": seeds, "members": [f.name for f in folders]}, output_dir / ENSEMBLE_MARKER
+    )
     for k, folder in enumerate(folders):
         write_text_atomic(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(configs[k]))
-        update_metrics(folder, {**info, "status": "running", "ensemble/member": k,
-                                "ensemble/members": len(seeds), "ensemble/run": str(output_dir)})
+        update_metrics(
+            folder,
+            {
+                **info,
+                "status": "running",
+                "ensemble/member": k,
+                "ensemble/members": len(seeds),
+                "ensemble/run": str(output_dir),
+            },
+        )
     measured = measure_flows(protocols, members, data, seeds, folders)
     for k, (folder, member) in enumerate(zip(folders, members)):
         loggers = build_loggers(configs[k])
@@ -202,12 +281,17 @@ def write_members(cfg: DictConfig, flow: EnsembleMixin, protocols: list[Protocol
     return folders
 
 
-def loss_figure(output_dir: Path, loggers: list, flow_losses: list[float],
-                score_losses: list[float]) -> None:
+def loss_figure(
+    output_dir: Path, loggers: list, flow_losses: list[float], score_losses: list[float]
+) -> None:
     """``figures/loss.png``: the epoch-mean training losses of the flow and the score model."""
-    series = {name: values for name, values in
-              [("flow loss", flow_losses), ("score loss", score_losses)] if values}
+    series = {
+        name: values
+        for name, values in [("flow loss", flow_losses), ("score loss", score_losses)]
+        if values
+    }
     if series:
-        path = plots.curves(series, output_dir / "figures" / "loss.png", "epoch", "loss",
-                            "Training loss", logy=True)
+        path = plots.curves(
+            series, output_dir / "figures" / "loss.png", "epoch", "loss", "Training loss", logy=True
+        )
         log_figure(loggers, "figures/loss", path)

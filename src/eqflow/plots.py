@@ -1,4 +1,5 @@
 """Every figure eqflow draws. Functions take arrays and a path, save a PNG and return the path."""
+
 from __future__ import annotations
 
 import os
@@ -18,21 +19,31 @@ from eqflow.storage import atomic_write  # noqa: E402
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png",
-                                                 dpi=120, bbox_inches="tight"))
+        atomic_write(
+            path,
+            lambda f: fig.savefig(
+                f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"
+            ),
+        )
     finally:
         plt.close(fig)
     return path
 
 
-def quiver_2d(field: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
-              trajectory: torch.Tensor | None, path: str | Path, title: str = "",
-              grid: int = 25) -> Path:
+def quiver_2d(
+    field: Callable[[torch.Tensor], torch.Tensor],
+    data: torch.Tensor,
+    trajectory: torch.Tensor | None,
+    path: str | Path,
+    title: str = "",
+    grid: int = 25,
+) -> Path:
     """Arrows of a 2-D field over the data cloud, with optional trajectories (T, n, 2)."""
     data = data.detach().cpu()
     lo, hi = data.min(0).values - 0.3, data.max(0).values + 0.3
-    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], grid), torch.linspace(lo[1], hi[1], grid),
-                            indexing="xy")
+    gx, gy = torch.meshgrid(
+        torch.linspace(lo[0], hi[0], grid), torch.linspace(lo[1], hi[1], grid), indexing="xy"
+    )
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
     with torch.no_grad():
         v = field(pts).cpu()
@@ -50,8 +61,9 @@ def quiver_2d(field: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
     return _save(fig, path)
 
 
-def trajectory_3d(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path,
-                  title: str = "") -> Path:
+def trajectory_3d(
+    trajectory: torch.Tensor, data: torch.Tensor, path: str | Path, title: str = ""
+) -> Path:
     """3-D trajectories (T, n, 3) over a faint data cloud."""
     traj = trajectory.detach().cpu().numpy()
     pts = data.detach().cpu().numpy()[:4000]
@@ -64,8 +76,14 @@ def trajectory_3d(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path
     return _save(fig, path)
 
 
-def pair_plot(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path, title: str = "",
-              names: Sequence[str] | None = None, max_dims: int = 5) -> Path:
+def pair_plot(
+    trajectory: torch.Tensor,
+    data: torch.Tensor,
+    path: str | Path,
+    title: str = "",
+    names: Sequence[str] | None = None,
+    max_dims: int = 5,
+) -> Path:
     """Trajectories (T, n, d) over the data, one panel per pair of the first ``max_dims``
     coordinates (a corner plot: data densities on the diagonal)."""
     traj = trajectory.detach().cpu().numpy()
@@ -93,9 +111,16 @@ def pair_plot(trajectory: torch.Tensor, data: torch.Tensor, path: str | Path, ti
     return _save(fig, path)
 
 
-def curves(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, ylabel: str,
-           title: str = "", x: Mapping[str, Sequence[float]] | None = None,
-           bands: Mapping[str, Sequence[float]] | None = None, logy: bool = False) -> Path:
+def curves(
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    x: Mapping[str, Sequence[float]] | None = None,
+    bands: Mapping[str, Sequence[float]] | None = None,
+    logy: bool = False,
+) -> Path:
     """Several named curves on one axis, each with an optional +- band."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, ys in series.items():
@@ -114,8 +139,9 @@ def curves(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str,
     return _save(fig, path)
 
 
-def histogram(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str,
-              bins: int = 20) -> Path:
+def histogram(
+    series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, bins: int = 20
+) -> Path:
     """One histogram panel per named series (non-finite values left out)."""
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items()):
@@ -128,16 +154,28 @@ def histogram(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: s
     return _save(fig, path)
 
 
-def embedding(points: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
-              marked: Sequence[str] = ()) -> Path:
+def embedding(
+    points: np.ndarray,
+    labels: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    marked: Sequence[str] = (),
+) -> Path:
     """A 2-D scatter coloured by label; labels in ``marked`` drawn as large stars."""
     fig, ax = plt.subplots(figsize=(6, 5))
     labels = np.asarray(labels)
     for name in dict.fromkeys(labels):
         sel = labels == name
         big = name in marked
-        ax.scatter(points[sel, 0], points[sel, 1], label=name, s=220 if big else 18,
-                   marker="*" if big else "o", edgecolors="k" if big else "none", zorder=3 if big else 2)
+        ax.scatter(
+            points[sel, 0],
+            points[sel, 1],
+            label=name,
+            s=220 if big else 18,
+            marker="*" if big else "o",
+            edgecolors="k" if big else "none",
+            zorder=3 if big else 2,
+        )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -153,8 +191,13 @@ def _display(img: torch.Tensor, channel: int | None) -> np.ndarray:
     return img[channel if channel is not None else 0].numpy()
 
 
-def image_grid(images: torch.Tensor, path: str | Path, title: str = "",
-               channel: int | None = None, columns: int = 4) -> Path:
+def image_grid(
+    images: torch.Tensor,
+    path: str | Path,
+    title: str = "",
+    channel: int | None = None,
+    columns: int = 4,
+) -> Path:
     """A grid of (N, C, H, W) images in [-1, 1]."""
     n = len(images)
     rows = (n + columns - 1) // columns
@@ -167,8 +210,9 @@ def image_grid(images: torch.Tensor, path: str | Path, title: str = "",
     return _save(fig, path)
 
 
-def pattern_panels(panels: Mapping[str, torch.Tensor], path: str | Path, title: str = "",
-                   channel: int | None = 1) -> Path:
+def pattern_panels(
+    panels: Mapping[str, torch.Tensor], path: str | Path, title: str = "", channel: int | None = 1
+) -> Path:
     """Figure 3 layout: named (C, H, W) states side by side (e.g. initial / evolved under the
     flow / evolved under the simulator); entries whose name starts with 'change' are drawn as
     signed differences on their own colour scale."""
@@ -186,8 +230,9 @@ def pattern_panels(panels: Mapping[str, torch.Tensor], path: str | Path, title: 
     return _save(fig, path)
 
 
-def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | None = 1,
-              fps: int = 10) -> Path:
+def animation(
+    frames: Sequence[torch.Tensor], path: str | Path, channel: int | None = 1, fps: int = 10
+) -> Path:
     """A GIF of (C, H, W) frames in [-1, 1] (one channel through viridis, or RGB)."""
     from PIL import Image
 
@@ -199,21 +244,36 @@ def animation(frames: Sequence[torch.Tensor], path: str | Path, channel: int | N
             arr = cmap(np.clip((arr + 1) / 2, 0, 1))[..., :3]
         images.append(Image.fromarray((arr * 255).astype(np.uint8)))
     path = Path(path)
-    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True,
-                                                append_images=images[1:],
-                                                duration=int(1000 / fps), loop=0))
+    atomic_write(
+        path,
+        lambda f: images[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(1000 / fps),
+            loop=0,
+        ),
+    )
     return path
 
 
-def creature_strip(icon: np.ndarray, frame: np.ndarray, centres: np.ndarray, path: str | Path,
-                   title: str = "", most: int = 12) -> Path:
+def creature_strip(
+    icon: np.ndarray,
+    frame: np.ndarray,
+    centres: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    most: int = 12,
+) -> Path:
     """The icon, then up to ``most`` whole creatures cut out of an (H, W, 3) frame in [0, 1]
     around their (row, col) centres (periodic), each in a square of the icon's diagonal."""
     h, w = icon.shape[:2]
     side = int(np.ceil(np.hypot(h, w)))
     picks = centres[:most]
-    fig, axes = plt.subplots(1, len(picks) + 1, figsize=(1.6 * (len(picks) + 1), 1.9),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(picks) + 1, figsize=(1.6 * (len(picks) + 1), 1.9), squeeze=False
+    )
     axes = axes[0]
     axes[0].imshow(icon[..., :3] * icon[..., 3:] + (1 - icon[..., 3:]))
     axes[0].set_title("icon", fontsize=8)
@@ -234,8 +294,9 @@ def _rgb_uint8(frame: torch.Tensor | np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0, 1) * 255).astype(np.uint8)
 
 
-def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps: int = 15,
-                      scale: int = 3) -> list[Path]:
+def tracked_animation(
+    frames: Sequence, tracks: Sequence, path: str | Path, fps: int = 15, scale: int = 3
+) -> list[Path]:
     """A GIF and an MP4 of RGB frames with each track's path so far drawn over them.
     ``tracks``: objects with ``start`` and ``positions`` [(row, col), ...]."""
     from PIL import Image, ImageDraw
@@ -244,7 +305,8 @@ def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps:
     images = []
     for t, frame in enumerate(frames):
         img = Image.fromarray(_rgb_uint8(frame)).resize(
-            (scale * frame.shape[-1], scale * frame.shape[-2]), Image.Resampling.NEAREST)
+            (scale * frame.shape[-1], scale * frame.shape[-2]), Image.Resampling.NEAREST
+        )
         draw = ImageDraw.Draw(img)
         h, w = frame.shape[-2] * scale, frame.shape[-1] * scale
         for i, track in enumerate(tracks):
@@ -257,9 +319,17 @@ def tracked_animation(frames: Sequence, tracks: Sequence, path: str | Path, fps:
                     draw.line([a, b], fill=colours[i % 10], width=2)
         images.append(img)
     path = Path(path)
-    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True,
-                                                append_images=images[1:],
-                                                duration=int(1000 / fps), loop=0))
+    atomic_write(
+        path,
+        lambda f: images[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(1000 / fps),
+            loop=0,
+        ),
+    )
     return [path, write_mp4(images, path.with_suffix(".mp4"), fps)]
 
 
@@ -270,8 +340,9 @@ def write_mp4(images: Sequence, path: Path, fps: int) -> Path:
 
     tmp = path.with_name(f".{path.name}.tmp.mp4")
     try:
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2,
-                                ffmpeg_log_level="error") as writer:
+        with imageio.get_writer(
+            tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error"
+        ) as writer:
             for img in images:
                 writer.append_data(np.asarray(img.convert("RGB")))
         os.replace(tmp, path)
@@ -280,8 +351,14 @@ def write_mp4(images: Sequence, path: Path, fps: int) -> Path:
     return path
 
 
-def creatures_figure(icon: np.ndarray | None, sample: torch.Tensor, frames: Sequence, tracks: Sequence,
-                     path: str | Path, title: str = "") -> Path:
+def creatures_figure(
+    icon: np.ndarray | None,
+    sample: torch.Tensor,
+    frames: Sequence,
+    tracks: Sequence,
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Figure 5 layout: the icon, one training scatter, and three simulation frames with the
     tracks drawn up to each frame."""
     picks = [len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1]

@@ -1,5 +1,6 @@
 """Where results go: a run's metrics.json (merged, written atomically), text and JSON files,
 the loggers (W&B, CSV) and the source's commit."""
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,11 @@ def read_metrics(run_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}). Fix: move it aside (mv {path} "
-                         f"{path}.corrupt); evaluate.py then measures the run again from its "
-                         f"flow.pt") from exc
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}). Fix: move it aside (mv {path} "
+            f"{path}.corrupt); evaluate.py then measures the run again from its "
+            f"flow.pt"
+        ) from exc
 
 
 def update_metrics(run_dir: str | os.PathLike, values: dict) -> dict:
@@ -130,10 +133,15 @@ def build_loggers(cfg: DictConfig, log_config: bool = True) -> list:
     overrides = {}
     if members > 1:
         seed = int(cfg.seed)
-        overrides["wandb"] = {"name": f"{cfg.name}-ensemble-seeds{seed}-{seed + members - 1}",
-                              "job_type": "train-ensemble"}
-    loggers = [instantiate(node, **overrides.get(key, {}))
-               for key, node in (cfg.get("logger") or {}).items() if node]
+        overrides["wandb"] = {
+            "name": f"{cfg.name}-ensemble-seeds{seed}-{seed + members - 1}",
+            "job_type": "train-ensemble",
+        }
+    loggers = [
+        instantiate(node, **overrides.get(key, {}))
+        for key, node in (cfg.get("logger") or {}).items()
+        if node
+    ]
     if log_config:
         flat = flatten(OmegaConf.to_container(cfg, resolve=True))
         for logger in loggers:
@@ -151,10 +159,17 @@ def finish_loggers(loggers: list, status: str = "success") -> None:
 
 
 def git_commit() -> str:
-    """The source's commit, with ``-dirty`` when tracked files have changes; ``unknown`` outside git."""
+    """The source's commit, with ``-dirty`` when tracked files have changes; ``unknown``
+    outside git."""
+
     def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
+        return subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
 
     try:
         head = git("rev-parse", "--short", "HEAD")
@@ -193,17 +208,30 @@ def write_report(report: Report, out: Path, cfg: DictConfig) -> Path:
     commit = git_commit()
     for name, text in report.files.items():
         write_text_atomic(out / name, text)
-    write_json_atomic({**report.summary, "sweep": str(report.root), "failed": report.failed,
-                       "commit": commit}, out / "summary.json")
-    lines = [f"# Evaluation of `{report.root}`", "", f"- commit: `{commit}`",
-             f"- left out: {len(report.failed)}",
-             *(f"  - `{k}`: {v}" for k, v in report.failed.items()), ""]
+    write_json_atomic(
+        {**report.summary, "sweep": str(report.root), "failed": report.failed, "commit": commit},
+        out / "summary.json",
+    )
+    lines = [
+        f"# Evaluation of `{report.root}`",
+        "",
+        f"- commit: `{commit}`",
+        f"- left out: {len(report.failed)}",
+        *(f"  - `{k}`: {v}" for k, v in report.failed.items()),
+        "",
+    ]
     for heading, body in report.sections:
         lines += [f"## {heading}", "", body.rstrip(), ""]
     lines += ["## Configuration", "", "```yaml", OmegaConf.to_yaml(cfg).strip(), "```", ""]
     if report.run_config is not None:
-        lines += ["Run configuration (first run):", "", "```yaml",
-                  OmegaConf.to_yaml(report.run_config).strip(), "```", ""]
+        lines += [
+            "Run configuration (first run):",
+            "",
+            "```yaml",
+            OmegaConf.to_yaml(report.run_config).strip(),
+            "```",
+            "",
+        ]
     write_text_atomic(out / "report.md", "\n".join(lines))
     log_report(report, out, cfg)
     return out / report.headline
@@ -211,20 +239,34 @@ def write_report(report: Report, out: Path, cfg: DictConfig) -> Path:
 
 def log_report(report: Report, out: Path, cfg: DictConfig) -> None:
     """The report's tables, figures and scalars to each logger of ``cfg.logger``."""
-    overrides = {"wandb": {"group": report.group, "job_type": "evaluate",
-                           "name": f"{report.group}-evaluate", "save_dir": str(out)},
-                 "csv": {"save_dir": str(out)}}
-    loggers = [instantiate(node, **overrides.get(name, {}))
-               for name, node in (cfg.get("logger") or {}).items() if node]
+    overrides = {
+        "wandb": {
+            "group": report.group,
+            "job_type": "evaluate",
+            "name": f"{report.group}-evaluate",
+            "save_dir": str(out),
+        },
+        "csv": {"save_dir": str(out)},
+    }
+    loggers = [
+        instantiate(node, **overrides.get(name, {}))
+        for name, node in (cfg.get("logger") or {}).items()
+        if node
+    ]
     for logger in loggers:
         logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
         if isinstance(logger, WandbLogger):
             import wandb
 
-            logger.experiment.log({
-                **{name: wandb.Table(columns=cols, data=rows)
-                   for name, (cols, rows) in report.tables.items()},
-                **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))}})
+            logger.experiment.log(
+                {
+                    **{
+                        name: wandb.Table(columns=cols, data=rows)
+                        for name, (cols, rows) in report.tables.items()
+                    },
+                    **{f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(out.glob("*.png"))},
+                }
+            )
             for k, v in report.scalars.items():
                 logger.experiment.summary[k] = v
         else:

@@ -1,5 +1,6 @@
 """Run folders: claimed atomically when eqflow names them, refused when a folder the user names
 already holds a run (nothing is overwritten), and the OmegaConf resolvers the configs use."""
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,14 @@ def runs_inside(folder: str | Path) -> list[Path]:
 
 
 def existing_run_message(folder: Path, key: str) -> str:
-    return (f"{folder} already holds a run (it has "
-            f"{', '.join(m for m in RUN_MARKERS if (folder / m).exists())}); eqflow never "
-            f"overwrites one. Fix: name a new folder ({key}=<new folder>, or leave {key} out "
-            f"for a fresh timestamped one), resume this run with "
-            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}, or delete the folder yourself "
-            f"if it is no longer wanted")
+    return (
+        f"{folder} already holds a run (it has "
+        f"{', '.join(m for m in RUN_MARKERS if (folder / m).exists())}); eqflow never "
+        f"overwrites one. Fix: name a new folder ({key}=<new folder>, or leave {key} out "
+        f"for a fresh timestamped one), resume this run with "
+        f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}, or delete the folder yourself "
+        f"if it is no longer wanted"
+    )
 
 
 def claim_run_dir(path: str) -> str:
@@ -60,8 +63,10 @@ def claim_run_dir(path: str) -> str:
             return candidate
     except OSError as exc:
         raise StorageError.from_os_error(exc, path, "hydra.run.dir=<a writable folder>") from exc
-    raise StorageError(f"cannot claim a run folder for {path}: 10 000 folders of that name exist. "
-                       f"Fix: move old runs away or set hydra.run.dir=<new folder>")
+    raise StorageError(
+        f"cannot claim a run folder for {path}: 10 000 folders of that name exist. "
+        f"Fix: move old runs away or set hydra.run.dir=<new folder>"
+    )
 
 
 def evaluated(sweep, run) -> str:

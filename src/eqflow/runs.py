@@ -4,6 +4,7 @@ and flow; a sweep's runs, each named by its path below the sweep folder.
 Reading never trains: a run whose score model is not in the cache is reported with the fix.
 A broken or unfinished run never stops the reading of a sweep: it is reported by name with the
 reason, and the rest are returned."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,10 @@ class LoadedRun:
 def load_config(run_dir: str | Path) -> DictConfig:
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.exists():
-        raise RunLoadError(f"{run_dir} is not an eqflow run directory (no .hydra/config.yaml); "
-                           f"pass a folder under outputs/runs or outputs/multirun")
+        raise RunLoadError(
+            f"{run_dir} is not an eqflow run directory (no .hydra/config.yaml); "
+            f"pass a folder under outputs/runs or outputs/multirun"
+        )
     cfg = upgrade_config(OmegaConf.load(path))
     # the run's own folder stands in for the Hydra-time interpolation of its output dir
     cfg.paths.output_dir = str(Path(run_dir))
@@ -80,16 +83,20 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
                     node.pop(key, None)
     with open_dict(cfg):  # protocols were once entries of the callbacks group
         old = cfg.get("callbacks") or {}
-        moved = {k: v for k, v in old.items()
-                 if v and str(v.get("_target_", "")).startswith("eqflow.protocols.")}
+        moved = {
+            k: v
+            for k, v in old.items()
+            if v and str(v.get("_target_", "")).startswith("eqflow.protocols.")
+        }
         if moved and cfg.get("measure") is None:
             cfg.measure = moved
             cfg.callbacks = {k: v for k, v in old.items() if k not in moved}
     return cfg
 
 
-def load_run(run_dir: str | Path, cache_dir: str | None = None,
-             need_metrics: bool = True) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, cache_dir: str | None = None, need_metrics: bool = True
+) -> LoadedRun:
     """Rebuild a finished run's data, score model (from the cache) and flow (from ``flow.pt``).
     A corrupt metrics.json is a RunLoadError unless ``need_metrics`` is false (re-measuring)."""
     run_dir = Path(run_dir)
@@ -98,8 +105,10 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None,
         cfg.paths.cache_dir = cache_dir
     weights = run_dir / "flow.pt"
     if not weights.exists():
-        raise RunLoadError(f"{run_dir} has no flow.pt: the run did not finish; re-run it or resume "
-                           f"it with ckpt_path={run_dir}/checkpoints/last.ckpt")
+        raise RunLoadError(
+            f"{run_dir} has no flow.pt: the run did not finish; re-run it or resume "
+            f"it with ckpt_path={run_dir}/checkpoints/last.ckpt"
+        )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as exc:
@@ -121,8 +130,13 @@ def load_run(run_dir: str | Path, cache_dir: str | None = None,
     return LoadedRun(run_dir, cfg, SnapshotData(system, snapshots), flow, metrics)
 
 
-def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | None = None,
-                loggers: list = (), settings: dict | None = None) -> dict:
+def measure_run(
+    run_dir: str | Path,
+    output_dir: str | Path,
+    cache_dir: str | None = None,
+    loggers: list = (),
+    settings: dict | None = None,
+) -> dict:
     """Run a finished run's protocols again (its own settings and seed, with ``settings``
     overriding config keys, e.g. ``{"measure.patterns.n_starts": 8}``) into ``output_dir``;
     returns the metrics written there."""
@@ -136,13 +150,18 @@ def measure_run(run_dir: str | Path, output_dir: str | Path, cache_dir: str | No
     return read_metrics(output_dir)
 
 
-def runs_with_metrics(run_dirs: list[Path], names: dict[Path, str], key: str, missing: str,
-                      measure=None, remeasure: bool = False,
-                      ) -> tuple[list[tuple[str, DictConfig, dict]], dict[str, str]]:
+def runs_with_metrics(
+    run_dirs: list[Path],
+    names: dict[Path, str],
+    key: str,
+    missing: str,
+    measure=None,
+    remeasure: bool = False,
+) -> tuple[list[tuple[str, DictConfig, dict]], dict[str, str]]:
     """``(name, config, metrics)`` of each run whose metrics.json holds ``key``; a run without it
-    (every run, with ``remeasure``) is measured by ``measure(run_dir, name)`` when given. Runs that cannot be read, or still lack
-    ``key``, go to the second value with the reason (``missing`` says what their lack means):
-    one bad run never stops a table."""
+    (every run, with ``remeasure``) is measured by ``measure(run_dir, name)`` when given. Runs
+    that cannot be read, or still lack ``key``, go to the second value with the reason
+    (``missing`` says what their lack means): one bad run never stops a table."""
     found, failed = [], {}
     for run_dir in run_dirs:
         name = names[run_dir]
@@ -168,16 +187,25 @@ def run_dirs(path: str | Path) -> list[Path]:
     separate runs in one table)."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"sweep={path} is not a directory; pass a run or multirun folder, "
-                                f"e.g. outputs/multirun/lorenz/<date time>")
-    if (path / ".hydra" / "config.yaml").exists() and _kind(path / ".hydra" / "config.yaml") == "run":
+        raise FileNotFoundError(
+            f"sweep={path} is not a directory; pass a run or multirun folder, "
+            f"e.g. outputs/multirun/lorenz/<date time>"
+        )
+    if (path / ".hydra" / "config.yaml").exists() and _kind(
+        path / ".hydra" / "config.yaml"
+    ) == "run":
         return [path]
-    configs = [Path(root) / "config.yaml" for root, _, files in os.walk(path, followlinks=True)
-               if Path(root).name == ".hydra" and "config.yaml" in files]  # links to runs too
+    configs = [
+        Path(root) / "config.yaml"
+        for root, _, files in os.walk(path, followlinks=True)
+        if Path(root).name == ".hydra" and "config.yaml" in files
+    ]  # links to runs too
     found = sorted({p.parent.parent for p in configs if _kind(p) == "run"}, key=_natural)
     if not found:
-        raise FileNotFoundError(f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
-                                f"a multirun wrote, e.g. outputs/multirun/lorenz/<date time>")
+        raise FileNotFoundError(
+            f"no runs under {path} (no */.hydra/config.yaml); pass the folder "
+            f"a multirun wrote, e.g. outputs/multirun/lorenz/<date time>"
+        )
     return found
 
 
@@ -240,8 +268,10 @@ def load_sweep(path: str | Path, cache_dir: str | None = None) -> Sweep:
             sweep.failed[name] = reason
             log.warning("Leaving out run %s: %s", name, reason)
     if not sweep.runs:
-        raise RuntimeError(f"none of the {len(sweep.failed)} runs under {root} could be loaded: "
-                           + "; ".join(f"{k}: {v}" for k, v in sweep.failed.items()))
+        raise RuntimeError(
+            f"none of the {len(sweep.failed)} runs under {root} could be loaded: "
+            + "; ".join(f"{k}: {v}" for k, v in sweep.failed.items())
+        )
     _check_same_score(sweep)
     return sweep
 
@@ -253,5 +283,7 @@ def _check_same_score(sweep: Sweep) -> None:
         keys.setdefault(repr(score_key(run.cfg)), []).append(sweep.name_of(run.run_dir))
     if len(keys) > 1:
         groups = "; ".join(", ".join(v) for v in keys.values())
-        raise RuntimeError(f"the runs under {sweep.root} use different data or score models "
-                           f"({groups}); evaluate each group of runs on its own")
+        raise RuntimeError(
+            f"the runs under {sweep.root} use different data or score models "
+            f"({groups}); evaluate each group of runs on its own"
+        )

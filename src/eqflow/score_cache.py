@@ -1,5 +1,6 @@
 """The score model's cache entry: its key, and reading it back without training (the path a
 finished run is read back by). Training and writing the entry is :mod:`eqflow.score_stage`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,19 +29,23 @@ def make_score(cfg: DictConfig, snapshots: Snapshots) -> Score:
     return instantiate(cfg.score.model, **shape, _convert_="all")
 
 
-def score_from_record(cfg: DictConfig, snapshots: Snapshots, record: dict, path: Path,
-                      hit: bool) -> tuple[Score, dict]:
+def score_from_record(
+    cfg: DictConfig, snapshots: Snapshots, record: dict, path: Path, hit: bool
+) -> tuple[Score, dict]:
     """The model in eval mode and the ``score/*`` entries of metrics.json (with its loss
     history) from a cache record."""
     model = make_score(cfg, snapshots)
     model.load_state_dict(record["state_dict"])
     model.eval()
     history = record["loss_history"]
-    info = {"score/cache_path": str(path), "score/cache_hit": hit,
-            "score/train_seconds": record["train_seconds"],
-            "score/final_loss": history[-1] if history else None,
-            "score/val_loss": record.get("val_loss"),
-            "score/val_loss_at_level": record.get("val_loss_at_level")}
+    info = {
+        "score/cache_path": str(path),
+        "score/cache_hit": hit,
+        "score/train_seconds": record["train_seconds"],
+        "score/final_loss": history[-1] if history else None,
+        "score/val_loss": record.get("val_loss"),
+        "score/val_loss_at_level": record.get("val_loss_at_level"),
+    }
     return model, {**info, "loss_history": history}
 
 
@@ -49,11 +54,15 @@ def read_score(cfg: DictConfig, snapshots: Snapshots) -> tuple[Score, dict]:
     the fix when it is missing or unusable."""
     key = score_key(cfg)
     path = entry_path("score", key, cfg.paths.cache_dir)
-    fix = ("pass the cache the run used with paths.cache_dir=<dir>, or re-run train.py with the "
-           "run's config to rebuild it")
+    fix = (
+        "pass the cache the run used with paths.cache_dir=<dir>, or re-run train.py with the "
+        "run's config to rebuild it"
+    )
     if not path.exists():
         raise MissingScoreError(f"the score model of this run is not in the cache ({path}); {fix}")
     try:
         return score_from_record(cfg, snapshots, load_entry(path, key), path, True)
     except (CorruptCacheError, RuntimeError, KeyError) as exc:
-        raise MissingScoreError(f"the cached score model {path} is unusable ({exc}); {fix}") from exc
+        raise MissingScoreError(
+            f"the cached score model {path} is unusable ({exc}); {fix}"
+        ) from exc

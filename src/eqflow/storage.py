@@ -2,6 +2,7 @@
 flushed to disk, then renamed over the target, so a reader sees the old file or the new one and a
 crash leaves no partial file. A failed write (full disk, read-only or forbidden folder) becomes a
 :class:`StorageError` that names the path and the setting that moves it."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,12 @@ def _is_write_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("enforce fail" in text or "write" in text)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True,
-                 setting: str = RUN_FOLDER) -> Path:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[IO], None],
+    binary: bool = True,
+    setting: str = RUN_FOLDER,
+) -> Path:
     """Write ``path`` by ``write(file)`` through a temporary file and a rename."""
     path = Path(path)
     try:
@@ -42,9 +47,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
         if isinstance(exc, OSError):
             raise StorageError.from_os_error(exc, path, setting) from exc
         if _is_write_failure(exc):
-            raise StorageError(f"cannot write {path}: the write failed ({exc}; a full disk?). "
-                               f"Nothing partial was left there. Fix: free space, or write "
-                               f"elsewhere with {setting}") from exc
+            raise StorageError(
+                f"cannot write {path}: the write failed ({exc}; a full disk?). "
+                f"Nothing partial was left there. Fix: free space, or write "
+                f"elsewhere with {setting}"
+            ) from exc
         raise
     return path
 

@@ -2,6 +2,7 @@
 multirun starts) and ``<sweep>/jobs/<num>.json`` (each job's outcome, written when it ends), so
 that ``evaluate.py`` can name the jobs that failed or never ran, although a job that fails at
 start-up leaves no run folder of its own."""
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,27 @@ def write_plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
         write_json_atomic({"jobs": jobs}, sweep_dir / JOBS_FOLDER / "plan.json")
 
 
-def record_job(sweep_dir: Path, num: int, overrides: list[str], output_dir: str,
-               error: str | None, objective: float | None = None) -> None:
+def record_job(
+    sweep_dir: Path,
+    num: int,
+    overrides: list[str],
+    output_dir: str,
+    error: str | None,
+    objective: float | None = None,
+) -> None:
     """jobs/<num>.json; ``objective``: what the job returned to the sweeper (the value of
     ``optimized_metric``)."""
-    write_json_atomic({"num": num, "overrides": overrides, "output_dir": output_dir,
-                       "status": "failed" if error else "finished", "error": error,
-                       "objective": objective},
-                      sweep_dir / JOBS_FOLDER / f"{num}.json")
+    write_json_atomic(
+        {
+            "num": num,
+            "overrides": overrides,
+            "output_dir": output_dir,
+            "status": "failed" if error else "finished",
+            "error": error,
+            "objective": objective,
+        },
+        sweep_dir / JOBS_FOLDER / f"{num}.json",
+    )
 
 
 def unfinished_jobs(sweep_dir: str | Path) -> dict[str, str]:
@@ -93,5 +107,6 @@ def unfinished_jobs(sweep_dir: str | Path) -> dict[str, str]:
             if num not in records:
                 out[job_name(num, varying(overrides, plan))] = (
                     "never ran or never ended (the multirun was stopped before it finished): "
-                    "run that job again on its own")
+                    "run that job again on its own"
+                )
     return out

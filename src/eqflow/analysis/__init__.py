@@ -5,6 +5,7 @@
 - ``creatures``: speed and polarisation per icon over artificial-life runs;
 - ``systems``: one table across dynamical systems (a multirun over ``data.system``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,12 @@ from eqflow.analysis import creatures, patterns, systems, uniqueness
 from eqflow.report import Report
 from eqflow.runs import RunLoadError, load_config, run_dirs
 
-ANALYSES = {"uniqueness": uniqueness.analyse, "patterns": patterns.analyse,
-            "creatures": creatures.analyse, "systems": systems.analyse}
+ANALYSES = {
+    "uniqueness": uniqueness.analyse,
+    "patterns": patterns.analyse,
+    "creatures": creatures.analyse,
+    "systems": systems.analyse,
+}
 
 
 def infer_analysis(root: str | Path) -> str:

@@ -9,6 +9,7 @@ their share in the last quarter of the frames, their speed, polarisation and mil
 the shuffled-heading null, and g(r) at contact range against the training scatters'. Speeds are
 compared between icons seed by seed (a seed draws the flow's D, shared by the icons: paired).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,13 +28,23 @@ log = logging.getLogger(__name__)
 
 def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dict], dict[str, str]]:
     """Per icon: lists of the runs' mean speeds, polarisations, track counts and run names."""
-    runs, failed = runs_with_metrics(run_dirs, names, "creatures/mean_speed",
-                                     "the run did not finish its simulation")
+    runs, failed = runs_with_metrics(
+        run_dirs, names, "creatures/mean_speed", "the run did not finish its simulation"
+    )
     icons: dict[str, dict] = {}
     for name, cfg, metrics in runs:
         icon = cfg.data.get("icon") or Path(str(cfg.data.get("path", "images"))).stem  # files
-        row = icons.setdefault(str(icon), {"speed": [], "polarisation": [], "tracks": [],
-                                                     "count_ratio": [], "runs": [], "seeds": []})
+        row = icons.setdefault(
+            str(icon),
+            {
+                "speed": [],
+                "polarisation": [],
+                "tracks": [],
+                "count_ratio": [],
+                "runs": [],
+                "seeds": [],
+            },
+        )
         row["speed"].append(float(metrics["creatures/mean_speed"]))
         # runs from before creature-sized detection have no count ratio
         row["count_ratio"].append(float(metrics.get("creatures/count_ratio", float("nan"))))
@@ -47,8 +58,16 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
 
 
 # the whole-creature numbers of each run (runs from before shape integrity have NaN)
-WHOLE = ("whole_share_late", "whole_mean_speed", "whole_polarisation", "whole_polarisation_null_q95",
-         "whole_milling", "whole_milling_null_q95", "whole_g_short", "whole_g_short_training")
+WHOLE = (
+    "whole_share_late",
+    "whole_mean_speed",
+    "whole_polarisation",
+    "whole_polarisation_null_q95",
+    "whole_milling",
+    "whole_milling_null_q95",
+    "whole_g_short",
+    "whole_g_short_training",
+)
 
 
 def _ms(values) -> str:
@@ -62,15 +81,21 @@ def _beyond_null(values, nulls) -> str:
 
 
 def whole_markdown(icons: dict[str, dict]) -> str:
-    lines = ["| icon | whole creatures / expected, last quarter | speed of whole creatures | "
-             "polarisation (runs above null q95) | milling (runs above null q95) | "
-             "g(r) at contact: runs / training |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| icon | whole creatures / expected, last quarter | speed of whole creatures | "
+        "polarisation (runs above null q95) | milling (runs above null q95) | "
+        "g(r) at contact: runs / training |",
+        "|---|---|---|---|---|---|",
+    ]
     for icon, row in sorted(icons.items()):
+        polar = _beyond_null(row["whole_polarisation"], row["whole_polarisation_null_q95"])
+        milling = _beyond_null(row["whole_milling"], row["whole_milling_null_q95"])
         lines.append(
             f"| {icon} | {_ms(row['whole_share_late'])} | {_ms(row['whole_mean_speed'])} | "
-            f"{_ms(row['whole_polarisation'])} ({_beyond_null(row['whole_polarisation'], row['whole_polarisation_null_q95'])}) | "
-            f"{_ms(row['whole_milling'])} ({_beyond_null(row['whole_milling'], row['whole_milling_null_q95'])}) | "
-            f"{_ms(row['whole_g_short'])} / {_ms(row['whole_g_short_training'])} |")
+            f"{_ms(row['whole_polarisation'])} ({polar}) | "
+            f"{_ms(row['whole_milling'])} ({milling}) | "
+            f"{_ms(row['whole_g_short'])} / {_ms(row['whole_g_short_training'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -84,48 +109,75 @@ def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
         if len(seeds) < 2 or a > b:  # one row per unordered pair, A before B by name
             continue
         c = paired_comparison([sa[s] for s in seeds], [[sb[s]] for s in seeds])
-        out.append({"a": a, "b": b, **c.as_dict(), "verdict": {"above": f"{a} faster",
-                    "below": f"{b} faster", "undecided": "undecided"}[c.verdict]})
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                **c.as_dict(),
+                "verdict": {
+                    "above": f"{a} faster",
+                    "below": f"{b} faster",
+                    "undecided": "undecided",
+                }[c.verdict],
+            }
+        )
     return out
 
 
 def verdicts_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No pair of icons shares two or more seeds: no speed comparison.\n"
-    lines = ["| icons | seeds | mean speed difference (A - B) [95 % interval] | A faster in | "
-             "verdict |", "|---|---|---|---|---|"]
+    lines = [
+        "| icons | seeds | mean speed difference (A - B) [95 % interval] | A faster in | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['a']} - {r['b']} | {r['n_units']} | {r['mean_difference']:+.3g} "
-                     f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] | {r['share_beaten']:.0%} | "
-                     f"{r['verdict']} |")
-    return "\n".join(lines) + ("\n\nRule: a bootstrap 95 % interval of the mean paired difference "
-                               "(seeds resampled) above 0 means A is faster; below 0, B; else "
-                               "undecided.\n")
+        lines.append(
+            f"| {r['a']} - {r['b']} | {r['n_units']} | {r['mean_difference']:+.3g} "
+            f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] | {r['share_beaten']:.0%} | "
+            f"{r['verdict']} |"
+        )
+    return "\n".join(lines) + (
+        "\n\nRule: a bootstrap 95 % interval of the mean paired difference "
+        "(seeds resampled) above 0 means A is faster; below 0, B; else "
+        "undecided.\n"
+    )
 
 
 def markdown(icons: dict[str, dict]) -> str:
-    lines = ["| icon | runs | mean speed (px / unit time) | polarisation | tracks per run | "
-             "creatures found / expected |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| icon | runs | mean speed (px / unit time) | polarisation | tracks per run | "
+        "creatures found / expected |",
+        "|---|---|---|---|---|---|",
+    ]
     for icon, row in sorted(icons.items(), key=lambda kv: -mean_std(kv[1]["speed"])[0]):
         sm, ss = mean_std(row["speed"])
         pm, ps = mean_std(row["polarisation"])
         cm, cs = mean_std(row["count_ratio"])
         tracked = sum(math.isfinite(v) for v in row["speed"])
-        runs = str(len(row["runs"])) + (f" ({tracked} with tracks)" if tracked < len(row["runs"]) else "")
-        lines.append(f"| {icon} | {runs} | {sm:.3g} ± {ss:.2g} | {pm:.2f} ± {ps:.2f} | "
-                     f"{sum(row['tracks']) / len(row['tracks']):.1f} | {cm:.2f} ± {cs:.2f} |")
+        runs = str(len(row["runs"])) + (
+            f" ({tracked} with tracks)" if tracked < len(row["runs"]) else ""
+        )
+        lines.append(
+            f"| {icon} | {runs} | {sm:.3g} ± {ss:.2g} | {pm:.2f} ± {ps:.2f} | "
+            f"{sum(row['tracks']) / len(row['tracks']):.1f} | {cm:.2f} ± {cs:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def runs_markdown(icons: dict[str, dict]) -> str:
     """One row per run: the numbers the per-icon table averages."""
-    lines = ["| icon | run | seed | mean speed | polarisation | tracks | creatures found / expected |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| icon | run | seed | mean speed | polarisation | tracks | creatures found / expected |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for icon, row in sorted(icons.items()):
         for i, run in enumerate(row["runs"]):
-            lines.append(f"| {icon} | {run} | {row['seeds'][i]} | {row['speed'][i]:.3g} | {row['polarisation'][i]:.2f} | "
-                         f"{row['tracks'][i]} | {row['count_ratio'][i]:.2f} |")
+            lines.append(
+                f"| {icon} | {run} | {row['seeds'][i]} | {row['speed'][i]:.3g} | "
+                f"{row['polarisation'][i]:.2f} | "
+                f"{row['tracks'][i]} | {row['count_ratio'][i]:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -135,34 +187,64 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     dirs = list(names)
     icons, failed = collect(dirs, names)
     if not icons:
-        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has creature statistics: "
-                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise RuntimeError(
+            f"none of the {len(dirs)} runs under {root} has creature statistics: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     md = markdown(icons)
     whole = whole_markdown(icons)
     verdicts = speed_verdicts(icons)
     run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
     return Report(
-        root=Path(root), group=str(run_cfg.get("name", "eqflow")), headline="creatures.md",
-        failed=failed, run_config=run_cfg,
+        root=Path(root),
+        group=str(run_cfg.get("name", "eqflow")),
+        headline="creatures.md",
+        failed=failed,
+        run_config=run_cfg,
         summary={"kind": "creatures", "icons": icons, "speed_verdicts": verdicts},
-        files={"creatures.md": md, "whole_creatures.md": whole,
-               "speed_verdicts.md": verdicts_markdown(verdicts)},
-        sections=[("Creature motion per icon (mean ± std over runs)", md),
-                  ("Whole creatures and collective behaviour (mean ± std over runs)", whole +
-                   "\nWhole: a blob whose best IoU with the turned icon reaches what 95 % of "
-                   "creatures placed whole in training scatters reach. Polarisation: |mean unit "
-                   "heading| per frame (1: all move one way); milling: |mean r x u| about the "
-                   "group's centre (1: all circle it one way); each against its null from "
-                   "headings shuffled across creatures and frames. g(r) at contact (r < 1.5 "
-                   "icon widths): above the training scatters' means the creatures attract, "
-                   "below that they repel.\n"),
-                  ("Speed by icon, seed by seed", verdicts_markdown(verdicts)),
-                  ("Per run", runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
-                   "are in its own `figures/` folder.")],
-        tables={"creatures": (["icon", "run", "seed", "mean_speed", "polarisation", "tracks",
-                               "count_ratio"],
-                              [[icon, r, row["seeds"][i], row["speed"][i], row["polarisation"][i],
-                                row["tracks"][i], row["count_ratio"][i]]
-                               for icon, row in icons.items() for i, r in enumerate(row["runs"])])},
-        scalars={f"creatures/{icon}/mean_speed": mean_std(row["speed"])[0]
-                 for icon, row in icons.items()})
+        files={
+            "creatures.md": md,
+            "whole_creatures.md": whole,
+            "speed_verdicts.md": verdicts_markdown(verdicts),
+        },
+        sections=[
+            ("Creature motion per icon (mean ± std over runs)", md),
+            (
+                "Whole creatures and collective behaviour (mean ± std over runs)",
+                whole + "\nWhole: a blob whose best IoU with the turned icon reaches what 95 % of "
+                "creatures placed whole in training scatters reach. Polarisation: |mean unit "
+                "heading| per frame (1: all move one way); milling: |mean r x u| about the "
+                "group's centre (1: all circle it one way); each against its null from "
+                "headings shuffled across creatures and frames. g(r) at contact (r < 1.5 "
+                "icon widths): above the training scatters' means the creatures attract, "
+                "below that they repel.\n",
+            ),
+            ("Speed by icon, seed by seed", verdicts_markdown(verdicts)),
+            (
+                "Per run",
+                runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
+                "are in its own `figures/` folder.",
+            ),
+        ],
+        tables={
+            "creatures": (
+                ["icon", "run", "seed", "mean_speed", "polarisation", "tracks", "count_ratio"],
+                [
+                    [
+                        icon,
+                        r,
+                        row["seeds"][i],
+                        row["speed"][i],
+                        row["polarisation"][i],
+                        row["tracks"][i],
+                        row["count_ratio"][i],
+                    ]
+                    for icon, row in icons.items()
+                    for i, r in enumerate(row["runs"])
+                ],
+            )
+        },
+        scalars={
+            f"creatures/{icon}/mean_speed": mean_std(row["speed"])[0] for icon, row in icons.items()
+        },
+    )

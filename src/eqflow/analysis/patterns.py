@@ -8,6 +8,7 @@ pooled: the training-free value is the mean (std) over starts, a baseline's the 
 all (start, draw) pairs, and the paired comparison (:mod:`eqflow.metrics.paired`) gives the
 share of pairs the training-free flow wins and a bootstrap interval of the mean difference.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,11 @@ log = logging.getLogger(__name__)
 PUBLISHED = {  # docs/method.md §6, Table 2: value or (mean, std) over 10 draws
     "life": {"training-free": 0.271, "random": (0.021, 0.022), "random re-weight": (0.052, 0.032)},
     "waves": {"training-free": 0.589, "random": (0.182, 0.221), "random re-weight": (0.105, 0.044)},
-    "spirals": {"training-free": 0.250, "random": (0.083, 0.090),
-                "random re-weight": (0.180, 0.106)},
+    "spirals": {
+        "training-free": 0.250,
+        "random": (0.083, 0.090),
+        "random re-weight": (0.180, 0.106),
+    },
     "maze": {"training-free": 0.270, "random": (0.072, 0.104), "random re-weight": (0.031, 0.022)},
 }
 ROWS = ("training-free", "random", "random re-weight")
@@ -39,7 +43,11 @@ def chosen_sign(metrics: dict) -> str:
     """The sign of D a run chose (runs from before n_starts: the better of the two)."""
     sign = metrics.get("table2/sign")
     if sign is None:
-        sign = "+" if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"] else "-"
+        sign = (
+            "+"
+            if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"]
+            else "-"
+        )
     return sign
 
 
@@ -47,12 +55,21 @@ def starts_of_run(metrics: dict) -> list[dict]:
     """A run's starts: ``{"training-free", "random", "random re-weight"}`` per start, the
     training-free value with the run's chosen sign (runs from before n_starts: one start)."""
     sign = chosen_sign(metrics)
-    starts = metrics.get("table2/starts") or [{
-        "plus": metrics["table2/training_free_plus"], "minus": metrics["table2/training_free_minus"],
-        "random": metrics["table2/random_draws"], "reweight": metrics.get("table2/reweight_draws", [])}]
-    return [{"training-free": float(st["plus"] if sign == "+" else st["minus"]),
-             **{row: [float(v) for v in st[key]] for row, key in DRAW_KEYS.items()}}
-            for st in starts]
+    starts = metrics.get("table2/starts") or [
+        {
+            "plus": metrics["table2/training_free_plus"],
+            "minus": metrics["table2/training_free_minus"],
+            "random": metrics["table2/random_draws"],
+            "reweight": metrics.get("table2/reweight_draws", []),
+        }
+    ]
+    return [
+        {
+            "training-free": float(st["plus"] if sign == "+" else st["minus"]),
+            **{row: [float(v) for v in st[key]] for row, key in DRAW_KEYS.items()},
+        }
+        for st in starts
+    ]
 
 
 def pattern_name(cfg: DictConfig) -> str:
@@ -62,9 +79,14 @@ def pattern_name(cfg: DictConfig) -> str:
     return str(data.get("preset"))
 
 
-def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
-            scratch: Path, cache_dir: str | None = None, n_starts: int | None = None,
-            ) -> tuple[dict[str, dict], dict[str, str]]:
+def collect(
+    run_dirs: list[Path],
+    names: dict[Path, str],
+    recompute: bool,
+    scratch: Path,
+    cache_dir: str | None = None,
+    n_starts: int | None = None,
+) -> tuple[dict[str, dict], dict[str, str]]:
     """Per pattern: {"starts": [...] (see :func:`starts_of_run`), "runs": [...], "sign": [...]};
     plus the runs left out, with the reason. ``n_starts`` re-measures every run from that many
     start patterns."""
@@ -72,12 +94,16 @@ def collect(run_dirs: list[Path], names: dict[Path, str], recompute: bool,
 
     def measure(run_dir: Path, name: str) -> dict:
         log.info("Measuring Table 2 for %s", name)
-        return measure_run(run_dir, scratch / name.replace("/", "_"), cache_dir,
-                           settings=settings)
+        return measure_run(run_dir, scratch / name.replace("/", "_"), cache_dir, settings=settings)
 
-    runs, failed = runs_with_metrics(run_dirs, names, "table2/training_free",
-                                     "its data has no simulator", measure,
-                                     remeasure=recompute or bool(n_starts))
+    runs, failed = runs_with_metrics(
+        run_dirs,
+        names,
+        "table2/training_free",
+        "its data has no simulator",
+        measure,
+        remeasure=recompute or bool(n_starts),
+    )
     columns: dict[str, dict] = {}
     for name, cfg, metrics in runs:
         col = columns.setdefault(pattern_name(cfg), {"starts": [], "runs": [], "sign": []})
@@ -110,13 +136,18 @@ def paired(columns: dict[str, dict]) -> dict[str, dict[str, dict]]:
 
 
 def paired_markdown(stats: dict[str, dict[str, dict]]) -> str:
-    lines = ["| pattern | baseline | starts | pairs won by training-free | mean difference "
-             "[95 % bootstrap interval] | verdict |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| pattern | baseline | starts | pairs won by training-free | mean difference "
+        "[95 % bootstrap interval] | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for p, rows in stats.items():
         for row, c in rows.items():
-            lines.append(f"| {p} | {row} | {c['n_units']} | {c['share_beaten']:.0%} of "
-                         f"{c['n_pairs']} | {c['mean_difference']:+.3f} [{c['ci_low']:+.3f}, "
-                         f"{c['ci_high']:+.3f}] | {c['verdict']} |")
+            lines.append(
+                f"| {p} | {row} | {c['n_units']} | {c['share_beaten']:.0%} of "
+                f"{c['n_pairs']} | {c['mean_difference']:+.3f} [{c['ci_low']:+.3f}, "
+                f"{c['ci_high']:+.3f}] | {c['verdict']} |"
+            )
     return "\n".join(lines) + "\n\nVerdict rule: " + VERDICT_RULE + "\n"
 
 
@@ -140,14 +171,21 @@ def markdown(table: dict, columns: dict) -> str:
     for row in ROWS:
         cells = [f"{_cell(*table[p][row])} | {_published(p, row)}" for p in patterns]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "|cos| between the change under the flow (EMA of the SDE trajectory at step 200, "
-              "minus the start) and under the simulator (20 steps, minus the start); the sign of "
-              "the skew kernel with the higher mean over a run's starts (one start: the better "
-              "of the two, as published). Training-free: mean (std) over starts (of all runs of "
-              "the pattern); baselines: mean (std) over all (start, draw) pairs. Published: one "
-              "start.",
-              "", "Runs: " + "; ".join(f"{p}: {', '.join(columns[p]['runs'])} "
-                                        f"(sign {', '.join(columns[p]['sign'])})" for p in patterns)]
+    lines += [
+        "",
+        "|cos| between the change under the flow (EMA of the SDE trajectory at step 200, "
+        "minus the start) and under the simulator (20 steps, minus the start); the sign of "
+        "the skew kernel with the higher mean over a run's starts (one start: the better "
+        "of the two, as published). Training-free: mean (std) over starts (of all runs of "
+        "the pattern); baselines: mean (std) over all (start, draw) pairs. Published: one "
+        "start.",
+        "",
+        "Runs: "
+        + "; ".join(
+            f"{p}: {', '.join(columns[p]['runs'])} (sign {', '.join(columns[p]['sign'])})"
+            for p in patterns
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -170,15 +208,15 @@ def beats_baselines(table: dict) -> dict[str, dict[str, bool]]:
     out: dict[str, dict[str, bool]] = {}
     for p, rows in table.items():
         tf = rows["training-free"][0]
-        out[p] = {row: bool(tf > rows[row][0] + rows[row][1])
-                  for row in ROWS[1:] if rows[row][2]}
+        out[p] = {row: bool(tf > rows[row][0] + rows[row][1]) for row in ROWS[1:] if rows[row][2]}
     return out
 
 
 def verdict_text(verdicts: dict[str, dict[str, bool]]) -> str:
     return "Training-free above each baseline's mean + 1 std: " + "; ".join(
         f"{p}: " + ", ".join(f"{row} {'yes' if ok else 'no'}" for row, ok in rows.items())
-        for p, rows in verdicts.items())
+        for p, rows in verdicts.items()
+    )
 
 
 def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
@@ -187,36 +225,84 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     names = named_run_dirs(root)
     dirs = list(names)
     start = time.perf_counter()
-    columns, failed = collect(dirs, names, bool(cfg.patterns.recompute), out / "runs",
-                              cfg.paths.get("cache_dir"), cfg.patterns.get("n_starts"))
+    columns, failed = collect(
+        dirs,
+        names,
+        bool(cfg.patterns.recompute),
+        out / "runs",
+        cfg.paths.get("cache_dir"),
+        cfg.patterns.get("n_starts"),
+    )
     if not columns:
-        raise RuntimeError(f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
-                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise RuntimeError(
+            f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     table = summarise(columns)
     stats = paired(columns)
     md = markdown(table, columns) + "\n" + paired_markdown(stats)
     verdicts = beats_baselines(table)
     run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
     return Report(
-        root=Path(root), group=str(run_cfg.get("name", "eqflow")), headline="table2.md",
-        failed=failed, run_config=run_cfg,
-        summary={"kind": "patterns",
-                 "table2": {p: {r: {"mean": m, "std": sd, "n": n} for r, (m, sd, n) in rows.items()}
-                            for p, rows in table.items()},
-                 "above_baseline_mean_plus_std": verdicts, "paired": stats,
-                 "verdict_rule": VERDICT_RULE,
-                 "timings": {"table2_s": time.perf_counter() - start}},
+        root=Path(root),
+        group=str(run_cfg.get("name", "eqflow")),
+        headline="table2.md",
+        failed=failed,
+        run_config=run_cfg,
+        summary={
+            "kind": "patterns",
+            "table2": {
+                p: {r: {"mean": m, "std": sd, "n": n} for r, (m, sd, n) in rows.items()}
+                for p, rows in table.items()
+            },
+            "above_baseline_mean_plus_std": verdicts,
+            "paired": stats,
+            "verdict_rule": VERDICT_RULE,
+            "timings": {"table2_s": time.perf_counter() - start},
+        },
         files={"table2.md": md, "table2.csv": csv_text(table)},
-        sections=[("Table 2: fidelity to the Gray-Scott dynamics",
-                   f"- runs evaluated: {sum(len(c['runs']) for c in columns.values())}\n\n"
-                   + md + "[CSV](table2.csv)\n\n" + verdict_text(verdicts) + "\n\n"
-                   "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.")],
-        tables={"table2": (["pattern", "row", "mean", "std", "n"],
-                           [[p, r, m, sd, n] for p, rr in table.items()
-                            for r, (m, sd, n) in rr.items()]),
-                "table2_paired": (["pattern", "baseline", "starts", "share_beaten",
-                                   "mean_difference", "ci_low", "ci_high", "verdict"],
-                                  [[p, r, c["n_units"], c["share_beaten"], c["mean_difference"],
-                                    c["ci_low"], c["ci_high"], c["verdict"]]
-                                   for p, rr in stats.items() for r, c in rr.items()])},
-        scalars={f"table2/{p}/{r}": m for p, rr in table.items() for r, (m, _, _) in rr.items()})
+        sections=[
+            (
+                "Table 2: fidelity to the Gray-Scott dynamics",
+                f"- runs evaluated: {sum(len(c['runs']) for c in columns.values())}\n\n"
+                + md
+                + "[CSV](table2.csv)\n\n"
+                + verdict_text(verdicts)
+                + "\n\n"
+                "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.",
+            )
+        ],
+        tables={
+            "table2": (
+                ["pattern", "row", "mean", "std", "n"],
+                [[p, r, m, sd, n] for p, rr in table.items() for r, (m, sd, n) in rr.items()],
+            ),
+            "table2_paired": (
+                [
+                    "pattern",
+                    "baseline",
+                    "starts",
+                    "share_beaten",
+                    "mean_difference",
+                    "ci_low",
+                    "ci_high",
+                    "verdict",
+                ],
+                [
+                    [
+                        p,
+                        r,
+                        c["n_units"],
+                        c["share_beaten"],
+                        c["mean_difference"],
+                        c["ci_low"],
+                        c["ci_high"],
+                        c["verdict"],
+                    ]
+                    for p, rr in stats.items()
+                    for r, c in rr.items()
+                ],
+            ),
+        },
+        scalars={f"table2/{p}/{r}": m for p, rr in table.items() for r, (m, _, _) in rr.items()},
+    )

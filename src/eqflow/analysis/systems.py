@@ -7,6 +7,7 @@ the share of learned flows with a positive largest exponent beside the true syst
 (measured here on its field with the same estimator, and a published value where one exists),
 and MMD^2 to the start set at the last step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,13 @@ from eqflow.runs import load_config, load_run, named_run_dirs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("learned | learned", "learned | ground truth", "training-free | ground truth",
-           "random | ground truth", "learned | score")
+COLUMNS = (
+    "learned | learned",
+    "learned | ground truth",
+    "training-free | ground truth",
+    "random | ground truth",
+    "learned | score",
+)
 
 
 def system_name(cfg: DictConfig) -> str | None:
@@ -57,8 +63,9 @@ def group_by_system(root: Path) -> tuple[dict[str, list[tuple[Path, str]]], dict
     return groups, failed
 
 
-def true_exponent(run_dir: Path, cache_dir: str | None, periods: float = 200.0,
-                  seed: int = 0) -> float:
+def true_exponent(
+    run_dir: Path, cache_dir: str | None, periods: float = 200.0, seed: int = 0
+) -> float:
     """The largest exponent of the run's ground-truth field (standardised coordinates, the
     system's own time): 8 trajectories from snapshots, RK4 at the data's step, ``periods``
     dominant periods after a burn-in of 20."""
@@ -68,8 +75,9 @@ def true_exponent(run_dir: Path, cache_dir: str | None, periods: float = 200.0,
     per_period = float(getattr(system, "period", 100 * dt)) / dt
     g = torch.Generator().manual_seed(seed)
     x0 = run.data.x[torch.randperm(len(run.data.x), generator=g)[:8]].double()
-    res = max_lyapunov(field, x0, dt, int(periods * per_period), burn_in=int(20 * per_period),
-                       generator=g)
+    res = max_lyapunov(
+        field, x0, dt, int(periods * per_period), burn_in=int(20 * per_period), generator=g
+    )
     return float(res["lyapunov"])
 
 
@@ -84,8 +92,10 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     start = time.perf_counter()
     groups, failed = group_by_system(root)
     if not groups:
-        raise RuntimeError(f"no run under {root} learned from a dynamical system: "
-                           + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise RuntimeError(
+            f"no run under {root} learned from a dynamical system: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     quiet = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(quiet):
         quiet.logger = {}  # the per-system reports are files; the cross table goes to the loggers
@@ -104,38 +114,68 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
         s = report.summary
         ch = s.get("chaos", {})
         published = PUBLISHED_LYAPUNOV.get(system)
-        params = (load_config(members[0][0]).data.get("parameters") or None)
-        rows.append({
-            "system": system, "flows": len(members),
-            **{c: _table1_value(s, *c.split(" | ")) for c in COLUMNS},
-            "positive": ch.get("n_positive", 0), "finite": ch.get("n_finite", 0),
-            "true_exponent": true_exponent(
-                members[0][0], cfg.paths.get("cache_dir"),
-                float((cfg.get("systems") or {}).get("true_exponent_periods", 200)), int(cfg.seed)),
-            "published_exponent": published[0] if published and not params else math.nan,
-            "mmd_learned": s["mmd_final"].get("learned", {}).get("mean", math.nan),
-            "mmd_training_free": s["mmd_final"].get("training-free", {}).get("mean", math.nan),
-            "mmd_random": s["mmd_final"].get("random", {}).get("mean", math.nan),
-            "residual_learned": s.get("residual_median", {}).get("learned", math.nan),
-            "sustained": ch.get("n_sustained", math.nan),
-        })
+        params = load_config(members[0][0]).data.get("parameters") or None
+        rows.append(
+            {
+                "system": system,
+                "flows": len(members),
+                **{c: _table1_value(s, *c.split(" | ")) for c in COLUMNS},
+                "positive": ch.get("n_positive", 0),
+                "finite": ch.get("n_finite", 0),
+                "true_exponent": true_exponent(
+                    members[0][0],
+                    cfg.paths.get("cache_dir"),
+                    float((cfg.get("systems") or {}).get("true_exponent_periods", 200)),
+                    int(cfg.seed),
+                ),
+                "published_exponent": published[0] if published and not params else math.nan,
+                "mmd_learned": s["mmd_final"].get("learned", {}).get("mean", math.nan),
+                "mmd_training_free": s["mmd_final"].get("training-free", {}).get("mean", math.nan),
+                "mmd_random": s["mmd_final"].get("random", {}).get("mean", math.nan),
+                "residual_learned": s.get("residual_median", {}).get("learned", math.nan),
+                "sustained": ch.get("n_sustained", math.nan),
+            }
+        )
         timings[system] = time.perf_counter() - t
     md = markdown(rows)
     first_cfg = load_config(next(iter(groups.values()))[0][0])
     keys = list(rows[0])
     return Report(
-        root=Path(root), group=str(first_cfg.get("name", "eqflow")), headline="systems.md",
-        failed=failed, run_config=first_cfg,
-        summary={"kind": "systems", "systems": rows,
-                 "timings": {"per_system_s": timings, "total_s": time.perf_counter() - start}},
-        files={"systems.md": md, "systems.csv": ",".join(keys) + "\n" + "".join(
-            ",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + "\n"
-            for r in rows)},
-        sections=[("One table across systems", md + "\n[CSV](systems.csv); each system's full "
-                   "report (Table 1, chaos, MMD, UMAP) is in its own folder.")],
+        root=Path(root),
+        group=str(first_cfg.get("name", "eqflow")),
+        headline="systems.md",
+        failed=failed,
+        run_config=first_cfg,
+        summary={
+            "kind": "systems",
+            "systems": rows,
+            "timings": {"per_system_s": timings, "total_s": time.perf_counter() - start},
+        },
+        files={
+            "systems.md": md,
+            "systems.csv": ",".join(keys)
+            + "\n"
+            + "".join(
+                ",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
+                + "\n"
+                for r in rows
+            ),
+        },
+        sections=[
+            (
+                "One table across systems",
+                md + "\n[CSV](systems.csv); each system's full "
+                "report (Table 1, chaos, MMD, UMAP) is in its own folder.",
+            )
+        ],
         tables={"systems": (keys, [[r[k] for k in keys] for r in rows])},
-        scalars={f"systems/{r['system']}/{k}": r[k] for r in rows for k in keys
-                 if isinstance(r[k], float)})
+        scalars={
+            f"systems/{r['system']}/{k}": r[k]
+            for r in rows
+            for k in keys
+            if isinstance(r[k], float)
+        },
+    )
 
 
 def _count(value, total: int) -> str:
@@ -148,10 +188,12 @@ def markdown(rows: list[dict]) -> str:
     def f(v: float) -> str:
         return "—" if not math.isfinite(v) else f"{v:.3f}"
 
-    lines = ["| system | flows | learned-learned | learned-truth | training-free-truth | "
-             "random-truth | learned-score | exponent > 0 | true exponent (ours / published) | "
-             "MMD² learned / training-free / random | residual / v.s (learned) | sustained |",
-             "|---|" + "---|" * 11]
+    lines = [
+        "| system | flows | learned-learned | learned-truth | training-free-truth | "
+        "random-truth | learned-score | exponent > 0 | true exponent (ours / published) | "
+        "MMD² learned / training-free / random | residual / v.s (learned) | sustained |",
+        "|---|" + "---|" * 11,
+    ]
     for r in rows:
         lines.append(
             f"| {r['system']} | {r['flows']} | {f(r['learned | learned'])} | "
@@ -160,13 +202,17 @@ def markdown(rows: list[dict]) -> str:
             f"{r['positive']} of {r['flows']} | {f(r['true_exponent'])} / "
             f"{f(r['published_exponent'])} | {f(r['mmd_learned'])} / "
             f"{f(r['mmd_training_free'])} / {f(r['mmd_random'])} | "
-            f"{f(r.get('residual_learned', math.nan))} | {_count(r.get('sustained'), r['flows'])} |")
-    lines += ["", "Similarities: mean |cos| over pairs (Table 1 protocol) at N fixed points; "
-              "truth: the system's right-hand side in standardised coordinates. Exponents: the "
-              "learned flows' (recorded at the end of their fit, or re-measured); the true "
-              "system's measured on its field in its own time unit (200 periods after 20), "
-              "published where a source is in eqflow.data.dysts_systems.PUBLISHED_LYAPUNOV. "
-              "MMD²: to the start set at the last step (mean over flows). Residual: median over "
-              "the learned flows of rms(div v + v . s) / rms(v . s); sustained: exponents that "
-              "hold over the long horizon (evaluate.py's chaos.long_horizon)."]
+            f"{f(r.get('residual_learned', math.nan))} | {_count(r.get('sustained'), r['flows'])} |"
+        )
+    lines += [
+        "",
+        "Similarities: mean |cos| over pairs (Table 1 protocol) at N fixed points; "
+        "truth: the system's right-hand side in standardised coordinates. Exponents: the "
+        "learned flows' (recorded at the end of their fit, or re-measured); the true "
+        "system's measured on its field in its own time unit (200 periods after 20), "
+        "published where a source is in eqflow.data.dysts_systems.PUBLISHED_LYAPUNOV. "
+        "MMD²: to the start set at the last step (mean over flows). Residual: median over "
+        "the learned flows of rms(div v + v . s) / rms(v . s); sustained: exponents that "
+        "hold over the long horizon (evaluate.py's chaos.long_horizon).",
+    ]
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ their representations (Table 1), their chaos, their distribution preservation an
 The building blocks work on plain objects (a :class:`~eqflow.runs.Sweep`); :func:`analyse`
 puts them together into a :class:`~eqflow.report.Report`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,14 +84,20 @@ def build_groups(sweep: Sweep, n_baselines: int | None = None, seed: int = 0) ->
     base = 10_000 * (seed + 1)  # baseline seeds: far from the sweep's own seeds
     if own != "training-free":
         for i in range(n):
-            groups.add("training-free", f"training-free {i}",
-                       training_free_flow(score, dim, base + i).velocity)
+            groups.add(
+                "training-free",
+                f"training-free {i}",
+                training_free_flow(score, dim, base + i).velocity,
+            )
     flow_kw = {}
     if isinstance(first.flow, EquilibriumFlowModule):
         flow_kw = {k: first.flow.hparams[k] for k in ("hidden", "activation", "n_freqs")}
     for i in range(n):
-        groups.add("random", f"random {i}",
-                   random_flow(score, dim, base + n + i, first.data.x, **flow_kw).velocity)
+        groups.add(
+            "random",
+            f"random {i}",
+            random_flow(score, dim, base + n + i, first.data.x, **flow_kw).velocity,
+        )
     truth = first.data.true_field()
     if truth is not None:
         groups.add("ground truth", "ground truth", truth)
@@ -107,8 +114,10 @@ def fixed_points(sweep: Sweep, n_points: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def representations(groups: Groups, points: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {g: torch.stack([representation(f, points) for _, f in members])
-            for g, members in groups.members.items()}
+    return {
+        g: torch.stack([representation(f, points) for _, f in members])
+        for g, members in groups.members.items()
+    }
 
 
 def reference_of(reps: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -121,8 +130,14 @@ def table1(reps: dict[str, torch.Tensor]) -> dict[tuple[str, str], tuple[float, 
 
 
 @torch.no_grad()
-def mmd_curves(groups: Groups, starts: torch.Tensor, dt: float, steps: int, bandwidth: float,
-               skip: tuple[str, ...] = ("ground truth",)) -> dict[str, torch.Tensor]:
+def mmd_curves(
+    groups: Groups,
+    starts: torch.Tensor,
+    dt: float,
+    steps: int,
+    bandwidth: float,
+    skip: tuple[str, ...] = ("ground truth",),
+) -> dict[str, torch.Tensor]:
     """MMD^2 to its start set over time for every member: {group: (members, steps + 1)}.
 
     ``starts`` is (sets, n, d): member k of every group starts from set k (modulo the number of
@@ -140,11 +155,13 @@ def mmd_curves(groups: Groups, starts: torch.Tensor, dt: float, steps: int, band
         own = starts[torch.arange(len(members)) % len(starts)]
         if g in groups.stacked:  # the whole group in one integration
             path = integrate_ode(groups.stacked[g], own.double(), dt, steps)
-            curves = [mmd_over_time(path[:, k].to(starts.dtype), bandwidth)
-                      for k in range(len(members))]
+            curves = [
+                mmd_over_time(path[:, k].to(starts.dtype), bandwidth) for k in range(len(members))
+            ]
         else:
-            curves = [mmd_curve(f, own[k], dt, steps, bandwidth)
-                      for k, (_, f) in enumerate(members)]
+            curves = [
+                mmd_curve(f, own[k], dt, steps, bandwidth) for k, (_, f) in enumerate(members)
+            ]
         out[g] = torch.stack(curves).double()
     return out
 
@@ -155,16 +172,27 @@ def start_sets(sweep: Sweep, groups: Groups, n_points: int, seed: int) -> torch.
     first = sweep.runs[0]
     g = torch.Generator().manual_seed(seed)
     n_sets = max(len(m) for m in groups.members.values())
-    return torch.stack([first.flow.score_model.noise(random_subset(first.data.x, n_points, g), g)
-                        for _ in range(n_sets)])
+    return torch.stack(
+        [
+            first.flow.score_model.noise(random_subset(first.data.x, n_points, g), g)
+            for _ in range(n_sets)
+        ]
+    )
 
 
-def residuals(groups: Groups, score: Field, points: torch.Tensor,
-              skip: tuple[str, ...] = ("ground truth", "score")) -> dict[str, list[dict]]:
+def residuals(
+    groups: Groups,
+    score: Field,
+    points: torch.Tensor,
+    skip: tuple[str, ...] = ("ground truth", "score"),
+) -> dict[str, list[dict]]:
     """:func:`continuity_residual` of every member at ``points`` (noised data): zero for an
     equilibrium flow of the score's density, up to the score model's non-conservative part."""
-    return {g: [continuity_residual(f, score, points) for _, f in members]
-            for g, members in groups.members.items() if g not in skip}
+    return {
+        g: [continuity_residual(f, score, points) for _, f in members]
+        for g, members in groups.members.items()
+        if g not in skip
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -173,19 +201,29 @@ def _median(values: list[float]) -> float:
 
 
 def residual_markdown(rows: dict[str, list[dict]]) -> str:
-    lines = ["| group | n | residual / rms(v . s), median | residual / rms(\\|v\\| \\|s\\|), "
-             "median (max) |", "|---|---|---|---|"]
+    lines = [
+        "| group | n | residual / rms(v . s), median | residual / rms(\\|v\\| \\|s\\|), "
+        "median (max) |",
+        "|---|---|---|---|",
+    ]
     for g, values in rows.items():
         along = _median([v["relative"] for v in values])
         size = [v["relative_to_speed_score"] for v in values]
-        lines.append(f"| {g} | {len(values)} | "
-                     f"{'v . s = 0' if math.isnan(along) else f'{along:.4f}'} | "
-                     f"{_median(size):.2e} ({max(size):.2e}) |")
+        lines.append(
+            f"| {g} | {len(values)} | "
+            f"{'v . s = 0' if math.isnan(along) else f'{along:.4f}'} | "
+            f"{_median(size):.2e} ({max(size):.2e}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
-          seed: int = 0, long_horizon: int = 0) -> list[dict]:
+def chaos(
+    sweep: Sweep,
+    recompute: bool = False,
+    settings: dict | None = None,
+    seed: int = 0,
+    long_horizon: int = 0,
+) -> list[dict]:
     """The largest Lyapunov exponent of every flow of the sweep (raw and speed-normalised):
     the value its run recorded (NaN included: no trajectory stayed in the box), or re-measured
     (float64) when the run recorded none or ``recompute`` asks for it.
@@ -201,14 +239,17 @@ def chaos(sweep: Sweep, recompute: bool = False, settings: dict | None = None,
     if long_horizon > 0:  # every flow from the same starts, all in one batched integration
         flows = [run.flow for run in sweep.runs]
         generators = [torch.Generator().manual_seed(seed) for _ in flows]
-        for row, extra in zip(rows, sustained_chaos_many(flows, sweep.runs[0].data.x, settings,
-                                                          long_horizon, generators)):
+        for row, extra in zip(
+            rows,
+            sustained_chaos_many(flows, sweep.runs[0].data.x, settings, long_horizon, generators),
+        ):
             row.update(extra)
     return rows
 
 
-def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
-                                seed: int) -> list[dict]:
+def _recorded_or_measured_chaos(
+    sweep: Sweep, recompute: bool, settings: dict, seed: int
+) -> list[dict]:
     rows: list[dict | None] = []
     todo = []
     for i, (run, name) in enumerate(zip(sweep.runs, sweep.names)):
@@ -218,37 +259,65 @@ def _recorded_or_measured_chaos(sweep: Sweep, recompute: bool, settings: dict,
             normalised = float(m.get("lyapunov/speed_normalised", math.nan))
             if speed < REST_SPEED:  # recorded before the rest floor existed
                 normalised = math.nan
-            rows.append({"run": name, "lyapunov": float(m["lyapunov/max"]),
-                         "speed_normalised": normalised, "mean_speed": speed, "source": "run"})
+            rows.append(
+                {
+                    "run": name,
+                    "lyapunov": float(m["lyapunov/max"]),
+                    "speed_normalised": normalised,
+                    "mean_speed": speed,
+                    "source": "run",
+                }
+            )
             continue
         rows.append(None)
         todo.append(i)
     if todo:  # re-measured together: one batched integration where the flows stack
         flows = [sweep.runs[i].flow for i in todo]
-        results = flow_lyapunov_many(flows, sweep.runs[todo[0]].data.x,
-                                     [torch.Generator().manual_seed(seed) for _ in todo], **settings)
+        results = flow_lyapunov_many(
+            flows,
+            sweep.runs[todo[0]].data.x,
+            [torch.Generator().manual_seed(seed) for _ in todo],
+            **settings,
+        )
         for i, res in zip(todo, results):
-            rows[i] = {"run": sweep.names[i], "lyapunov": res["lyapunov"],
-                       "speed_normalised": res["lyapunov_speed_normalised"],
-                       "mean_speed": res["mean_speed"], "source": "evaluate"}
+            rows[i] = {
+                "run": sweep.names[i],
+                "lyapunov": res["lyapunov"],
+                "speed_normalised": res["lyapunov_speed_normalised"],
+                "mean_speed": res["mean_speed"],
+                "source": "evaluate",
+            }
     return rows
 
 
 def chaos_summary(rows: list[dict]) -> dict:
-    vals = torch.tensor([r["lyapunov"] for r in rows if _finite(r["lyapunov"])], dtype=torch.float64)
-    norm = torch.tensor([r["speed_normalised"] for r in rows if _finite(r["speed_normalised"])],
-                        dtype=torch.float64)
+    vals = torch.tensor(
+        [r["lyapunov"] for r in rows if _finite(r["lyapunov"])], dtype=torch.float64
+    )
+    norm = torch.tensor(
+        [r["speed_normalised"] for r in rows if _finite(r["speed_normalised"])], dtype=torch.float64
+    )
     if not len(vals):
         return {"n": 0}
     at_rest = sum(1 for r in rows if _finite(r.get("mean_speed")) and r["mean_speed"] < REST_SPEED)
-    return {"n": len(rows), "n_finite": len(vals), "share_positive": float((vals > 0).double().mean()),
-            "n_positive": int((vals > 0).sum()), "n_at_rest": at_rest,
-            "median": float(vals.median()), "min": float(vals.min()), "max": float(vals.max()),
-            "speed_normalised_median": float(norm.median()) if len(norm) else math.nan,
-            "speed_normalised_min": float(norm.min()) if len(norm) else math.nan,
-            "speed_normalised_max": float(norm.max()) if len(norm) else math.nan,
-            **({"n_sustained": sum(r["sustained"] for r in rows)} if rows and "sustained" in rows[0]
-               else {})}
+    return {
+        "n": len(rows),
+        "n_finite": len(vals),
+        "share_positive": float((vals > 0).double().mean()),
+        "n_positive": int((vals > 0).sum()),
+        "n_at_rest": at_rest,
+        "median": float(vals.median()),
+        "min": float(vals.min()),
+        "max": float(vals.max()),
+        "speed_normalised_median": float(norm.median()) if len(norm) else math.nan,
+        "speed_normalised_min": float(norm.min()) if len(norm) else math.nan,
+        "speed_normalised_max": float(norm.max()) if len(norm) else math.nan,
+        **(
+            {"n_sustained": sum(r["sustained"] for r in rows)}
+            if rows and "sustained" in rows[0]
+            else {}
+        ),
+    }
 
 
 def _finite(v) -> bool:
@@ -257,16 +326,25 @@ def _finite(v) -> bool:
 
 # ---- tables as text -------------------------------------------------------------------------
 
-def table1_markdown(table: dict[tuple[str, str], tuple[float, float]], names: list[str],
-                    sizes: dict[str, int]) -> str:
+
+def table1_markdown(
+    table: dict[tuple[str, str], tuple[float, float]], names: list[str], sizes: dict[str, int]
+) -> str:
     head = "| | " + " | ".join(f"{n} (n={sizes[n]})" for n in names) + " |"
     lines = [head, "|---" * (len(names) + 1) + "|"]
     for i, a in enumerate(names):
         cells = []
         for j, b in enumerate(names):
             mean, std = table[(a, b)]
-            cells.append("" if j < i else (f"{mean:.4f}" if sizes[a] == sizes[b] == 1 and a == b
-                                           else f"{mean:.4f} ± {std:.4f}"))
+            cells.append(
+                ""
+                if j < i
+                else (
+                    f"{mean:.4f}"
+                    if sizes[a] == sizes[b] == 1 and a == b
+                    else f"{mean:.4f} ± {std:.4f}"
+                )
+            )
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -335,43 +413,67 @@ def measure_study(root: Path, cfg: DictConfig, out: Path) -> StudyMeasurements:
     timings: dict = {}
     with _timed(timings, "load"):
         sweep = load_sweep(root, cfg.paths.get("cache_dir"))
-    log.info("Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed))
+    log.info(
+        "Evaluating %d runs of %s (%d left out)", len(sweep.runs), sweep.root, len(sweep.failed)
+    )
     seed = int(cfg.seed)
     with _timed(timings, "table1"):
         groups = build_groups(sweep, cfg.n_baselines, seed)
         reps = representations(groups, fixed_points(sweep, int(cfg.n_points), seed))
         table = table1(reps)
     with _timed(timings, "chaos"):
-        rows = chaos(sweep, bool(cfg.chaos.recompute), OmegaConf.to_container(cfg.chaos.settings),
-                     seed, int(cfg.chaos.get("long_horizon", 0)))
-        plots.histogram({"raw": [r["lyapunov"] for r in rows],
-                         "speed-normalised": [r["speed_normalised"] for r in rows]},
-                        out / "lyapunov_hist.png", "largest Lyapunov exponent")
+        rows = chaos(
+            sweep,
+            bool(cfg.chaos.recompute),
+            OmegaConf.to_container(cfg.chaos.settings),
+            seed,
+            int(cfg.chaos.get("long_horizon", 0)),
+        )
+        plots.histogram(
+            {
+                "raw": [r["lyapunov"] for r in rows],
+                "speed-normalised": [r["speed_normalised"] for r in rows],
+            },
+            out / "lyapunov_hist.png",
+            "largest Lyapunov exponent",
+        )
     with _timed(timings, "mmd"):
         starts = start_sets(sweep, groups, int(cfg.mmd.n_points), seed)
-        curves = mmd_curves(groups, starts, float(cfg.mmd.dt), int(cfg.mmd.steps),
-                            float(cfg.mmd.bandwidth))
+        curves = mmd_curves(
+            groups, starts, float(cfg.mmd.dt), int(cfg.mmd.steps), float(cfg.mmd.bandwidth)
+        )
         times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
-        plots.curves({k: c.mean(0) for k, c in curves.items()}, out / "mmd.png", "time",
-                     "MMD² to start", "Distribution preservation (mean ± std)",
-                     x={k: times for k in curves},
-                     bands={k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0])
-                            for k, c in curves.items()})
+        plots.curves(
+            {k: c.mean(0) for k, c in curves.items()},
+            out / "mmd.png",
+            "time",
+            "MMD² to start",
+            "Distribution preservation (mean ± std)",
+            x={k: times for k in curves},
+            bands={
+                k: c.std(0) if len(c) > 1 else torch.zeros_like(c[0]) for k, c in curves.items()
+            },
+        )
     with _timed(timings, "residual"):
         residual_rows = residuals(groups, sweep.runs[0].flow.score, starts[0])
     with _timed(timings, "umap"):
         has_umap = umap_figure(groups, reps, cfg, out / "umap.png")
-    return StudyMeasurements(sweep, groups, reps, table, rows, curves, times, residual_rows,
-                             has_umap, timings)
+    return StudyMeasurements(
+        sweep, groups, reps, table, rows, curves, times, residual_rows, has_umap, timings
+    )
 
 
 def umap_figure(groups: Groups, reps: dict[str, torch.Tensor], cfg: DictConfig, path: Path) -> bool:
     """The UMAP of every representation; False (with a warning) when there are too few."""
     try:
         labels = [grp for grp, m in groups.members.items() for _ in m]
-        plots.embedding(study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed)), labels,
-                        path, "UMAP of flow representations (cosine)",
-                        marked=("ground truth", "score"))
+        plots.embedding(
+            study_umap(reps, int(cfg.umap.n_neighbors), int(cfg.seed)),
+            labels,
+            path,
+            "UMAP of flow representations (cosine)",
+            marked=("ground truth", "score"),
+        )
         return True
     except ValueError as exc:
         log.warning("No UMAP: %s", exc)
@@ -384,63 +486,110 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     sweep, table, rows, curves = m.sweep, m.table, m.chaos_rows, m.curves
     names, sizes = list(m.reps), m.groups.sizes()
     columns = chaos_columns(rows)
-    chaos_csv = ",".join(columns) + "\n" + "".join(
-        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
-        + "\n" for r in rows)
-    residual_median = {g: _median([v["relative"] for v in rows_])
-                       for g, rows_ in m.residual_rows.items()}
+    chaos_csv = (
+        ",".join(columns)
+        + "\n"
+        + "".join(
+            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
+            + "\n"
+            for r in rows
+        )
+    )
+    residual_median = {
+        g: _median([v["relative"] for v in rows_]) for g, rows_ in m.residual_rows.items()
+    }
     ch = chaos_summary(rows)
     own = sweep_group_name(sweep)
     verdicts = study_verdicts(table, ch, curves, own) if own == "learned" else []
-    mmd_final = {k: {"mean": float(c[:, -1].mean()),
-                     "std": float(c[:, -1].std()) if len(c) > 1 else 0.0} for k, c in curves.items()}
+    mmd_final = {
+        k: {"mean": float(c[:, -1].mean()), "std": float(c[:, -1].std()) if len(c) > 1 else 0.0}
+        for k, c in curves.items()
+    }
     run_cfg = sweep.runs[0].cfg
     wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
     report = Report(
-        root=sweep.root, group=str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow")),
-        headline="table1.md", failed=sweep.failed, run_config=run_cfg,
-        summary={"kind": "uniqueness", "runs": sweep.names, "group_sizes": sizes,
-                 "table1": {f"{a} | {b}": {"mean": v, "std": s} for (a, b), (v, s) in table.items()},
-                 "chaos": ch, "chaos_rows": rows, "mmd_final": mmd_final,
-                 "residual": m.residual_rows, "residual_median": residual_median,
-                 "verdicts": verdicts,
-                 "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
-                 "timings": m.timings},
-        files={"table1.md": table1_markdown(table, names, sizes), "table1.csv": table1_csv(table, names),
-               "chaos.csv": chaos_csv, "mmd_final.md": mmd_final_markdown(curves, m.times)},
-        tables={"table1": (["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
-                           [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]]),
-                "chaos": (columns, [[r[c] for c in columns] for r in rows])},
-        scalars={**{f"chaos/{k}": v for k, v in ch.items()},
-                 **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
-                 **{f"residual/{k}": v for k, v in residual_median.items()},
-                 **{f"table1/{a} | {b}": v for (a, b), (v, _) in table.items()}})
+        root=sweep.root,
+        group=str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow")),
+        headline="table1.md",
+        failed=sweep.failed,
+        run_config=run_cfg,
+        summary={
+            "kind": "uniqueness",
+            "runs": sweep.names,
+            "group_sizes": sizes,
+            "table1": {f"{a} | {b}": {"mean": v, "std": s} for (a, b), (v, s) in table.items()},
+            "chaos": ch,
+            "chaos_rows": rows,
+            "mmd_final": mmd_final,
+            "residual": m.residual_rows,
+            "residual_median": residual_median,
+            "verdicts": verdicts,
+            "mmd_curves_mean": {k: c.mean(0).tolist() for k, c in curves.items()},
+            "timings": m.timings,
+        },
+        files={
+            "table1.md": table1_markdown(table, names, sizes),
+            "table1.csv": table1_csv(table, names),
+            "chaos.csv": chaos_csv,
+            "mmd_final.md": mmd_final_markdown(curves, m.times),
+        },
+        tables={
+            "table1": (
+                ["group_a", "group_b", "mean_abs_cos", "std_abs_cos"],
+                [[a, b, *table[(a, b)]] for i, a in enumerate(names) for b in names[i:]],
+            ),
+            "chaos": (columns, [[r[c] for c in columns] for r in rows]),
+        },
+        scalars={
+            **{f"chaos/{k}": v for k, v in ch.items()},
+            **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
+            **{f"residual/{k}": v for k, v in residual_median.items()},
+            **{f"table1/{a} | {b}": v for (a, b), (v, _) in table.items()},
+        },
+    )
     report.sections = study_sections(m, cfg, ch, verdicts, names, sizes)
     return report
 
 
-def study_sections(m: StudyMeasurements, cfg: DictConfig, ch: dict, verdicts: list[dict],
-                   names: list[str], sizes: dict) -> list[tuple[str, str]]:
+def study_sections(
+    m: StudyMeasurements,
+    cfg: DictConfig,
+    ch: dict,
+    verdicts: list[dict],
+    names: list[str],
+    sizes: dict,
+) -> list[tuple[str, str]]:
     """The report's sections, verdicts first."""
     run_cfg = m.sweep.runs[0].cfg
     sections = [
         *([("Verdicts: the study's claims", verdicts_markdown(verdicts))] if verdicts else []),
-        ("Runs", f"- runs evaluated: {len(m.sweep.runs)}\n"
-                 f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
-                 f"(t = {run_cfg.score.model.get('t')}), flow: `{run_cfg.flow.model._target_}`\n"
-                 f"- N = {cfg.n_points} fixed points, baseline draws per group: "
-                 f"{cfg.n_baselines if cfg.n_baselines is not None else len(m.sweep.runs)}, seed {cfg.seed}"),
-        ("Table 1: |cos| between groups (mean ± std over pairs, sign-aligned)",
-         table1_markdown(m.table, names, sizes) + "[CSV](table1.csv)"),
+        (
+            "Runs",
+            f"- runs evaluated: {len(m.sweep.runs)}\n"
+            f"- data: `{run_cfg.data._target_}`, score: `{run_cfg.score.model._target_}` "
+            f"(t = {run_cfg.score.model.get('t')}), flow: `{run_cfg.flow.model._target_}`\n"
+            f"- N = {cfg.n_points} fixed points, baseline draws per group: "
+            f"{len(m.sweep.runs) if cfg.n_baselines is None else cfg.n_baselines}, "
+            f"seed {cfg.seed}",
+        ),
+        (
+            "Table 1: |cos| between groups (mean ± std over pairs, sign-aligned)",
+            table1_markdown(m.table, names, sizes) + "[CSV](table1.csv)",
+        ),
         ("Chaos: largest Lyapunov exponent of each flow", chaos_markdown(ch, cfg)),
-        ("Distribution preservation: MMD² to the start set (each flow from its own draw)",
-         mmd_final_markdown(m.curves, m.times) + "![MMD over time](mmd.png)"),
-        ("Equilibrium residual: rms(div v + v . s) / rms(v . s) on the MMD start set",
-         residual_markdown(m.residual_rows) + "\n0 for a flow that preserves the score model's "
-         "density. An exact flow (flow=exact) and a training-free flow keep only the score "
-         "model's non-conservative part (0 with score=energy, up to rounding); a field unrelated "
-         "to the density is of order 1. For a training-free flow v . s is identically 0 (s . D s "
-         "with a skew D), so only the second column applies to it.")]
+        (
+            "Distribution preservation: MMD² to the start set (each flow from its own draw)",
+            mmd_final_markdown(m.curves, m.times) + "![MMD over time](mmd.png)",
+        ),
+        (
+            "Equilibrium residual: rms(div v + v . s) / rms(v . s) on the MMD start set",
+            residual_markdown(m.residual_rows) + "\n0 for a flow that preserves the score model's "
+            "density. An exact flow (flow=exact) and a training-free flow keep only the score "
+            "model's non-conservative part (0 with score=energy, up to rounding); a field "
+            "unrelated to the density is of order 1. For a training-free flow v . s is "
+            "identically 0 (s . D s with a skew D), so only the second column applies to it.",
+        ),
+    ]
     if m.has_umap:
         sections.append(("UMAP of all representations", "![UMAP](umap.png)"))
     return sections
@@ -449,19 +598,23 @@ def study_sections(m: StudyMeasurements, cfg: DictConfig, ch: dict, verdicts: li
 def chaos_markdown(ch: dict, cfg: DictConfig) -> str:
     if not ch.get("n"):
         return "No flow has an estimate."
-    lines = [f"- positive: {ch['n_positive']} of {ch['n']} flows "
-             f"({100 * ch['share_positive']:.0f} % of the {ch['n_finite']} with an estimate; "
-             f"a flow has none when all its trajectories leave the box |x| < bound)",
-             f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
-             f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
-             f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "
-             f"whose trajectories came to rest, mean speed < {REST_SPEED:g}, have none: "
-             f"{ch['n_at_rest']} of {ch['n']})"]
+    lines = [
+        f"- positive: {ch['n_positive']} of {ch['n']} flows "
+        f"({100 * ch['share_positive']:.0f} % of the {ch['n_finite']} with an estimate; "
+        f"a flow has none when all its trajectories leave the box |x| < bound)",
+        f"- raw: median {ch['median']:.4g}, range {ch['min']:.4g} .. {ch['max']:.4g}",
+        f"- speed-normalised: median {ch['speed_normalised_median']:.4g}, range "
+        f"{ch['speed_normalised_min']:.4g} .. {ch['speed_normalised_max']:.4g} (flows "
+        f"whose trajectories came to rest, mean speed < {REST_SPEED:g}, have none: "
+        f"{ch['n_at_rest']} of {ch['n']})",
+    ]
     if "n_sustained" in ch:
-        lines.append(f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
-                     f"of {ch['n']} flows (exponent over the long horizon positive and at least "
-                     f"{SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
-                     f"separation, as in a shear, keeps about a third; `lyapunov_long_first` "
-                     f"and `lyapunov_long` in the CSV)")
+        lines.append(
+            f"- sustained over {cfg.chaos.long_horizon}x the horizon: {ch['n_sustained']} "
+            f"of {ch['n']} flows (exponent over the long horizon positive and at least "
+            f"{SUSTAINED_RATIO:g} of the same trajectories' over the first; linear "
+            f"separation, as in a shear, keeps about a third; `lyapunov_long_first` "
+            f"and `lyapunov_long` in the CSV)"
+        )
     lines += ["", "![Lyapunov exponents](lyapunov_hist.png) ([CSV](chaos.csv))"]
     return "\n".join(lines)

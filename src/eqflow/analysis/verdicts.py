@@ -1,6 +1,7 @@
 """The uniqueness study's verdicts: each claim of the study as a rule, the measured value and
 whether it holds, so that runs on other data seeds (other snapshots, other score models) can be
 compared claim by claim."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ from eqflow.metrics.paired import bootstrap_difference_interval
 POSITIVE_SHARE = 0.95
 
 
-def study_verdicts(table: dict, chaos: dict, mmd_curves: dict[str, torch.Tensor],
-                   own: str = "learned") -> list[dict]:
+def study_verdicts(
+    table: dict, chaos: dict, mmd_curves: dict[str, torch.Tensor], own: str = "learned"
+) -> list[dict]:
     """[{claim, value, holds}] for the study of the ``own`` group's flows; ``holds`` is None for
     numbers reported without a rule."""
     out = []
@@ -26,33 +28,53 @@ def study_verdicts(table: dict, chaos: dict, mmd_curves: dict[str, torch.Tensor]
     add(f"{own}-{own} |cos| >= 0.99 (one field whatever the seed)", f"{same:.4f}", same >= 0.99)
     if ("ground truth", own) in table or (own, "ground truth") in table:
         truth = _cell(table, own, "ground truth")
-        others = {g: _cell(table, g, "ground truth") for g in ("training-free", "random")
-                  if (g, "ground truth") in table or ("ground truth", g) in table}
+        others = {
+            g: _cell(table, g, "ground truth")
+            for g in ("training-free", "random")
+            if (g, "ground truth") in table or ("ground truth", g) in table
+        }
         holds = truth >= 0.25 and all(truth > v for v in others.values())
-        add("|cos| to the ground truth >= 0.25 and above training-free and random",
-            f"{truth:.3f} (" + ", ".join(f"{g} {v:.3f}" for g, v in others.items()) + ")", holds)
+        add(
+            "|cos| to the ground truth >= 0.25 and above training-free and random",
+            f"{truth:.3f} (" + ", ".join(f"{g} {v:.3f}" for g, v in others.items()) + ")",
+            holds,
+        )
     if (own, "score") in table:
         score = table[(own, "score")][0]
         add(f"{own}-score |cos| < 0.05 (not the score flow)", f"{score:.4f}", score < 0.05)
     if own in mmd_curves and "training-free" in mmd_curves and own != "training-free":
-        diff, low, high = bootstrap_difference_interval(mmd_curves[own][:, -1].tolist(),
-                                                        mmd_curves["training-free"][:, -1].tolist())
-        add("MMD² at the end no higher than training-free's (each flow from its own start set; "
+        diff, low, high = bootstrap_difference_interval(
+            mmd_curves[own][:, -1].tolist(), mmd_curves["training-free"][:, -1].tolist()
+        )
+        add(
+            "MMD² at the end no higher than training-free's (each flow from its own start set; "
             "bootstrap 95 % interval of the difference of means not above 0)",
             f"{float(mmd_curves[own][:, -1].mean()):.5f} vs "
             f"{float(mmd_curves['training-free'][:, -1].mean()):.5f}: difference {diff:+.5f} "
-            f"[{low:+.5f}, {high:+.5f}]", low <= 0)
+            f"[{low:+.5f}, {high:+.5f}]",
+            low <= 0,
+        )
     n = chaos.get("n", 0)
     if n:
         finite = chaos["n_finite"]
-        add("an exponent estimate for every flow (no flow sends all its trajectories out of the "
-            "data box)", f"{finite} of {n}", finite == n)
+        add(
+            "an exponent estimate for every flow (no flow sends all its trajectories out of the "
+            "data box)",
+            f"{finite} of {n}",
+            finite == n,
+        )
         positive = chaos["n_positive"]
-        add(f"at least {POSITIVE_SHARE:.0%} of the flows with a positive largest exponent",
-            f"{positive} of {n}", positive >= math.ceil(POSITIVE_SHARE * n))
+        add(
+            f"at least {POSITIVE_SHARE:.0%} of the flows with a positive largest exponent",
+            f"{positive} of {n}",
+            positive >= math.ceil(POSITIVE_SHARE * n),
+        )
         if "n_sustained" in chaos:
-            add("sustained over the long horizon (reported, no rule)",
-                f"{chaos['n_sustained']} of {n}", None)
+            add(
+                "sustained over the long horizon (reported, no rule)",
+                f"{chaos['n_sustained']} of {n}",
+                None,
+            )
     return out
 
 

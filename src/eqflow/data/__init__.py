@@ -1,5 +1,6 @@
 """The systems whose snapshots eqflow learns from (each a :class:`SnapshotSystem`), and how
 samples are served."""
+
 from eqflow.data.alife import AlifeSystem
 from eqflow.data.base import SnapshotData, Snapshots, SnapshotSystem, random_subset
 from eqflow.data.datamodule import SnapshotDataModule
@@ -9,6 +10,23 @@ from eqflow.data.gray_scott import GrayScott, GrayScottSystem
 from eqflow.data.ode import Lorenz, ODESystem
 from eqflow.data.toys import Ring, TwoMoons, TwoPeaks
 
-__all__ = ["AlifeSystem", "DataFileError", "DystsField", "DystsSystem", "ImagesFromFiles", "PointsFromFile", "GrayScott", "GrayScottSystem", "Lorenz", "ODESystem", "Ring",
-           "SnapshotData", "SnapshotDataModule", "SnapshotSystem", "Snapshots", "TwoMoons",
-           "TwoPeaks", "random_subset"]
+__all__ = [
+    "AlifeSystem",
+    "DataFileError",
+    "DystsField",
+    "DystsSystem",
+    "ImagesFromFiles",
+    "PointsFromFile",
+    "GrayScott",
+    "GrayScottSystem",
+    "Lorenz",
+    "ODESystem",
+    "Ring",
+    "SnapshotData",
+    "SnapshotDataModule",
+    "SnapshotSystem",
+    "Snapshots",
+    "TwoMoons",
+    "TwoPeaks",
+    "random_subset",
+]

@@ -1,4 +1,5 @@
 """What every snapshot system provides."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

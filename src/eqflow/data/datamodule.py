@@ -1,4 +1,5 @@
 """Serving in-memory snapshots in shuffled batches."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -23,8 +24,15 @@ class Rows(Dataset):
 
 
 class SnapshotDataModule(pl.LightningDataModule):
-    def __init__(self, system: SnapshotSystem, snapshots: Snapshots, batch_size: int = 2048,
-                 seed: int = 0, drop_last: bool = True, val_fraction: float = 0.0):
+    def __init__(
+        self,
+        system: SnapshotSystem,
+        snapshots: Snapshots,
+        batch_size: int = 2048,
+        seed: int = 0,
+        drop_last: bool = True,
+        val_fraction: float = 0.0,
+    ):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -50,8 +58,9 @@ class SnapshotDataModule(pl.LightningDataModule):
         """Shuffled batches of the training rows (all rows when there is no validation split)."""
         generator = torch.Generator().manual_seed(self.seed)
         rows = self.x if not len(self.val_rows) else self.x[self.train_rows]
-        sampler = BatchSampler(RandomSampler(range(len(rows)), generator=generator),
-                               self.batch_size, self.drop_last)
+        sampler = BatchSampler(
+            RandomSampler(range(len(rows)), generator=generator), self.batch_size, self.drop_last
+        )
         return DataLoader(Rows(rows), sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list:

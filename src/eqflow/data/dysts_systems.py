@@ -7,6 +7,7 @@ coordinates and parameters (``_rhs(x, y, z, t, *params)``), which is run on torc
 a system whose function does not run on torch falls back to dysts' numpy evaluation (float64,
 batched, no autograd).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -28,13 +29,22 @@ INSTALL = 'pip install "eqflow[dysts]"'
 # parameters; dysts' own stored estimates are looser (Lorenz 0.892, Rossler 0.151) and are not
 # used as references.
 PUBLISHED_LYAPUNOV: dict[str, tuple[float, str]] = {
-    "Lorenz": (0.9056, "Sprott, Chaos and Time-Series Analysis (2003), Appendix A: spectrum "
-                       "0.9056, 0, -14.5723 at sigma 10, rho 28, beta 8/3"),
-    "Rossler": (0.0714, "Sprott, Chaos and Time-Series Analysis (2003), Appendix A: spectrum "
-                        "0.0714, 0, -5.3943 at a = b = 0.2, c = 5.7"),
-    "Chen": (2.0232, "Chen & Ueta, Int. J. Bifurcation and Chaos 9, 1465 (1999) parameters "
-                     "a 35, b 3, c 28; spectrum 2.0232, -0.0005, -12.0227 (RK4, dt 0.001), "
-                     "sites.google.com/view/lyapunov-spectrum"),
+    "Lorenz": (
+        0.9056,
+        "Sprott, Chaos and Time-Series Analysis (2003), Appendix A: spectrum "
+        "0.9056, 0, -14.5723 at sigma 10, rho 28, beta 8/3",
+    ),
+    "Rossler": (
+        0.0714,
+        "Sprott, Chaos and Time-Series Analysis (2003), Appendix A: spectrum "
+        "0.0714, 0, -5.3943 at a = b = 0.2, c = 5.7",
+    ),
+    "Chen": (
+        2.0232,
+        "Chen & Ueta, Int. J. Bifurcation and Chaos 9, 1465 (1999) parameters "
+        "a 35, b 3, c 28; spectrum 2.0232, -0.0005, -12.0227 (RK4, dt 0.001), "
+        "sites.google.com/view/lyapunov-spectrum",
+    ),
 }
 
 
@@ -42,8 +52,9 @@ def dysts_flows():
     try:
         import dysts.flows as flows
     except ImportError as exc:
-        raise ImportError(f"data=dysts needs the dysts library, which is not installed: "
-                          f"{INSTALL}") from exc
+        raise ImportError(
+            f"data=dysts needs the dysts library, which is not installed: {INSTALL}"
+        ) from exc
     return flows
 
 
@@ -59,8 +70,16 @@ class _TorchAsNumpy:
     """``np`` inside a dysts right-hand side, evaluated with torch."""
 
     pi, e = math.pi, math.e
-    _names = {"arctan": "atan", "arcsin": "asin", "arccos": "acos", "arctanh": "atanh",
-              "power": "pow", "absolute": "abs", "arctan2": "atan2", "mod": "remainder"}
+    _names = {
+        "arctan": "atan",
+        "arcsin": "asin",
+        "arccos": "acos",
+        "arctanh": "atanh",
+        "power": "pow",
+        "absolute": "abs",
+        "arctan2": "atan2",
+        "mod": "remainder",
+    }
 
     def __getattr__(self, name: str):
         return getattr(torch, self._names.get(name, name))
@@ -75,52 +94,77 @@ class DystsField:
         names = continuous_systems()
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)
-            raise ValueError(f"data.system={name!r} is not a continuous dysts system"
-                             + (f"; did you mean {', '.join(close)}?" if close else "")
-                             + " The list: python -c \"from dysts.systems import "
-                               "get_attractor_list; print(get_attractor_list('continuous_no_delay'))\"")
+            raise ValueError(
+                f"data.system={name!r} is not a continuous dysts system"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+                + ' The list: python -c "from dysts.systems import '
+                "get_attractor_list; print(get_attractor_list('continuous_no_delay'))\""
+            )
         self.name = name
         self.system = getattr(flows, name)()
         if getattr(self.system, "nonautonomous", False):
-            raise ValueError(f"data.system={name}: its right-hand side depends on time; eqflow "
-                             f"learns autonomous fields, pick another system")
+            raise ValueError(
+                f"data.system={name}: its right-hand side depends on time; eqflow "
+                f"learns autonomous fields, pick another system"
+            )
         unknown = set(parameters or {}) - set(self.system.params)
         if unknown:
-            raise ValueError(f"data.parameters: {sorted(unknown)} are not parameters of {name} "
-                             f"(it has {sorted(self.system.params)})")
+            raise ValueError(
+                f"data.parameters: {sorted(unknown)} are not parameters of {name} "
+                f"(it has {sorted(self.system.params)})"
+            )
         if parameters:
-            self.system.params.update({k: np.asarray(v, dtype=float) for k, v in parameters.items()})
+            self.system.params.update(
+                {k: np.asarray(v, dtype=float) for k, v in parameters.items()}
+            )
             self.system.param_list = [self.system.params[k] for k in sorted(self.system.params)]
         self.defaults = not parameters
         self.dim = int(np.asarray(self.system.ic).shape[-1])
-        self.params = [float(np.asarray(v)) if np.ndim(v) == 0 else torch.as_tensor(v)
-                       for v in self.system.param_list]
+        self.params = [
+            float(np.asarray(v)) if np.ndim(v) == 0 else torch.as_tensor(v)
+            for v in self.system.param_list
+        ]
         self._torch_rhs = self._torch_form()
 
     def _torch_form(self) -> Callable | None:
         fn = getattr(type(self.system)._rhs, "py_func", None)
         if fn is None:
             return None
-        shimmed = types.FunctionType(fn.__code__, {**fn.__globals__, "np": _TorchAsNumpy()},
-                                     fn.__name__, fn.__defaults__, fn.__closure__)
-        x = torch.randn(16, self.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        shimmed = types.FunctionType(
+            fn.__code__,
+            {**fn.__globals__, "np": _TorchAsNumpy()},
+            fn.__name__,
+            fn.__defaults__,
+            fn.__closure__,
+        )
+        x = torch.randn(
+            16, self.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
         x = x * torch.as_tensor(self.system.std, dtype=torch.float64) + torch.as_tensor(
-            self.system.mean, dtype=torch.float64)
+            self.system.mean, dtype=torch.float64
+        )
         try:
             got = self._stack(shimmed(*x.unbind(-1), 0.0, *self.params), x)
         except Exception as exc:  # noqa: BLE001 - any failure means: use numpy
-            log.info("dysts %s: the right-hand side does not run on torch (%s); using numpy",
-                     self.name, exc)
+            log.info(
+                "dysts %s: the right-hand side does not run on torch (%s); using numpy",
+                self.name,
+                exc,
+            )
             return None
         if not torch.allclose(got, self.numpy_field(x), rtol=1e-8, atol=1e-8):
-            log.info("dysts %s: the torch right-hand side differs from dysts'; using numpy", self.name)
+            log.info(
+                "dysts %s: the torch right-hand side differs from dysts'; using numpy", self.name
+            )
             return None
         return shimmed
 
     @staticmethod
     def _stack(parts, x: torch.Tensor) -> torch.Tensor:
-        parts = [p if torch.is_tensor(p) else torch.as_tensor(p, dtype=x.dtype, device=x.device)
-                 for p in parts]
+        parts = [
+            p if torch.is_tensor(p) else torch.as_tensor(p, dtype=x.dtype, device=x.device)
+            for p in parts
+        ]
         return torch.stack(torch.broadcast_tensors(*[p.to(x) for p in parts]), -1)
 
     def numpy_field(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +181,9 @@ class DystsField:
                 out = None
             self._rowwise = out is None
         if out is None:
-            out = np.stack([np.asarray(self.system.rhs(row, 0.0), dtype=float).reshape(-1)
-                            for row in arr])
+            out = np.stack(
+                [np.asarray(self.system.rhs(row, 0.0), dtype=float).reshape(-1) for row in arr]
+            )
         return torch.from_numpy(np.ascontiguousarray(out)).to(x)
 
     @property
@@ -147,8 +192,9 @@ class DystsField:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:
-            raise ValueError(f"{self.name} is {self.dim}-dimensional; got points of shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"{self.name} is {self.dim}-dimensional; got points of shape {tuple(x.shape)}"
+            )
         if self._torch_rhs is None:
             return self.numpy_field(x.reshape(-1, self.dim)).reshape(x.shape)
         params = [q.to(x) if torch.is_tensor(q) else q for q in self.params]  # array parameters
@@ -166,17 +212,36 @@ class DystsSystem(ODESystem):
     first ``burn_in_periods`` of each discarded, then ``n_steps`` states kept at
     ``steps_per_period`` steps per dominant period (dysts' ``period``); standardised."""
 
-    def __init__(self, system: str, parameters: dict | None = None, n_trajectories: int = 10,
-                 n_steps: int = 5_000, steps_per_period: int = 150, burn_in_periods: float = 7.0,
-                 init_std: float = 0.1, standardise: bool = True, method: str = "rk4"):
+    def __init__(
+        self,
+        system: str,
+        parameters: dict | None = None,
+        n_trajectories: int = 10,
+        n_steps: int = 5_000,
+        steps_per_period: int = 150,
+        burn_in_periods: float = 7.0,
+        init_std: float = 0.1,
+        standardise: bool = True,
+        method: str = "rk4",
+    ):
         field = DystsField(system, parameters)
         if steps_per_period <= 0 or burn_in_periods < 0:
-            raise ValueError(f"data.steps_per_period must be > 0 and data.burn_in_periods >= 0; "
-                             f"got {steps_per_period}, {burn_in_periods}")
+            raise ValueError(
+                f"data.steps_per_period must be > 0 and data.burn_in_periods >= 0; "
+                f"got {steps_per_period}, {burn_in_periods}"
+            )
         self.period = float(field.system.period)
-        super().__init__(field, field.dim, n_trajectories, n_steps, self.period / steps_per_period,
-                         int(round(burn_in_periods * steps_per_period)), init_std, standardise,
-                         method)
+        super().__init__(
+            field,
+            field.dim,
+            n_trajectories,
+            n_steps,
+            self.period / steps_per_period,
+            int(round(burn_in_periods * steps_per_period)),
+            init_std,
+            standardise,
+            method,
+        )
         self.name = system
 
     def initial_states(self, generator: torch.Generator) -> torch.Tensor:

@@ -7,6 +7,7 @@ periodic grid whose right-hand side is the ground-truth field of the Turing-patt
 State: (batch, 2, H, W) with channel 0 = u, 1 = v, in [0, 1]. Explicit Euler with dt = 1 and
 clamping to [0, 1] after every step, a periodic 5-point Laplacian.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,13 @@ PRESETS: dict[str, tuple[float, float]] = {  # (F, k), docs/method.md §5
 
 def laplacian(x: torch.Tensor) -> torch.Tensor:
     """Periodic 5-point Laplacian over the last two dimensions (grid spacing 1)."""
-    return (torch.roll(x, 1, -1) + torch.roll(x, -1, -1) + torch.roll(x, 1, -2)
-            + torch.roll(x, -1, -2) - 4 * x)
+    return (
+        torch.roll(x, 1, -1)
+        + torch.roll(x, -1, -1)
+        + torch.roll(x, 1, -2)
+        + torch.roll(x, -1, -2)
+        - 4 * x
+    )
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,10 @@ class GrayScott:
     @classmethod
     def preset(cls, name: str, **kw) -> "GrayScott":
         if name not in PRESETS:
-            raise ValueError(f"unknown Gray-Scott preset {name!r}; choose one of {sorted(PRESETS)} "
-                             f"or give feed= and kill= directly")
+            raise ValueError(
+                f"unknown Gray-Scott preset {name!r}; choose one of {sorted(PRESETS)} "
+                f"or give feed= and kill= directly"
+            )
         f, k = PRESETS[name]
         return cls(f, k, **kw)
 
@@ -57,8 +65,9 @@ class GrayScott:
         """One explicit Euler step, clamped to [0, 1]."""
         return (state + dt * self(state)).clamp_(0.0, 1.0)
 
-    def simulate(self, state: torch.Tensor, steps: int, dt: float = 1.0,
-                 progress: bool = False) -> torch.Tensor:
+    def simulate(
+        self, state: torch.Tensor, steps: int, dt: float = 1.0, progress: bool = False
+    ) -> torch.Tensor:
         from tqdm.auto import trange
 
         state = state.clone()
@@ -67,8 +76,14 @@ class GrayScott:
         return state
 
 
-def initial_state(batch: int, size: int, generator: torch.Generator, n_discs: int = 5,
-                  radius: tuple[int, int] = (3, 7), dtype=torch.float32) -> torch.Tensor:
+def initial_state(
+    batch: int,
+    size: int,
+    generator: torch.Generator,
+    n_discs: int = 5,
+    radius: tuple[int, int] = (3, 7),
+    dtype=torch.float32,
+) -> torch.Tensor:
     """u = 1, v = 0, then ``n_discs`` discs (radius drawn in ``radius``, random centres, wrapping
     around the periodic edges) set to u = 0.5, v = 0.25."""
     state = torch.zeros(batch, 2, size, size, dtype=dtype)
@@ -99,23 +114,40 @@ class GrayScottSystem(SnapshotSystem):
 
     cache_data = True
 
-    def __init__(self, preset: str | None = "waves", feed: float | None = None,
-                 kill: float | None = None, du: float = 0.16, dv: float = 0.08, size: int = 64,
-                 n_samples: int = 1024, steps: int = 5000, dt: float = 1.0, chunk: int = 256,
-                 progress: bool = True, device: str = "auto"):
+    def __init__(
+        self,
+        preset: str | None = "waves",
+        feed: float | None = None,
+        kill: float | None = None,
+        du: float = 0.16,
+        dv: float = 0.08,
+        size: int = 64,
+        n_samples: int = 1024,
+        steps: int = 5000,
+        dt: float = 1.0,
+        chunk: int = 256,
+        progress: bool = True,
+        device: str = "auto",
+    ):
         if (feed is None) != (kill is None):
             raise ValueError("data.feed and data.kill go together; set both or neither")
         if feed is None:
             self.field = GrayScott.preset(preset, du=du, dv=dv)
         else:
             self.field = GrayScott(feed, kill, du, dv)
-        for name, value in [("size", size), ("n_samples", n_samples), ("steps", steps),
-                            ("chunk", chunk)]:
+        for name, value in [
+            ("size", size),
+            ("n_samples", n_samples),
+            ("steps", steps),
+            ("chunk", chunk),
+        ]:
             if value <= 0:
                 raise ValueError(f"data.{name} must be > 0, got {value}")
         self.size, self.n_samples, self.steps, self.dt = size, n_samples, steps, dt
         self.chunk, self.progress = chunk, progress
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
         self.dim = 2 * size * size
 
     def generate(self, generator: torch.Generator):

@@ -3,6 +3,7 @@
 A new system needs only its vector field: a callable ``f(x) -> dx/dt`` on ``(B, d)`` tensors,
 named in YAML as ``data.vector_field._target_``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,7 +24,9 @@ class Lorenz:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         a, b, c = x.unbind(-1)
-        return torch.stack([self.sigma * (b - a), a * (self.rho - c) - b, a * b - self.beta * c], -1)
+        return torch.stack(
+            [self.sigma * (b - a), a * (self.rho - c) - b, a * b - self.beta * c], -1
+        )
 
 
 class ODESystem(SnapshotSystem):
@@ -36,24 +39,40 @@ class ODESystem(SnapshotSystem):
 
     cache_data = True
 
-    def __init__(self, vector_field: Callable[[torch.Tensor], torch.Tensor], dim: int,
-                 n_trajectories: int = 10, n_steps: int = 5_000, dt: float = 0.01,
-                 burn_in_steps: int = 1_000, init_std: float = 1.0, standardise: bool = True,
-                 method: str = "rk4"):
+    def __init__(
+        self,
+        vector_field: Callable[[torch.Tensor], torch.Tensor],
+        dim: int,
+        n_trajectories: int = 10,
+        n_steps: int = 5_000,
+        dt: float = 0.01,
+        burn_in_steps: int = 1_000,
+        init_std: float = 1.0,
+        standardise: bool = True,
+        method: str = "rk4",
+    ):
         if not callable(vector_field):
-            raise TypeError("data.vector_field must be a callable f(x) -> dx/dt; name it with "
-                            "_target_ (and _partial_: true for a plain function with settings)")
-        for name, value in [("dim", dim), ("n_trajectories", n_trajectories),
-                            ("n_steps", n_steps), ("dt", dt)]:
+            raise TypeError(
+                "data.vector_field must be a callable f(x) -> dx/dt; name it with "
+                "_target_ (and _partial_: true for a plain function with settings)"
+            )
+        for name, value in [
+            ("dim", dim),
+            ("n_trajectories", n_trajectories),
+            ("n_steps", n_steps),
+            ("dt", dt),
+        ]:
             if value <= 0:
                 raise ValueError(f"data.{name} must be > 0, got {value}")
         if burn_in_steps < 0:
             raise ValueError(f"data.burn_in_steps must be >= 0, got {burn_in_steps}")
         if n_trajectories * n_steps < MIN_POINTS:
-            raise ValueError(f"data.n_trajectories x data.n_steps = {n_trajectories} x {n_steps} "
-                             f"= {n_trajectories * n_steps} snapshots; eqflow needs at least "
-                             f"{MIN_POINTS} to learn a score and a flow. Fix: raise data.n_steps "
-                             f"or data.n_trajectories")
+            raise ValueError(
+                f"data.n_trajectories x data.n_steps = {n_trajectories} x {n_steps} "
+                f"= {n_trajectories * n_steps} snapshots; eqflow needs at least "
+                f"{MIN_POINTS} to learn a score and a flow. Fix: raise data.n_steps "
+                f"or data.n_trajectories"
+            )
         self.vector_field, self.dim = vector_field, int(dim)
         self.n_trajectories, self.n_steps, self.dt = int(n_trajectories), int(n_steps), float(dt)
         self.burn_in_steps, self.init_std = int(burn_in_steps), float(init_std)
@@ -61,16 +80,19 @@ class ODESystem(SnapshotSystem):
 
     def initial_states(self, generator: torch.Generator) -> torch.Tensor:
         """The trajectories' starts (n_trajectories, dim), float64: ``init_std * N(0, I)``."""
-        return self.init_std * torch.randn(self.n_trajectories, self.dim, generator=generator,
-                                           dtype=torch.float64)
+        return self.init_std * torch.randn(
+            self.n_trajectories, self.dim, generator=generator, dtype=torch.float64
+        )
 
     def generate(self, generator: torch.Generator) -> Snapshots:
         x0 = self.initial_states(generator)
         steps = self.burn_in_steps + self.n_steps
         path = integrate_ode(self.vector_field, x0, self.dt, steps, self.method)
         if not torch.isfinite(path).all():
-            raise FloatingPointError("the ODE trajectories diverged; lower data.dt or check the field")
-        kept = path[self.burn_in_steps + 1:]  # (n_steps, n_traj, d)
+            raise FloatingPointError(
+                "the ODE trajectories diverged; lower data.dt or check the field"
+            )
+        kept = path[self.burn_in_steps + 1 :]  # (n_steps, n_traj, d)
         return Snapshots.standardised(kept.reshape(-1, self.dim), self.standardise)
 
     def true_field(self, snapshots: Snapshots) -> Callable[[torch.Tensor], torch.Tensor]:

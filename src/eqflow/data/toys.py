@@ -1,4 +1,5 @@
 """2-D toy distributions (docs/method.md §5)."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,12 @@ class TwoPeaks(SnapshotSystem):
 
     dim = 2
 
-    def __init__(self, n_samples: int = 10_000,
-                 centers: Sequence[Sequence[float]] = ((-1.0, -1.0), (1.0, 1.0)), std: float = 0.5):
+    def __init__(
+        self,
+        n_samples: int = 10_000,
+        centers: Sequence[Sequence[float]] = ((-1.0, -1.0), (1.0, 1.0)),
+        std: float = 0.5,
+    ):
         _positive("n_samples", n_samples)
         _positive("std", std)
         self.n_samples, self.std = int(n_samples), float(std)

@@ -6,6 +6,7 @@ batch coupling: pass a batch norm's statistics in as constants). Leading axes ar
 (``torch.func.jvp``) and vectorised over probe vectors with ``torch.func.vmap``, so gradients
 with respect to the parameters of ``f`` flow through the result.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -33,10 +34,15 @@ def _jvps(f: Callable, x: torch.Tensor, tangents: torch.Tensor):
     return fx, jz
 
 
-def divergence_estimates(f: Callable, x: torch.Tensor, method: str = "exact",
-                         n_probes: int = 10, probe: str = "gaussian",
-                         generator: torch.Generator | None = None,
-                         probes: torch.Tensor | None = None):
+def divergence_estimates(
+    f: Callable,
+    x: torch.Tensor,
+    method: str = "exact",
+    n_probes: int = 10,
+    probe: str = "gaussian",
+    generator: torch.Generator | None = None,
+    probes: torch.Tensor | None = None,
+):
     """Return ``(f(x), estimates)``.
 
     ``estimates`` has shape ``(n, B)``: for ``exact`` one row, the trace of the Jacobian; for
@@ -88,8 +94,14 @@ def hutchinson_variance(jac: torch.Tensor, probe: str = "gaussian") -> torch.Ten
     raise ValueError(f"unknown probe {probe!r}; choose one of {PROBES}")
 
 
-def divergence(f: Callable, x: torch.Tensor, method: str = "exact", n_probes: int = 10,
-               probe: str = "gaussian", generator: torch.Generator | None = None) -> torch.Tensor:
+def divergence(
+    f: Callable,
+    x: torch.Tensor,
+    method: str = "exact",
+    n_probes: int = 10,
+    probe: str = "gaussian",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Divergence of ``f`` at each row of ``x`` (shape ``(B,)``)."""
     _, est = divergence_estimates(f, x, method, n_probes, probe, generator)
     return est.mean(0)

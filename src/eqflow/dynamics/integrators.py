@@ -1,4 +1,5 @@
 """Integrators: deterministic flows through torchdiffeq, the irreversible Langevin SDE by Heun."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,21 +9,37 @@ from torchdiffeq import odeint
 
 
 @torch.no_grad()
-def integrate_ode(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
-                  steps: int, method: str = "rk4") -> torch.Tensor:
+def integrate_ode(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    dt: float,
+    steps: int,
+    method: str = "rk4",
+) -> torch.Tensor:
     """Trajectory of ``dx/dt = f(x)`` with a fixed step: shape ``(steps + 1, *x0.shape)``."""
     t = torch.arange(steps + 1, dtype=torch.float64) * dt
-    return odeint(lambda _t, x: f(x), x0, t.to(x0.dtype).to(x0.device), method=method,
-                  options={"step_size": dt})
+    return odeint(
+        lambda _t, x: f(x),
+        x0,
+        t.to(x0.dtype).to(x0.device),
+        method=method,
+        options={"step_size": dt},
+    )
 
 
 @torch.no_grad()
-def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
-             score: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
-             steps: int, eta: float, generator: torch.Generator | None = None,
-             callback: Callable[[int, torch.Tensor], None] | None = None,
-             drift_from_score: bool = False,
-             noise: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def sde_heun(
+    drift: Callable[[torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    dt: float,
+    steps: int,
+    eta: float,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+    drift_from_score: bool = False,
+    noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Irreversible Langevin SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW`` by Heun's method.
 
     One noise draw per step is shared by predictor and corrector. Returns the final state;
@@ -32,6 +49,7 @@ def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
     ``noise(x)``, when given, returns each step's standard normal draw (shaped like ``x``)
     instead of ``generator`` (e.g. :class:`NoiseStreams`: one stream per part of a batch).
     """
+
     def a(x):
         if drift_from_score:
             s = score(x)
@@ -44,9 +62,12 @@ def sde_heun(drift: Callable[[torch.Tensor], torch.Tensor],
         if noise is not None:
             e = noise(x)
         else:  # drawn where the generator lives (a CPU generator also serves CUDA states)
-            e = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                            device=generator.device if generator is not None else x.device
-                            ).to(x.device)
+            e = torch.randn(
+                x.shape,
+                generator=generator,
+                dtype=x.dtype,
+                device=generator.device if generator is not None else x.device,
+            ).to(x.device)
         ax = a(x)
         x_hat = x + ax * dt + noise_scale * e
         x = x + 0.5 * (ax + a(x_hat)) * dt + noise_scale * e
@@ -67,7 +88,11 @@ class NoiseStreams:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != sum(self.sizes):
-            raise ValueError(f"the streams cover {sum(self.sizes)} rows; the batch has {x.shape[0]}")
-        parts = [torch.randn((n, *x.shape[1:]), generator=g, dtype=x.dtype, device=g.device)
-                 for g, n in zip(self.generators, self.sizes)]
+            raise ValueError(
+                f"the streams cover {sum(self.sizes)} rows; the batch has {x.shape[0]}"
+            )
+        parts = [
+            torch.randn((n, *x.shape[1:]), generator=g, dtype=x.dtype, device=g.device)
+            for g, n in zip(self.generators, self.sizes)
+        ]
         return torch.cat(parts).to(x.device)

@@ -5,6 +5,7 @@ padding, skew-symmetric as an operator iff its kernel satisfies K[i, j, u, w] = 
 (offsets from the kernel centre); any kernel P gives one, K = P - flip(transpose_channels(P)).
 A matrix is the 1 x 1 kernel on d channels. Every D here has unit Frobenius norm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,19 +23,27 @@ def skew_part(p: torch.Tensor) -> torch.Tensor:
     return k / norm
 
 
-def skew_kernel(channels: int, radius: int, generator: torch.Generator | None = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A random skew kernel (channels, channels, 2 radius + 1, 2 radius + 1) drawn from ``generator``."""
+def skew_kernel(
+    channels: int,
+    radius: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A random skew kernel (channels, channels, 2 radius + 1, 2 radius + 1) drawn from
+    ``generator``."""
     if channels == 1 and radius == 0:
-        raise ValueError("a 1 x 1 skew kernel on one channel is zero (D = -D^T); one-channel "
-                         "images need a spatial kernel: flow.model.radius=1 or more")
+        raise ValueError(
+            "a 1 x 1 skew kernel on one channel is zero (D = -D^T); one-channel "
+            "images need a spatial kernel: flow.model.radius=1 or more"
+        )
     size = 2 * radius + 1
     p = torch.randn(channels, channels, size, size, generator=generator, dtype=torch.float64)
     return skew_part(p).to(dtype)
 
 
-def skew_matrix(d: int, generator: torch.Generator | None = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def skew_matrix(
+    d: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """A random skew-symmetric ``d x d`` matrix with unit Frobenius norm: the 1 x 1 skew kernel."""
     if d < 2:
         raise ValueError(f"a skew-symmetric flow needs dimension >= 2, got {d}")

@@ -7,6 +7,7 @@ integrity (:mod:`eqflow.metrics.shape`) reaches what ``1 - quantile`` of those r
 creature. The expected number per frame is how many whole creatures the detector finds in
 training scatters (touching icons merge there too), per pixel, times the simulation's area.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,14 +31,20 @@ class Reference:
     """What whole creatures look like in the training scatters."""
 
     templates: ShapeTemplates
-    threshold: float                 # integrity of a whole creature
-    whole_per_pixel: float           # whole creatures the detector finds per pixel
+    threshold: float  # integrity of a whole creature
+    whole_per_pixel: float  # whole creatures the detector finds per pixel
     centres: list[np.ndarray] = field(default_factory=list)  # per scatter
     canvas: int = 0
 
 
-def reference(system, n_images: int, rng: np.random.Generator, fg_threshold: float,
-              quantile: float = 0.05, seen_as=None) -> Reference:
+def reference(
+    system,
+    n_images: int,
+    rng: np.random.Generator,
+    fg_threshold: float,
+    quantile: float = 0.05,
+    seen_as=None,
+) -> Reference:
     """Calibrate on ``n_images`` fresh scatters of an icon system (one with ``place``), each
     passed through ``seen_as(image) -> image`` ((H, W, 3) in [0, 1]) first when it is given."""
     background = system.background
@@ -53,8 +60,7 @@ def reference(system, n_images: int, rng: np.random.Generator, fg_threshold: flo
             parts = blob_pixels(mask & seen)
             if parts:
                 rows, cols = max(parts, key=lambda p: len(p[0]))
-                own.append(templates.integrity(blob_patch(rows, cols, seen.shape,
-                                                          templates.side)))
+                own.append(templates.integrity(blob_patch(rows, cols, seen.shape, templates.side)))
     threshold = float(np.quantile(own, quantile)) if own else float("nan")
     centres, count = [], 0
     for seen in scatters:
@@ -65,7 +71,9 @@ def reference(system, n_images: int, rng: np.random.Generator, fg_threshold: flo
     return Reference(templates, threshold, count / (n_images * area), centres, int(system.canvas))
 
 
-def whole_creatures(masks: list[np.ndarray], ref: Reference) -> tuple[list[np.ndarray], list[float]]:
+def whole_creatures(
+    masks: list[np.ndarray], ref: Reference
+) -> tuple[list[np.ndarray], list[float]]:
     """Per frame: the centroids of the whole creatures, and the mean integrity of the blobs of
     about a creature's size (0 where there are none)."""
     centres, mean_integrity = [], []
@@ -90,39 +98,60 @@ def _finite_mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def census_statistics(centres: list[np.ndarray], mean_integrity: list[float], ref: Reference,
-                      size: int, dt: float, max_step: float, min_track_frames: int,
-                      rng: np.random.Generator, survival_frames: int = 10) -> dict:
+def census_statistics(
+    centres: list[np.ndarray],
+    mean_integrity: list[float],
+    ref: Reference,
+    size: int,
+    dt: float,
+    max_step: float,
+    min_track_frames: int,
+    rng: np.random.Generator,
+    survival_frames: int = 10,
+) -> dict:
     """The whole-creature numbers of a run (names as they go into metrics.json, without the
     ``creatures/`` prefix) and the curves for the figures."""
     expected = ref.whole_per_pixel * size * size
-    share = np.asarray([len(c) for c in centres], dtype=np.float64) / expected if expected else (
-        np.full(len(centres), np.nan))
-    late = share[-max(1, len(share) // 4):]
+    share = (
+        np.asarray([len(c) for c in centres], dtype=np.float64) / expected
+        if expected
+        else (np.full(len(centres), np.nan))
+    )
+    late = share[-max(1, len(share) // 4) :]
     tracks = link(centres, (size, size), max_step)
     motion = motion_statistics(tracks, (size, size), dt, min_track_frames)
-    order = order_parameters([t for t in tracks if len(t.positions) >= min_track_frames],
-                             (size, size), rng)
+    order = order_parameters(
+        [t for t in tracks if len(t.positions) >= min_track_frames], (size, size), rng
+    )
     r_max = min(ref.canvas, size) / 2 - 1
-    r, g = pair_correlation(centres[-max(1, len(centres) // 4):], (size, size), r_max)
+    r, g = pair_correlation(centres[-max(1, len(centres) // 4) :], (size, size), r_max)
     _, g_train = pair_correlation(ref.centres, (ref.canvas, ref.canvas), r_max)
     contact = r < 1.5 * np.sqrt(ref.templates.area)
-    nn = np.concatenate([nearest_neighbour_distances(c, (size, size)) for c in centres[-len(late):]]
-                        or [np.empty(0)])
-    nn_train = np.concatenate([nearest_neighbour_distances(c, (ref.canvas, ref.canvas))
-                               for c in ref.centres] or [np.empty(0)])
+    nn = np.concatenate(
+        [nearest_neighbour_distances(c, (size, size)) for c in centres[-len(late) :]]
+        or [np.empty(0)]
+    )
+    nn_train = np.concatenate(
+        [nearest_neighbour_distances(c, (ref.canvas, ref.canvas)) for c in ref.centres]
+        or [np.empty(0)]
+    )
     nan = float("nan")
     return {
-        "whole_threshold": ref.threshold, "whole_expected": expected,
+        "whole_threshold": ref.threshold,
+        "whole_expected": expected,
         "whole_share": float(np.mean(share)) if len(share) else nan,
         "whole_share_late": float(np.mean(late)) if len(late) else nan,
-        "whole_share_curve": share.tolist(), "integrity_curve": list(mean_integrity),
+        "whole_share_curve": share.tolist(),
+        "integrity_curve": list(mean_integrity),
         f"whole_survival_{survival_frames}": survival(tracks, survival_frames),
-        "whole_tracks": motion["n_tracks"], "whole_mean_speed": motion["mean_speed"],
+        "whole_tracks": motion["n_tracks"],
+        "whole_mean_speed": motion["mean_speed"],
         **{f"whole_{k}": v for k, v in order.items()},
         "whole_nn_distance": float(nn.mean()) if len(nn) else nan,
         "whole_nn_distance_training": float(nn_train.mean()) if len(nn_train) else nan,
         "whole_g_short": _finite_mean(g[contact]),
         "whole_g_short_training": _finite_mean(g_train[contact]),
-        "g_r": r.tolist(), "g": g.tolist(), "g_training": g_train.tolist(),
+        "g_r": r.tolist(),
+        "g": g.tolist(),
+        "g_training": g_train.tolist(),
     }

@@ -10,6 +10,7 @@
   (freud's RDF in a periodic box; 1 for an ideal gas) accumulated over frames. Against the
   training scatters' g(r): a peak at short r above theirs means attraction, a hole repulsion.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from eqflow.metrics.tracking import Track, periodic_delta
 
 
-def headings_by_frame(tracks: list[Track], size: tuple[int, int],
-                      min_length: int = 2) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def headings_by_frame(
+    tracks: list[Track], size: tuple[int, int], min_length: int = 2
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{frame: (positions (n, 2), unit headings (n, 2))} of the tracks moving in each frame."""
     out: dict[int, tuple[list, list]] = {}
     for track in tracks:
@@ -56,14 +58,24 @@ def _periodic_centre(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (mean * period / (2 * np.pi)) % period
 
 
-def order_parameters(tracks: list[Track], size: tuple[int, int], rng: np.random.Generator,
-                     n_shuffles: int = 200) -> dict[str, float]:
+def order_parameters(
+    tracks: list[Track], size: tuple[int, int], rng: np.random.Generator, n_shuffles: int = 200
+) -> dict[str, float]:
     """Polarisation and milling with their shuffled-heading nulls (mean and 95th percentile)."""
     by_frame = headings_by_frame(tracks, size)
     nan = float("nan")
     if not by_frame:
-        return {k: nan for k in ("polarisation", "polarisation_null", "polarisation_null_q95",
-                                 "milling", "milling_null", "milling_null_q95")}
+        return {
+            k: nan
+            for k in (
+                "polarisation",
+                "polarisation_null",
+                "polarisation_null_q95",
+                "milling",
+                "milling_null",
+                "milling_null_q95",
+            )
+        }
     frames = list(by_frame.values())
     pol, mill = _order(frames, size)
     pooled = np.concatenate([u for _, u in frames])
@@ -73,10 +85,14 @@ def order_parameters(tracks: list[Track], size: tuple[int, int], rng: np.random.
         shuffled = np.split(pooled[rng.permutation(len(pooled))], counts)
         null.append(_order([(p, u) for (p, _), u in zip(frames, shuffled)], size))
     null = np.asarray(null)
-    return {"polarisation": pol, "polarisation_null": float(null[:, 0].mean()),
-            "polarisation_null_q95": float(np.quantile(null[:, 0], 0.95)),
-            "milling": mill, "milling_null": float(null[:, 1].mean()),
-            "milling_null_q95": float(np.quantile(null[:, 1], 0.95))}
+    return {
+        "polarisation": pol,
+        "polarisation_null": float(null[:, 0].mean()),
+        "polarisation_null_q95": float(np.quantile(null[:, 0], 0.95)),
+        "milling": mill,
+        "milling_null": float(null[:, 1].mean()),
+        "milling_null_q95": float(np.quantile(null[:, 1], 0.95)),
+    }
 
 
 def nearest_neighbour_distances(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -88,8 +104,9 @@ def nearest_neighbour_distances(points: np.ndarray, size: tuple[int, int]) -> np
     return d.min(axis=1)
 
 
-def pair_correlation(frames: list[np.ndarray], size: tuple[int, int], r_max: float,
-                     bins: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def pair_correlation(
+    frames: list[np.ndarray], size: tuple[int, int], r_max: float, bins: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """g(r) of (row, col) points on a square torus of side ``size``, averaged over frames with
     at least two points: (bin centres, g). freud's RDF in a 2-D periodic box."""
     import freud

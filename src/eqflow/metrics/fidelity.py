@@ -1,4 +1,5 @@
 """Fidelity of a dynamics to another: representations and sign-aligned |cos| tables."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +24,10 @@ def aligned_abs_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0).abs())
 
 
-def similarity_table(groups: Mapping[str, Sequence[torch.Tensor] | torch.Tensor],
-                     reference: torch.Tensor | None = None) -> dict[tuple[str, str], tuple[float, float]]:
+def similarity_table(
+    groups: Mapping[str, Sequence[torch.Tensor] | torch.Tensor],
+    reference: torch.Tensor | None = None,
+) -> dict[tuple[str, str], tuple[float, float]]:
     """Mean and std of |cos| over all pairs (a in A, b in B) for every pair of groups.
 
     Within a group, pairs of a member with itself are left out unless the group has one member

@@ -1,4 +1,5 @@
 """Largest Lyapunov exponent by Benettin's renormalisation method, in float64."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,10 +19,19 @@ def rk4_step(f: Callable, x: torch.Tensor, dt: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt: float,
-                 steps: int, burn_in: int = 0, renorm_every: int = 1, perturbation: float = 1e-8,
-                 bound: float | None = None, generator: torch.Generator | None = None,
-                 rest_speed: float = REST_SPEED, record_at: int | None = None) -> dict:
+def max_lyapunov(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    dt: float,
+    steps: int,
+    burn_in: int = 0,
+    renorm_every: int = 1,
+    perturbation: float = 1e-8,
+    bound: float | None = None,
+    generator: torch.Generator | None = None,
+    rest_speed: float = REST_SPEED,
+    record_at: int | None = None,
+) -> dict:
     """Largest Lyapunov exponent of ``dx/dt = f(x)`` from the starts ``x0`` (B, d).
 
     Benettin's method: every start is paired with a twin displaced by ``perturbation`` along a
@@ -29,34 +39,58 @@ def max_lyapunov(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, dt
     twin is pulled back to distance ``perturbation`` every ``renorm_every`` steps, the log of
     the stretch being accumulated. ``f`` must act per sample and accept float64 input.
 
-    Trajectories that leave the box ``max_i |x_i| < bound`` or turn non-finite are dropped. Returns the
-    mean exponent over the kept trajectories (``lyapunov``), the exponents per trajectory, the
-    mean speed |f(x)| along them, the speed-normalised exponent (per unit of distance travelled)
-    and the number kept. Trajectories whose mean speed is below ``rest_speed`` have come to
-    rest on a fixed point (``n_at_rest``); when the mean speed over all kept trajectories is
-    below it, the speed-normalised exponent is NaN (a ratio of two vanishing numbers, not a rate).
+    Trajectories that leave the box ``max_i |x_i| < bound`` or turn non-finite are dropped. Returns
+    the mean exponent over the kept trajectories (``lyapunov``), the exponents per trajectory, the
+    mean speed |f(x)| along them, the speed-normalised exponent (per unit of distance travelled) and
+    the number kept. Trajectories whose mean speed is below ``rest_speed`` have come to rest on a
+    fixed point (``n_at_rest``); when the mean speed over all kept trajectories is below it, the
+    speed-normalised exponent is NaN (a ratio of two vanishing numbers, not a rate).
     ``record_at`` (a step count): also return the exponent of the same kept trajectories over
     their first ``record_at`` steps (``lyapunov_at_record``), to see whether it holds over time.
     """
     directions = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-    return max_lyapunov_groups(f, x0, directions, dt, steps, burn_in, renorm_every,
-                               perturbation, bound, rest_speed, record_at, groups=1)[0]
+    return max_lyapunov_groups(
+        f,
+        x0,
+        directions,
+        dt,
+        steps,
+        burn_in,
+        renorm_every,
+        perturbation,
+        bound,
+        rest_speed,
+        record_at,
+        groups=1,
+    )[0]
 
 
 @torch.no_grad()
-def max_lyapunov_groups(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
-                        directions: torch.Tensor, dt: float, steps: int, burn_in: int = 0,
-                        renorm_every: int = 1, perturbation: float = 1e-8,
-                        bound: float | None = None, rest_speed: float = REST_SPEED,
-                        record_at: int | None = None, groups: int = 1) -> list[dict]:
+def max_lyapunov_groups(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    directions: torch.Tensor,
+    dt: float,
+    steps: int,
+    burn_in: int = 0,
+    renorm_every: int = 1,
+    perturbation: float = 1e-8,
+    bound: float | None = None,
+    rest_speed: float = REST_SPEED,
+    record_at: int | None = None,
+    groups: int = 1,
+) -> list[dict]:
     """:func:`max_lyapunov` of ``groups`` equal consecutive blocks of starts integrated at once
     (e.g. several fields' trajectories, ``f`` giving block g field g's velocity), with the
     twins' initial ``directions`` given; one result per block, as if measured alone."""
     if steps < 1 or dt <= 0 or perturbation <= 0:
-        raise ValueError(f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
-                         f"got {steps}, {dt}, {perturbation}")
-    if record_at is not None and (not 1 <= record_at <= steps
-                                  or (record_at % renorm_every and record_at != steps)):
+        raise ValueError(
+            f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
+            f"got {steps}, {dt}, {perturbation}"
+        )
+    if record_at is not None and (
+        not 1 <= record_at <= steps or (record_at % renorm_every and record_at != steps)
+    ):
         raise ValueError(f"record_at={record_at} must be a renormalisation step in 1..{steps}")
     if x0.shape[0] % groups:
         raise ValueError(f"{x0.shape[0]} starts do not split into {groups} equal groups")
@@ -90,21 +124,38 @@ def max_lyapunov_groups(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Ten
     exponents = log_growth / (steps * dt)
     mean_speed = speed / steps
     size = n // groups
-    return [_summary(exponents[g * size:(g + 1) * size], mean_speed[g * size:(g + 1) * size],
-                     alive[g * size:(g + 1) * size],
-                     None if recorded is None else recorded[g * size:(g + 1) * size], rest_speed)
-            for g in range(groups)]
+    return [
+        _summary(
+            exponents[g * size : (g + 1) * size],
+            mean_speed[g * size : (g + 1) * size],
+            alive[g * size : (g + 1) * size],
+            None if recorded is None else recorded[g * size : (g + 1) * size],
+            rest_speed,
+        )
+        for g in range(groups)
+    ]
 
 
-def _summary(exponents: torch.Tensor, mean_speed: torch.Tensor, alive: torch.Tensor,
-             recorded: torch.Tensor | None, rest_speed: float) -> dict:
+def _summary(
+    exponents: torch.Tensor,
+    mean_speed: torch.Tensor,
+    alive: torch.Tensor,
+    recorded: torch.Tensor | None,
+    rest_speed: float,
+) -> dict:
     kept = int(alive.sum())
     lam = exponents[alive].mean().item() if kept else float("nan")
     mspeed = mean_speed[alive].mean().item() if kept else float("nan")
     moving = kept and mspeed >= rest_speed
-    out = {"lyapunov": lam, "per_trajectory": exponents[alive].cpu(), "mean_speed": mspeed,
-           "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"), "n_kept": kept,
-           "n_at_rest": int((mean_speed[alive] < rest_speed).sum()), "n_total": len(exponents)}
+    out = {
+        "lyapunov": lam,
+        "per_trajectory": exponents[alive].cpu(),
+        "mean_speed": mspeed,
+        "lyapunov_speed_normalised": lam / mspeed if moving else float("nan"),
+        "n_kept": kept,
+        "n_at_rest": int((mean_speed[alive] < rest_speed).sum()),
+        "n_total": len(exponents),
+    }
     if recorded is not None:
         out["lyapunov_at_record"] = recorded[alive].mean().item() if kept else float("nan")
     return out

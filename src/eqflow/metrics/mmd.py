@@ -1,4 +1,5 @@
 """Maximum mean discrepancy with RBF kernels."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5)
     """
     sigmas = [float(sigma)] if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"mmd2 needs (n, d) and (m, d) samples, got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"mmd2 needs (n, d) and (m, d) samples, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError("mmd2 needs at least two samples in each set")
@@ -29,7 +32,9 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5)
     return sxx + syy - 2 * kxy.mean()
 
 
-def paired_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5) -> torch.Tensor:
+def paired_mmd2(
+    x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5
+) -> torch.Tensor:
     """Unbiased MMD^2 between the marginals of paired samples ``(x_i, y_i)``, e.g. a start set and
     the same points after integration.
 
@@ -40,8 +45,10 @@ def paired_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float]
     """
     sigmas = [float(sigma)] if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
     if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"paired_mmd2 needs two (n, d) sets of the same shape, got {tuple(x.shape)}, "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"paired_mmd2 needs two (n, d) sets of the same shape, got {tuple(x.shape)}, "
+            f"{tuple(y.shape)}"
+        )
     n = len(x)
     if n < 2:
         raise ValueError("paired_mmd2 needs at least two pairs")
@@ -49,8 +56,11 @@ def paired_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float]
     return (h.sum() - h.diagonal().sum()) / (n * (n - 1))
 
 
-def mmd_over_time(trajectory: torch.Tensor, sigma: float | Sequence[float] = 0.5,
-                  reference: torch.Tensor | None = None) -> torch.Tensor:
+def mmd_over_time(
+    trajectory: torch.Tensor,
+    sigma: float | Sequence[float] = 0.5,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MMD^2 between the start set and every frame of a (T, n, d) trajectory.
 
     Without ``reference`` the frames are compared with the first frame, point by point paired

@@ -1,5 +1,6 @@
 """The continuity residual div v + v . s of a field v against a score s: zero where v preserves
 the density whose score is s (div(p v) = p (div v + v . s))."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,6 +35,9 @@ def continuity_residual(field: Field, score: Field, x: torch.Tensor) -> dict[str
 
     size = rms(v.norm(dim=-1) * s.norm(dim=-1))
     along = rms(v_dot_s)
-    return {"rms": rms(residual), "rms_v_dot_s": along,
-            "relative": rms(residual) / along if along > ZERO_V_DOT_S * size else float("nan"),
-            "relative_to_speed_score": rms(residual) / size if size > 0 else float("nan")}
+    return {
+        "rms": rms(residual),
+        "rms_v_dot_s": along,
+        "relative": rms(residual) / along if along > ZERO_V_DOT_S * size else float("nan"),
+        "relative_to_speed_score": rms(residual) / size if size > 0 else float("nan"),
+    }

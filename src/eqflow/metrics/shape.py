@@ -8,6 +8,7 @@ up to one pixel (centroid rounding). A detached head, a tail, or two halves merg
 whole creature scores near what the training scatters' creatures reach. Blobs whose area is too
 far from the icon's to reach ``floor`` (IoU <= smaller area / larger area) are not compared.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,13 +46,16 @@ class ShapeTemplates:
     area: int
 
     @classmethod
-    def from_icon(cls, icon: np.ndarray, background, threshold: float,
-                  n_angles: int = 36) -> "ShapeTemplates":
+    def from_icon(
+        cls, icon: np.ndarray, background, threshold: float, n_angles: int = 36
+    ) -> "ShapeTemplates":
         mask = icon_mask(icon, background, threshold)
         side = int(math.ceil(math.hypot(*mask.shape))) + 4
         side += 1 - side % 2  # odd: one centre pixel
-        turned = [rotate(mask.astype(np.float32), 360.0 * k / n_angles, order=1, reshape=True) > 0.5
-                  for k in range(n_angles)]
+        turned = [
+            rotate(mask.astype(np.float32), 360.0 * k / n_angles, order=1, reshape=True) > 0.5
+            for k in range(n_angles)
+        ]
         return cls(np.stack([centred(t, side) for t in turned]), int(mask.sum()))
 
     @property
@@ -85,8 +89,9 @@ def blob_patch(rows: np.ndarray, cols: np.ndarray, size: tuple[int, int], side: 
     return out
 
 
-def frame_integrity(mask: np.ndarray, templates: ShapeTemplates, floor: float = 0.3,
-                    min_area: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frame_integrity(
+    mask: np.ndarray, templates: ShapeTemplates, floor: float = 0.3, min_area: int = 4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroids (n, 2), areas (n,) and integrity (n,) of the blobs of a foreground mask; blobs
     whose area rules out an IoU of ``floor`` get integrity 0 without a comparison."""
     centres, areas, scores = [], [], []
@@ -97,10 +102,16 @@ def frame_integrity(mask: np.ndarray, templates: ShapeTemplates, floor: float = 
         centres.append(blob_centre(rows, cols, mask.shape))
         areas.append(area)
         ratio = min(area, templates.area) / max(area, templates.area)
-        scores.append(templates.integrity(blob_patch(rows, cols, mask.shape, templates.side))
-                      if ratio >= floor else 0.0)
-    return (np.asarray(centres, dtype=np.float64).reshape(-1, 2), np.asarray(areas),
-            np.asarray(scores, dtype=np.float64))
+        scores.append(
+            templates.integrity(blob_patch(rows, cols, mask.shape, templates.side))
+            if ratio >= floor
+            else 0.0
+        )
+    return (
+        np.asarray(centres, dtype=np.float64).reshape(-1, 2),
+        np.asarray(areas),
+        np.asarray(scores, dtype=np.float64),
+    )
 
 
 def whole_threshold(reference_scores: np.ndarray, quantile: float = 0.05) -> float:

@@ -8,6 +8,7 @@ optimal frame-to-frame assignment (scipy's Hungarian solver) on periodic distanc
 the group's means and the polarisation |mean of unit velocity vectors| (1: all move the same
 way, ~0: no common direction).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from scipy.optimize import linear_sum_assignment
 from skimage.measure import label
 
 
-def foreground(frame: np.ndarray, background=(1.0, 1.0, 1.0), threshold: float = 0.25) -> np.ndarray:
+def foreground(
+    frame: np.ndarray, background=(1.0, 1.0, 1.0), threshold: float = 0.25
+) -> np.ndarray:
     """(H, W) mask of pixels whose RGB (frame (H, W, 3) in [0, 1]) differs from the background."""
     diff = np.linalg.norm(frame - np.asarray(background)[None, None, :], axis=-1)
     return diff > threshold
@@ -57,8 +60,10 @@ def blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     periodic canvas (a blob cut by an edge counts once)."""
     found = blob_pixels(mask)
     centres = [blob_centre(r, c, mask.shape) for r, c in found]
-    return (np.asarray(centres, dtype=np.float64).reshape(-1, 2),
-            np.asarray([len(r) for r, _ in found], dtype=np.int64))
+    return (
+        np.asarray(centres, dtype=np.float64).reshape(-1, 2),
+        np.asarray([len(r) for r, _ in found], dtype=np.int64),
+    )
 
 
 def detect(mask: np.ndarray, min_area: int = 4, max_area: float | None = None) -> np.ndarray:
@@ -70,8 +75,9 @@ def detect(mask: np.ndarray, min_area: int = 4, max_area: float | None = None) -
     return centres[keep]
 
 
-def reference_blobs(images, background=(1.0, 1.0, 1.0), threshold: float = 0.25,
-                    min_area: int = 4) -> list[np.ndarray]:
+def reference_blobs(
+    images, background=(1.0, 1.0, 1.0), threshold: float = 0.25, min_area: int = 4
+) -> list[np.ndarray]:
     """The areas of the blobs (``min_area`` or more) in each training image ((H, W, 3) in
     [0, 1]): what the creatures look like to the detector."""
     areas = []
@@ -105,7 +111,7 @@ def periodic_delta(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.nd
 
 @dataclass
 class Track:
-    start: int                      # frame index of the first position
+    start: int  # frame index of the first position
     positions: list = field(default_factory=list)
 
     @property
@@ -137,8 +143,9 @@ def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -
     return tracks
 
 
-def motion_statistics(tracks: list[Track], size: tuple[int, int], dt: float,
-                      min_length: int = 5) -> dict:
+def motion_statistics(
+    tracks: list[Track], size: tuple[int, int], dt: float, min_length: int = 5
+) -> dict:
     """Speeds of the tracks at least ``min_length`` frames long, in pixels per unit time:
 
     - ``mean_speed``: net displacement over the track's duration (drift; detection jitter
@@ -158,9 +165,13 @@ def motion_statistics(tracks: list[Track], size: tuple[int, int], dt: float,
             norm = np.linalg.norm(step)
             if norm > 0:
                 per_frame.setdefault(track.start + k, []).append(step / norm)
-    polarisation = [float(np.linalg.norm(np.mean(v, axis=0))) for v in per_frame.values()
-                    if len(v) > 1]
-    return {"n_tracks": len(speeds), "track_speeds": speeds,
-            "mean_speed": float(np.mean(speeds)) if speeds else float("nan"),
-            "mean_path_speed": float(np.mean(path_speeds)) if path_speeds else float("nan"),
-            "polarisation": float(np.mean(polarisation)) if polarisation else float("nan")}
+    polarisation = [
+        float(np.linalg.norm(np.mean(v, axis=0))) for v in per_frame.values() if len(v) > 1
+    ]
+    return {
+        "n_tracks": len(speeds),
+        "track_speeds": speeds,
+        "mean_speed": float(np.mean(speeds)) if speeds else float("nan"),
+        "mean_path_speed": float(np.mean(path_speeds)) if path_speeds else float("nan"),
+        "polarisation": float(np.mean(polarisation)) if polarisation else float("nan"),
+    }

@@ -1,6 +1,7 @@
 """Baselines a flow is compared with: flows no training made (an untrained flow network, a
 training-free flow with another D) and, for images, drifts that are not equilibrium flows (a
 random, not skew, 1 x 1 kernel; the score network with redrawn weights)."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,9 @@ Field = Callable[[torch.Tensor], torch.Tensor]
 ScoreDrift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def random_flow(score: Score, dim: int, seed: int, x0: torch.Tensor,
-                **flow_kw) -> EquilibriumFlowModule:
+def random_flow(
+    score: Score, dim: int, seed: int, x0: torch.Tensor, **flow_kw
+) -> EquilibriumFlowModule:
     """An untrained flow network (initialised from ``seed``), its outputs normalised on the
     noised data ``x0`` like a trained flow's; in eval mode."""
     torch.manual_seed(seed)
@@ -36,8 +38,10 @@ def training_free_flow(score: Score, dim: int, seed: int) -> TrainingFreeFlow:
 
 def random_kernel_drift(kernels: torch.Tensor) -> ScoreDrift:
     """v_b = P_b s_b for a batch of B images and B (C, C) matrices (1 x 1 kernels)."""
+
     def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bij,bjhw->bihw", kernels.to(s), s)
+
     return drift
 
 
@@ -69,7 +73,9 @@ class StackedNetworks:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor):
         if x.shape[0] != self.n:
-            raise ValueError(f"StackedNetworks holds {self.n} networks; got a batch of {x.shape[0]}")
+            raise ValueError(
+                f"StackedNetworks holds {self.n} networks; got a batch of {x.shape[0]}"
+            )
 
         def one(params, buffers, xi, ti):
             return functional_call(self.base, (params, buffers), (xi[None], ti[None])).sample[0]
@@ -81,8 +87,10 @@ class StackedNetworks:
 
 def matched_norm(field_: Field, scale: float) -> ScoreDrift:
     """``field_(x)`` rescaled per image to ``scale`` times the norm of the score ``s``."""
+
     def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         v = field_(x)
         ratio = s.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1).clamp_min(1e-12)
         return v * (scale * ratio).view(-1, *([1] * (v.ndim - 1)))
+
     return drift

@@ -6,6 +6,7 @@ own noise and probe draws (a generator that continues the single run's random st
 loss is summed over members; their parameters are disjoint and Adam acts element-wise, so each
 member's update is its own.
 """
+
 from __future__ import annotations
 
 import copy
@@ -123,7 +124,8 @@ class EnsembleFlowModule(EnsembleMixin, EquilibriumFlowModule):
 
     def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
         members, generators = seeded_members(
-            lambda: EquilibriumFlowModule(score, dim, **flow_settings), seeds)
+            lambda: EquilibriumFlowModule(score, dim, **flow_settings), seeds
+        )
         super().__init__(score, dim, **flow_settings)
         self.save_hyperparameters(ignore=["score"])  # adds seeds
         self.net = BatchedFlowMLP([m.net for m in members])
@@ -161,8 +163,9 @@ class EnsembleFlowModule(EnsembleMixin, EquilibriumFlowModule):
         flow = EquilibriumFlowModule(self.score_model, self.hparams.dim, **self.member_settings())
         state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
         if self.hparams.relax_anchor > 0:
-            state.update({f"anchor.{key}": value
-                          for key, value in self.anchor.member_state(k).items()})
+            state.update(
+                {f"anchor.{key}": value for key, value in self.anchor.member_state(k).items()}
+            )
             state["anchor_set"] = self.anchor_set.clone()
         flow.load_state_dict({**flow.state_dict(), **state})
         return flow.to(self.device).eval()
@@ -173,7 +176,8 @@ class ExactEnsembleFlowModule(EnsembleMixin, ExactFlowModule):
 
     def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
         members, generators = seeded_members(
-            lambda: ExactFlowModule(score, dim, **flow_settings), seeds)
+            lambda: ExactFlowModule(score, dim, **flow_settings), seeds
+        )
         super().__init__(score, dim, **flow_settings)
         self.save_hyperparameters(ignore=["score"])  # adds seeds
         self.net = JetMLP.stack([m.net for m in members])
@@ -184,7 +188,7 @@ class ExactEnsembleFlowModule(EnsembleMixin, ExactFlowModule):
         """Member ``k`` as a plain :class:`ExactFlowModule` (the score model shared)."""
         flow = ExactFlowModule(self.score_model, self.hparams.dim, **self.member_settings())
         state = {f"net.{key}": value for key, value in self.net.member_state(k).items()}
-        state["running_sq"] = self.running_sq[k:k + 1].clone()
+        state["running_sq"] = self.running_sq[k : k + 1].clone()
         flow.load_state_dict({**flow.state_dict(), **state})
         return flow.to(self.device).eval()
 
@@ -204,15 +208,16 @@ class _MemberBatches(Sampler):
         for _ in range(len(self)):
             yield [[next(order) for _ in range(self.batch_size)] for order in orders]
         for order in orders:  # run each shuffle out, as a single run's batch sampler does, so
-            for _ in order:   # that the next epoch draws from the same generator state
+            for _ in order:  # that the next epoch draws from the same generator state
                 pass
 
 
 class EnsembleDataModule(pl.LightningDataModule):
     """Batches (K, B, d): member k's rows in the order a single run of seed ``seeds[k]`` sees."""
 
-    def __init__(self, system: SnapshotSystem, snapshots: Snapshots, batch_size: int,
-                 seeds: Sequence[int]):
+    def __init__(
+        self, system: SnapshotSystem, snapshots: Snapshots, batch_size: int, seeds: Sequence[int]
+    ):
         super().__init__()
         self.system, self.snapshots, self.seeds = system, snapshots, list(seeds)
         self.batch_size = min(int(batch_size), len(snapshots.x))

@@ -13,6 +13,7 @@ normalised by one scalar per member, sqrt(d / E|v|^2) (a running mean over the b
 recalibrated on many points when the fit ends): a per-coordinate normalisation would break the
 construction.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,19 +37,23 @@ def exact_field(net: JetMLP, x: torch.Tensor, s: torch.Tensor, ds: torch.Tensor 
     (K, B, d), and, given the score Jacobians ``ds`` (K, B, d, d) ([j, l] = d s_j / d x_l), its
     Jacobian dv (K, B, d, d) ([i, l] = d v_i / d x_l; else None)."""
     value, jac, hess = net.jet(x, 1 if ds is None else 2)
-    a = net.skew(value)                                 # A_ij
-    da = net.skew(jac)                                  # [k, i, j] = d A_ij / d x_k
+    a = net.skew(value)  # A_ij
+    da = net.skew(jac)  # [k, i, j] = d A_ij / d x_k
     v = torch.einsum("...jij->...i", da) + torch.einsum("...ij,...j->...i", a, s)
     if ds is None:
         return v, None
-    dda = net.skew(hess)                                # [k, l, i, j] = d2 A_ij / d x_k d x_l
-    dv = (torch.einsum("...jlij->...il", dda) + torch.einsum("...lij,...j->...il", da, s)
-          + torch.einsum("...ij,...jl->...il", a, ds))
+    dda = net.skew(hess)  # [k, l, i, j] = d2 A_ij / d x_k d x_l
+    dv = (
+        torch.einsum("...jlij->...il", dda)
+        + torch.einsum("...lij,...j->...il", da, s)
+        + torch.einsum("...ij,...jl->...il", a, ds)
+    )
     return v, dv
 
 
-def strain_loss(net: JetMLP, x: torch.Tensor, s: torch.Tensor, ds: torch.Tensor,
-                scale_penalty: float) -> dict[str, torch.Tensor]:
+def strain_loss(
+    net: JetMLP, x: torch.Tensor, s: torch.Tensor, ds: torch.Tensor, scale_penalty: float
+) -> dict[str, torch.Tensor]:
     """Per member (K,): ``loss`` = d E||sym dv||^2 / E|v|^2 + scale_penalty log(E|v|^2 / d)^2
     (scale-free strain, plus a weak pull keeping the raw scale near 1), and its parts."""
     d = x.shape[-1]
@@ -73,14 +78,14 @@ def stacked_exact_field(flows: Sequence["ExactFlowModule"], dtype=torch.float64)
     score model (row k moves by flow k), in ``dtype``; None where they do not stack."""
     if len(flows) < 2 or not all(type(f) is ExactFlowModule for f in flows):
         return None
-    layouts = {tuple((k, tuple(v.shape)) for k, v in f.net.state_dict().items())
-               for f in flows}
+    layouts = {tuple((k, tuple(v.shape)) for k, v in f.net.state_dict().items()) for f in flows}
     if len(layouts) > 1 or len({f.net.activation for f in flows}) > 1:
         return None
     first = flows[0].score_model.state_dict()
     for f in flows[1:]:
         if f.score_model is not flows[0].score_model and any(
-                not torch.equal(v, first[k]) for k, v in f.score_model.state_dict().items()):
+            not torch.equal(v, first[k]) for k, v in f.score_model.state_dict().items()
+        ):
             return None
     net = JetMLP.stack([f.net for f in flows]).to(dtype).eval()
     score = copy.deepcopy(flows[0].score_model).to(dtype).eval()
@@ -101,17 +106,29 @@ class ExactFlowModule(FlowBase):
 
     LOGGED = {"strain": "train/strain", "mean_sq": "train/raw_mean_sq_speed"}
 
-    def __init__(self, score: Score, dim: int, hidden: Sequence[int] = (64, 64),
-                 activation: str = "silu", n_freqs: int = 4, lr: float = 3e-3,
-                 weight_decay: float = 0.0, lr_schedule: str = "cosine",
-                 scale_penalty: float = 1e-2, norm_momentum: float = 0.1,
-                 calibration_points: int = 16_384, compile: bool = False):
+    def __init__(
+        self,
+        score: Score,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        n_freqs: int = 4,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "cosine",
+        scale_penalty: float = 1e-2,
+        norm_momentum: float = 0.1,
+        calibration_points: int = 16_384,
+        compile: bool = False,
+    ):
         super().__init__(score)
         if dim < 2:
             raise ValueError(f"an exact flow needs dimension >= 2 (a skew matrix field), got {dim}")
         if scale_penalty < 0 or not 0 < norm_momentum <= 1:
-            raise ValueError(f"flow.model.scale_penalty={scale_penalty} must be >= 0 and "
-                             f"flow.model.norm_momentum={norm_momentum} in (0, 1]")
+            raise ValueError(
+                f"flow.model.scale_penalty={scale_penalty} must be >= 0 and "
+                f"flow.model.norm_momentum={norm_momentum} in (0, 1]"
+            )
         self.save_hyperparameters(ignore=["score"])
         self.net = JetMLP(dim, dim * (dim - 1) // 2, hidden, activation, n_freqs, members=1)
         self.register_buffer("running_sq", torch.ones(1))
@@ -177,8 +194,7 @@ class ExactFlowModule(FlowBase):
     def calibrate(self, x0: torch.Tensor) -> None:
         """Set the scale from many noised points (more exact than the running mean)."""
         x = self.calibration_points(x0).to(self.device)
-        sums = sum(self.raw_field(chunk).pow(2).sum(-1).sum(-1)
-                   for chunk in x.split(4096, dim=1))
+        sums = sum(self.raw_field(chunk).pow(2).sum(-1).sum(-1) for chunk in x.split(4096, dim=1))
         self.running_sq.copy_(sums / x.shape[1])
 
     def configure_optimizers(self):

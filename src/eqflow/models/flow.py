@@ -1,5 +1,6 @@
 """The learned equilibrium flow (a field trained on the continuity-equation loss) and the base
 every flow shares: a frozen score model and ``velocity(x)``."""
+
 from __future__ import annotations
 
 import copy
@@ -97,17 +98,34 @@ class EquilibriumFlowModule(FlowBase):
     As mu -> 0 it tends to the equilibrium flow nearest v_0.
     """
 
-    LOGGED = {"div": "train/abs_div", "v_dot_s": "train/abs_v_dot_s",
-              "anchor": "train/anchor_distance"}
+    LOGGED = {
+        "div": "train/abs_div",
+        "v_dot_s": "train/abs_v_dot_s",
+        "anchor": "train/anchor_distance",
+    }
 
-    def __init__(self, score: Score, dim: int, hidden: Sequence[int] = (64, 64),
-                 activation: str = "silu", n_freqs: int = 4, lr: float = 1e-2,
-                 weight_decay: float = 1e-5, lr_schedule: str = "constant",
-                 divergence: str = "exact", n_probes: int = 10, probe: str = "gaussian",
-                 estimator: str = "squared", norm_momentum: float = 0.1,
-                 calibration_points: int = 16_384, relax_epochs: int = 0,
-                 relax_penalty: float = 0.0, relax_lr: float | None = None,
-                 relax_anchor: float = 0.0, compile: bool = False):
+    def __init__(
+        self,
+        score: Score,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        n_freqs: int = 4,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-5,
+        lr_schedule: str = "constant",
+        divergence: str = "exact",
+        n_probes: int = 10,
+        probe: str = "gaussian",
+        estimator: str = "squared",
+        norm_momentum: float = 0.1,
+        calibration_points: int = 16_384,
+        relax_epochs: int = 0,
+        relax_penalty: float = 0.0,
+        relax_lr: float | None = None,
+        relax_anchor: float = 0.0,
+        compile: bool = False,
+    ):
         super().__init__(score)
         if divergence not in METHODS:
             raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
@@ -116,22 +134,36 @@ class EquilibriumFlowModule(FlowBase):
         if estimator not in ESTIMATORS:
             raise ValueError(f"flow.estimator={estimator!r}: choose one of {ESTIMATORS}")
         if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
-            raise ValueError("flow.estimator=product needs flow.divergence=hutchinson and "
-                             "flow.n_probes >= 2 (two independent halves of the probes)")
+            raise ValueError(
+                "flow.estimator=product needs flow.divergence=hutchinson and "
+                "flow.n_probes >= 2 (two independent halves of the probes)"
+            )
         if estimator == "expected" and divergence != "hutchinson":
-            raise ValueError("flow.estimator=expected is the mean of the Hutchinson loss over its "
-                             "probes; it needs flow.divergence=hutchinson")
-        if (relax_epochs < 0 or relax_penalty < 0 or relax_anchor < 0
-                or (relax_lr is not None and relax_lr <= 0)):
-            raise ValueError(f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
-                             f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
-                             f"penalty >= 0, anchor >= 0, lr > 0 or null")
+            raise ValueError(
+                "flow.estimator=expected is the mean of the Hutchinson loss over its "
+                "probes; it needs flow.divergence=hutchinson"
+            )
+        if (
+            relax_epochs < 0
+            or relax_penalty < 0
+            or relax_anchor < 0
+            or (relax_lr is not None and relax_lr <= 0)
+        ):
+            raise ValueError(
+                f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
+                f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
+                f"penalty >= 0, anchor >= 0, lr > 0 or null"
+            )
         if relax_anchor > 0 and not relax_epochs:
-            raise ValueError(f"flow.model.relax_anchor={relax_anchor} anchors the relaxation stage; "
-                             f"set flow.model.relax_epochs > 0 too (or relax_anchor=0)")
+            raise ValueError(
+                f"flow.model.relax_anchor={relax_anchor} anchors the relaxation stage; "
+                f"set flow.model.relax_epochs > 0 too (or relax_anchor=0)"
+            )
         if relax_epochs and relax_lr is not None and lr_schedule != "constant":
-            raise ValueError(f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
-                             f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule")
+            raise ValueError(
+                f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
+                f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule"
+            )
         self.save_hyperparameters(ignore=["score"])
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
         if relax_anchor > 0:  # the field as the relaxation begins; set by start_relaxation
@@ -189,8 +221,9 @@ class EquilibriumFlowModule(FlowBase):
             return _COMPILED[self](x, s, relaxing, probes)
         return self._continuity_loss(x, s, relaxing, probes)
 
-    def _continuity_loss(self, x: torch.Tensor, s: torch.Tensor, relaxing: bool,
-                         probes: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _continuity_loss(
+        self, x: torch.Tensor, s: torch.Tensor, relaxing: bool, probes: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         hp = self.hparams
         h = self.net.pre_norm(x)
         mean, std = self.net.norm.stats(h)
@@ -223,8 +256,11 @@ class EquilibriumFlowModule(FlowBase):
             residual = (est[:half].mean(0) + v_dot_s) * (est[half:].mean(0) + v_dot_s)
         else:
             residual = (est.mean(0) + v_dot_s) ** 2
-        return {"loss": residual.mean(-1), "div": est.mean(0).abs().mean(),
-                "v_dot_s": v_dot_s.abs().mean()}
+        return {
+            "loss": residual.mean(-1),
+            "div": est.mean(0).abs().mean(),
+            "v_dot_s": v_dot_s.abs().mean(),
+        }
 
     def on_train_epoch_start(self) -> None:
         if self.relaxing:

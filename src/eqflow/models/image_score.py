@@ -5,6 +5,7 @@ A :class:`eqflow.models.score.Score`: ``alpha``, ``noise(x0)``, ``score(x)``, ``
 (the network's prediction x0_hat, shown in animations), ``network`` (the weights the score is read
 from; the re-weight baseline redraws them) and ``sample(n, size)`` (ancestral DDPM samples).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,45 +42,69 @@ def _timestep_band(band: Sequence[int], num_train_timesteps: int) -> tuple[int, 
         raise ValueError(f"score.model.train_timesteps must be two integers [lo, hi], got {band}")
     lo, hi = band
     if not 0 <= lo <= hi < num_train_timesteps:
-        raise ValueError(f"score.model.train_timesteps={list(band)} must satisfy "
-                         f"0 <= lo <= hi < {num_train_timesteps}")
+        raise ValueError(
+            f"score.model.train_timesteps={list(band)} must satisfy "
+            f"0 <= lo <= hi < {num_train_timesteps}"
+        )
     return int(lo), int(hi)
 
 
 class ImageScoreModule(Score, pl.LightningModule):
     can_sample = True
 
-    def __init__(self, channels: int, block_out_channels: Sequence[int] = (16, 32, 64),
-                 layers_per_block: int = 2, norm_num_groups: int = 8, prediction: str = "v",
-                 num_train_timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
-                 timestep: int = 10, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 500, ema_decay: float | None = None, augment: bool = True,
-                 augment_mirror: bool = True, train_timesteps: Sequence[int] | None = None):
+    def __init__(
+        self,
+        channels: int,
+        block_out_channels: Sequence[int] = (16, 32, 64),
+        layers_per_block: int = 2,
+        norm_num_groups: int = 8,
+        prediction: str = "v",
+        num_train_timesteps: int = 100,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.1,
+        timestep: int = 10,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 500,
+        ema_decay: float | None = None,
+        augment: bool = True,
+        augment_mirror: bool = True,
+        train_timesteps: Sequence[int] | None = None,
+    ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
         if not 0 <= timestep < num_train_timesteps:
-            raise ValueError(f"score.model.timestep must lie in [0, {num_train_timesteps}), "
-                             f"got {timestep}")
+            raise ValueError(
+                f"score.model.timestep must lie in [0, {num_train_timesteps}), got {timestep}"
+            )
         if train_timesteps is not None:
             lo, hi = _timestep_band(train_timesteps, num_train_timesteps)
             if not lo <= timestep <= hi:
-                raise ValueError(f"score.model.train_timesteps={[lo, hi]} must contain the score's "
-                                 f"timestep {timestep}; widen the band or set it to null")
+                raise ValueError(
+                    f"score.model.train_timesteps={[lo, hi]} must contain the score's "
+                    f"timestep {timestep}; widen the band or set it to null"
+                )
             train_timesteps = [lo, hi]
         if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(f"score.model.ema_decay must lie in (0, 1) or be null, got {ema_decay}")
+            raise ValueError(
+                f"score.model.ema_decay must lie in (0, 1) or be null, got {ema_decay}"
+            )
         self.save_hyperparameters()
         self.unet = circular_unet(channels, block_out_channels, layers_per_block, norm_num_groups)
-        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
-                                       beta_start=beta_start, beta_end=beta_end,
-                                       beta_schedule="linear",
-                                       prediction_type=_SCHEDULER_PREDICTION[prediction])
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
+            beta_schedule="linear",
+            prediction_type=_SCHEDULER_PREDICTION[prediction],
+        )
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float())
         self.ema = None
         if ema_decay is not None:
-            self.ema = AveragedModel(self.unet, multi_avg_fn=ExponentialAverage(ema_decay),
-                                     use_buffers=True)
+            self.ema = AveragedModel(
+                self.unet, multi_avg_fn=ExponentialAverage(ema_decay), use_buffers=True
+            )
             self.ema.requires_grad_(False)
 
     # -- the score ---------------------------------------------------------------------------
@@ -92,22 +117,25 @@ class ImageScoreModule(Score, pl.LightningModule):
         """The weights the score is read from: the EMA copy if kept, else the trained ones."""
         return self.ema.module if self.ema is not None else self.unet
 
-    def predict(self, x: torch.Tensor, timestep: int | torch.Tensor,
-                network: torch.nn.Module | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, timestep: int | torch.Tensor, network: torch.nn.Module | None = None
+    ) -> torch.Tensor:
         t = torch.as_tensor(timestep, device=x.device).expand(x.shape[0])
         return (network or self.network)(x, t).sample
 
     def score(self, x: torch.Tensor, network: torch.nn.Module | None = None) -> torch.Tensor:
         """s(x) at the score's level; ``network`` swaps in other weights of the same shape."""
         a = self.alpha.to(x)
-        return score_from_prediction(self.predict(x, self.hparams.timestep, network), x, a,
-                                     self.hparams.prediction)
+        return score_from_prediction(
+            self.predict(x, self.hparams.timestep, network), x, a, self.hparams.prediction
+        )
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """x0_hat: the clean image the network sees in ``x`` at the score's noise level."""
         a = self.alpha.to(x)
-        return x0_from_prediction(self.predict(x, self.hparams.timestep), x, a,
-                                  self.hparams.prediction)
+        return x0_from_prediction(
+            self.predict(x, self.hparams.timestep), x, a, self.hparams.prediction
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(x)
@@ -119,12 +147,21 @@ class ImageScoreModule(Score, pl.LightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` ancestral DDPM samples of ``size`` x ``size`` from pure noise, clamped to [-1, 1]."""
-        x = torch.randn(n, self.hparams.channels, size, size, generator=generator,
-                        device=generator.device if generator is not None else "cpu").to(self.device)
+        """``n`` ancestral DDPM samples of ``size`` x ``size`` from pure noise, clamped to
+        [-1, 1]."""
+        x = torch.randn(
+            n,
+            self.hparams.channels,
+            size,
+            size,
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+        ).to(self.device)
         self.scheduler.set_timesteps(self.hparams.num_train_timesteps)
         for t in self.scheduler.timesteps:
-            x = self.scheduler.step(self.predict(x, int(t)), int(t), x, generator=generator).prev_sample
+            x = self.scheduler.step(
+                self.predict(x, int(t)), int(t), x, generator=generator
+            ).prev_sample
         return x.clamp(-1, 1)
 
     # -- training ----------------------------------------------------------------------------
@@ -137,7 +174,9 @@ class ImageScoreModule(Score, pl.LightningModule):
             k = torch.randint(lo, hi + 1, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.scheduler.add_noise(x0, eps, k)
-        target = eps if self.hparams.prediction == "eps" else self.scheduler.get_velocity(x0, eps, k)
+        target = (
+            eps if self.hparams.prediction == "eps" else self.scheduler.get_velocity(x0, eps, k)
+        )
         return F.mse_loss(self.unet(x_t, k).sample, target)
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
@@ -149,11 +188,22 @@ class ImageScoreModule(Score, pl.LightningModule):
         return loss
 
     def validation_step(self, x0: torch.Tensor, batch_idx: int) -> None:
-        self.log("score/val_loss", self.diffusion_loss(x0), on_step=False, on_epoch=True,
-                 prog_bar=True, sync_dist=True)
+        self.log(
+            "score/val_loss",
+            self.diffusion_loss(x0),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+        )
         # the loss at the one level the flow reads the score from: comparable across bands
-        self.log("score/val_loss_at_level", self.diffusion_loss(x0, self.hparams.timestep),
-                 on_step=False, on_epoch=True, sync_dist=True)
+        self.log(
+            "score/val_loss_at_level",
+            self.diffusion_loss(x0, self.hparams.timestep),
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
@@ -161,8 +211,14 @@ class ImageScoreModule(Score, pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay
+        )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, min(hp.warmup_steps, total // 2),
-                                                    total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer, min(hp.warmup_steps, total // 2), total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,4 +1,5 @@
 """Optimiser and learning-rate schedule shared by the Lightning modules."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -17,9 +18,11 @@ def build_optimizer(module: pl.LightningModule, lr: float, weight_decay: float, 
         return optimizer
     total = max(int(module.trainer.estimated_stepping_batches), 1)
     if schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
-                                                               eta_min=lr * 1e-2)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total, eta_min=lr * 1e-2
+        )
     else:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
-                                                        pct_start=0.1)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total, pct_start=0.1
+        )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

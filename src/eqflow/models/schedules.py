@@ -1,4 +1,5 @@
 """Noise schedules of the low-dimensional diffusion model (docs/method.md §3)."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Score models: what a flow needs of a diffusion model (:class:`Score`), and the
 low-dimensional DDPM (:class:`ScoreModule`) whose score s(x) = grad log p_t(x) feeds the flows."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -18,8 +19,9 @@ from eqflow.nets.mlp import EnergyMLP
 PREDICTIONS = ("eps", "v")
 
 
-def score_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
-                          prediction: str) -> torch.Tensor:
+def score_from_prediction(
+    pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction: str
+) -> torch.Tensor:
     """Score at noise level ``alpha`` from an eps- or v-prediction (docs/method.md §3)."""
     if prediction == "eps":
         return -pred / torch.sqrt(1 - alpha)
@@ -29,8 +31,9 @@ def score_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
-def x0_from_prediction(pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
-                      prediction: str) -> torch.Tensor:
+def x0_from_prediction(
+    pred: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction: str
+) -> torch.Tensor:
     """The denoised estimate x0_hat from an eps- or v-prediction."""
     if prediction == "eps":
         return (x - torch.sqrt(1 - alpha) * pred) / torch.sqrt(alpha)
@@ -62,13 +65,15 @@ class Score(ABC):
         if generator is None:
             eps = torch.randn_like(x0)
         else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
-            eps = torch.randn(x0.shape, generator=generator, device=generator.device,
-                              dtype=x0.dtype).to(x0.device)
+            eps = torch.randn(
+                x0.shape, generator=generator, device=generator.device, dtype=x0.dtype
+            ).to(x0.device)
         a = self.alpha.to(x0)
         return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in ``x``."""
+        """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in
+        ``x``."""
         a = self.alpha.to(x)
         return (x + (1 - a) * self.score(x)) / torch.sqrt(a)
 
@@ -79,9 +84,18 @@ class Score(ABC):
 class ScoreModule(Score, pl.LightningModule):
     """Low-dimensional DDPM with the published cosine schedule; ``.score(x)`` at level ``t``."""
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu",
-                 prediction: str = "eps", num_steps: int = 100, t: float = 0.1,
-                 lr: float = 1e-2, weight_decay: float = 1e-5, lr_schedule: str = "constant"):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        prediction: str = "eps",
+        num_steps: int = 100,
+        t: float = 0.1,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-5,
+        lr_schedule: str = "constant",
+    ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"score.prediction={prediction!r}: choose one of {PREDICTIONS}")
@@ -100,8 +114,9 @@ class ScoreModule(Score, pl.LightningModule):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         a = self.alpha.to(x)
         t = self.schedule.time_of_index(self.schedule.index(self.hparams.t)).to(x)
-        return score_from_prediction(self.net(x, t.expand(x.shape[0])), x, a,
-                                     self.hparams.prediction)
+        return score_from_prediction(
+            self.net(x, t.expand(x.shape[0])), x, a, self.hparams.prediction
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(x)
@@ -111,15 +126,20 @@ class ScoreModule(Score, pl.LightningModule):
         a = self.alpha_bar[k].unsqueeze(-1)
         eps = torch.randn_like(x0)
         x_t = torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
-        target = eps if self.hparams.prediction == "eps" else torch.sqrt(a) * eps - torch.sqrt(1 - a) * x0
+        target = (
+            eps
+            if self.hparams.prediction == "eps"
+            else torch.sqrt(a) * eps - torch.sqrt(1 - a) * x0
+        )
         loss = F.mse_loss(self.net(x_t, self.schedule.time_of_index(k)), target)
         check_finite_loss(loss, "score", self.global_step)
         self.log("score/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def configure_optimizers(self):
-        return build_optimizer(self, self.hparams.lr, self.hparams.weight_decay,
-                               self.hparams.lr_schedule)
+        return build_optimizer(
+            self, self.hparams.lr, self.hparams.weight_decay, self.hparams.lr_schedule
+        )
 
 
 class EnergyScoreModule(ScoreModule):
@@ -127,9 +147,19 @@ class EnergyScoreModule(ScoreModule):
     s = -grad E / sqrt(1 - a) (eps-prediction) is a gradient field: its Jacobian is symmetric,
     and an exact flow v = div A + A s built on it has no continuity residual at all."""
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                 prediction: str = "eps", num_steps: int = 100, t: float = 0.1,
-                 lr: float = 1e-2, weight_decay: float = 1e-5, lr_schedule: str = "constant"):
-        super().__init__(dim, hidden, activation, prediction, num_steps, t, lr, weight_decay,
-                         lr_schedule)
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        prediction: str = "eps",
+        num_steps: int = 100,
+        t: float = 0.1,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-5,
+        lr_schedule: str = "constant",
+    ):
+        super().__init__(
+            dim, hidden, activation, prediction, num_steps, t, lr, weight_decay, lr_schedule
+        )
         self.net = EnergyMLP(dim, hidden, activation)

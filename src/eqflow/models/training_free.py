@@ -1,4 +1,5 @@
 """Training-free equilibrium flows v = D s with a constant skew-symmetric D (docs/method.md §2)."""
+
 from __future__ import annotations
 
 import torch
@@ -21,17 +22,30 @@ class TrainingFreeFlow(FlowBase):
     trainable = False
     KERNELS = ("random", "gamma")
 
-    def __init__(self, score, dim: int, seed: int = 0, eta: float = 0.1, kernel: str = "random",
-                 radius: int = 0, gamma: float = 1.0, spatial: bool = False):
+    def __init__(
+        self,
+        score,
+        dim: int,
+        seed: int = 0,
+        eta: float = 0.1,
+        kernel: str = "random",
+        radius: int = 0,
+        gamma: float = 1.0,
+        spatial: bool = False,
+    ):
         super().__init__(score)
         if kernel not in self.KERNELS:
             raise ValueError(f"flow.model.kernel={kernel!r}: choose one of {self.KERNELS}")
         if kernel == "gamma" and dim != 2:
-            raise ValueError(f"flow.model.kernel=gamma is the two-channel kernel of the paper; the "
-                             f"data has {dim} channels, use flow.model.kernel=random")
+            raise ValueError(
+                f"flow.model.kernel=gamma is the two-channel kernel of the paper; the "
+                f"data has {dim} channels, use flow.model.kernel=random"
+            )
         if radius < 0 or (radius and not spatial):
-            raise ValueError(f"flow.model.radius={radius}: a spatial radius >= 0 applies to image "
-                             f"data only; use 0 for vectors")
+            raise ValueError(
+                f"flow.model.radius={radius}: a spatial radius >= 0 applies to image "
+                f"data only; use 0 for vectors"
+            )
         self.save_hyperparameters(ignore=["score"])
         generator = torch.Generator().manual_seed(int(seed))
         if kernel == "gamma":
@@ -50,8 +64,10 @@ class TrainingFreeFlow(FlowBase):
         return s @ self.D.T.to(s)
 
     def training_step(self, batch, batch_idx):
-        raise RuntimeError("a training-free flow has nothing to train; measure it directly "
-                           "(eqflow.pipeline.train skips the fit for it)")
+        raise RuntimeError(
+            "a training-free flow has nothing to train; measure it directly "
+            "(eqflow.pipeline.train skips the fit for it)"
+        )
 
     def configure_optimizers(self):
         return None

@@ -1,4 +1,5 @@
 """Plain nn.Modules used by the Lightning modules."""
+
 from eqflow.nets.mlp import FlowMLP, PositionalEncoding, ScoreMLP
 from eqflow.nets.norm import NonAffineBatchNorm
 

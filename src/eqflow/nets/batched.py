@@ -1,5 +1,6 @@
 """K networks of one architecture as one module: every weight carries a leading member axis, so
 a forward pass on (K, B, d) is a few batched matrix products instead of K small ones."""
+
 from __future__ import annotations
 
 import torch
@@ -34,9 +35,12 @@ class BatchedFlowMLP(NormalisedField):
         layers: list[nn.Module] = []
         for i, layer in enumerate(first.net):
             if isinstance(layer, nn.Linear):
-                layers.append(BatchedLinear(
-                    torch.stack([n.net[i].weight.detach() for n in nets]).clone(),
-                    torch.stack([n.net[i].bias.detach() for n in nets]).clone()))
+                layers.append(
+                    BatchedLinear(
+                        torch.stack([n.net[i].weight.detach() for n in nets]).clone(),
+                        torch.stack([n.net[i].bias.detach() for n in nets]).clone(),
+                    )
+                )
             else:
                 layers.append(type(layer)())
         self.net = nn.Sequential(*layers)
@@ -48,9 +52,11 @@ class BatchedFlowMLP(NormalisedField):
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k`` as the state dict of a :class:`FlowMLP`."""
-        state = {"encoding.freqs": self.encoding.freqs.clone(),
-                 "norm.running_mean": self.norm.running_mean[k, 0].clone(),
-                 "norm.running_var": self.norm.running_var[k, 0].clone()}
+        state = {
+            "encoding.freqs": self.encoding.freqs.clone(),
+            "norm.running_mean": self.norm.running_mean[k, 0].clone(),
+            "norm.running_var": self.norm.running_var[k, 0].clone(),
+        }
         for i, layer in enumerate(self.net):
             if isinstance(layer, BatchedLinear):
                 state[f"net.{i}.weight"] = layer.weight[k].detach().clone()

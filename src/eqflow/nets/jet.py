@@ -8,6 +8,7 @@ acts on value and derivatives alike, an activation by the chain rule
 (J' = sigma'(h) J, H' = sigma''(h) J J^T + sigma'(h) H). That is exact, needs no autograd, and
 costs one batched product per layer for all derivatives at once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,12 +41,21 @@ class JetMLP(nn.Module):
     same way from that seed (:meth:`stack` joins single networks into one).
     """
 
-    def __init__(self, dim: int, out: int, hidden: Sequence[int] = (64, 64),
-                 activation: str = "silu", n_freqs: int = 4, members: int = 1):
+    def __init__(
+        self,
+        dim: int,
+        out: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        n_freqs: int = 4,
+        members: int = 1,
+    ):
         super().__init__()
         if activation not in JET_ACTIVATIONS:
-            raise ValueError(f"flow.model.activation={activation!r}: the exact flow needs a smooth "
-                             f"activation with a second derivative; choose one of {JET_ACTIVATIONS}")
+            raise ValueError(
+                f"flow.model.activation={activation!r}: the exact flow needs a smooth "
+                f"activation with a second derivative; choose one of {JET_ACTIVATIONS}"
+            )
         self.dim, self.out, self.activation, self.n_freqs = dim, out, activation, n_freqs
         self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs, dtype=torch.float32))
         sizes = [dim * (1 + 2 * n_freqs), *hidden, out]
@@ -85,8 +95,8 @@ class JetMLP(nn.Module):
         """Member ``k`` as the state dict of a one-member :class:`JetMLP`."""
         state = {"freqs": self.freqs.clone()}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            state[f"weights.{i}"] = w[k:k + 1].detach().clone()
-            state[f"biases.{i}"] = b[k:k + 1].detach().clone()
+            state[f"weights.{i}"] = w[k : k + 1].detach().clone()
+            state[f"biases.{i}"] = b[k : k + 1].detach().clone()
         return state
 
     def _first_layer(self, x: torch.Tensor, order: int) -> torch.Tensor:
@@ -95,11 +105,11 @@ class JetMLP(nn.Module):
         and the Hessian is diagonal in (k, l): no dense encoding Jacobian is formed."""
         K, B, d = x.shape
         w, b = self.weights[0], self.biases[0]
-        w_by_coord = w.reshape(K, -1, d, 1 + 2 * self.n_freqs)          # (K, H, d, G)
+        w_by_coord = w.reshape(K, -1, d, 1 + 2 * self.n_freqs)  # (K, H, d, G)
         f = self.freqs.to(x)
-        fx = x.unsqueeze(-1) * f                                          # (K, B, d, F)
+        fx = x.unsqueeze(-1) * f  # (K, B, d, F)
         sin, cos = fx.sin(), fx.cos()
-        g = torch.cat([x.unsqueeze(-1), sin, cos], -1)                   # (K, B, d, G)
+        g = torch.cat([x.unsqueeze(-1), sin, cos], -1)  # (K, B, d, G)
         value = torch.bmm(g.reshape(K, B, -1), w.transpose(1, 2)) + b[:, None]
         rows = [value.unsqueeze(2)]
         if order >= 1:
@@ -117,8 +127,10 @@ class JetMLP(nn.Module):
         (K, B, d, m) with [k, i] = d out_i / d x_k, hessian (K, B, d, d, m); those beyond
         ``order`` are None. Inside, the Hessian is kept for pairs k <= l only."""
         if x.ndim != 3 or x.shape[0] != self.members:
-            raise ValueError(f"JetMLP of {self.members} members needs x of shape "
-                             f"({self.members}, B, {self.dim}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"JetMLP of {self.members} members needs x of shape "
+                f"({self.members}, B, {self.dim}), got {tuple(x.shape)}"
+            )
         K, B, d = x.shape
         first, second = self.pair_first, self.pair_second
         h = self._first_layer(x, order)
@@ -126,27 +138,30 @@ class JetMLP(nn.Module):
             s0, s1, s2 = _activation(h[:, :, 0], self.activation)
             rows = [s0.unsqueeze(2)]
             if order >= 1:
-                jac = h[:, :, 1:1 + d]
+                jac = h[:, :, 1 : 1 + d]
                 rows.append(s1.unsqueeze(2) * jac)
             if order >= 2:
-                rows.append(s2.unsqueeze(2) * jac[:, :, first] * jac[:, :, second]
-                            + s1.unsqueeze(2) * h[:, :, 1 + d:])
+                rows.append(
+                    s2.unsqueeze(2) * jac[:, :, first] * jac[:, :, second]
+                    + s1.unsqueeze(2) * h[:, :, 1 + d :]
+                )
             t = torch.cat(rows, 2)
             n_rows = t.shape[2]
             h = torch.bmm(t.reshape(K, B * n_rows, -1), w.transpose(1, 2)).reshape(K, B, n_rows, -1)
             h[:, :, 0] += b[:, None]  # the bias moves the value, not its derivatives
         value = h[:, :, 0]
-        jac = h[:, :, 1:1 + d] if order >= 1 else None
+        jac = h[:, :, 1 : 1 + d] if order >= 1 else None
         hess = None
         if order >= 2:
-            hess = h[:, :, 1 + d:][:, :, self.pair_of_entry].reshape(K, B, d, d, -1)
+            hess = h[:, :, 1 + d :][:, :, self.pair_of_entry].reshape(K, B, d, d, -1)
         return value, jac, hess
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, 0)[0]
 
     def skew(self, u: torch.Tensor) -> torch.Tensor:
-        """Skew matrices (..., d, d) from upper triangles (..., d(d-1)/2): see :func:`skew_from_upper`."""
+        """Skew matrices (..., d, d) from upper triangles (..., d(d-1)/2): see
+        :func:`skew_from_upper`."""
         return (u @ self.skew_basis.to(u.dtype)).reshape(*u.shape[:-1], self.dim, self.dim)
 
 

@@ -1,4 +1,5 @@
 """MLPs of the low-dimensional experiments: the score network, the flow network and the energy."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,8 +45,13 @@ class PositionalEncoding(nn.Module):
 class ScoreMLP(nn.Module):
     """``(x, 2t - 1) -> hidden -> d`` with a skip of ``x`` added to the output."""
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu",
-                 skip: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        skip: bool = True,
+    ):
         super().__init__()
         self.net = mlp([dim + 1, *hidden, dim], activation)
         self.skip = skip
@@ -68,8 +74,10 @@ class EnergyMLP(nn.Module):
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu"):
         super().__init__()
         if activation not in ("silu", "tanh"):
-            raise ValueError(f"score.model.activation={activation!r}: the energy's gradient needs "
-                             f"the activation's derivative; use silu or tanh")
+            raise ValueError(
+                f"score.model.activation={activation!r}: the energy's gradient needs "
+                f"the activation's derivative; use silu or tanh"
+            )
         self.activation = activation
         self.net = mlp([dim + 1, *hidden, 1], activation)
 
@@ -87,10 +95,10 @@ class EnergyMLP(nn.Module):
             pre = layer(h)
             h, slope = _activation_and_slope(pre, self.activation)
             slopes.append(slope)
-        grad = linears[-1].weight.expand(x.shape[0], -1)         # dE / d(last hidden)
+        grad = linears[-1].weight.expand(x.shape[0], -1)  # dE / d(last hidden)
         for layer, slope in zip(reversed(linears[:-1]), reversed(slopes)):
             grad = (grad * slope) @ layer.weight
-        return grad[:, :x.shape[1]] + x
+        return grad[:, : x.shape[1]] + x
 
 
 def _activation_and_slope(h: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,12 +129,20 @@ class FlowMLP(NormalisedField):
     ``pre_norm(x)`` is a per-sample function (safe for vmap/jvp); ``forward`` applies the norm.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                 n_freqs: int = 4, norm_momentum: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        n_freqs: int = 4,
+        norm_momentum: float = 0.1,
+    ):
         super().__init__()
         if activation == "relu":
-            raise ValueError("flow.activation=relu has a zero second derivative; the divergence "
-                             "loss needs a smooth activation (silu, tanh, gelu)")
+            raise ValueError(
+                "flow.activation=relu has a zero second derivative; the divergence "
+                "loss needs a smooth activation (silu, tanh, gelu)"
+            )
         self.encoding = PositionalEncoding(n_freqs)
         self.net = mlp([self.encoding.out_dim(dim), *hidden, dim], activation)
         self.norm = NonAffineBatchNorm(dim, momentum=norm_momentum)

@@ -1,4 +1,5 @@
 """Batch normalisation without affine parameters that composes with torch.func."""
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ class NonAffineBatchNorm(nn.Module):
     (K, B, d), one per ensemble member.
     """
 
-    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5,
-                 members: int | None = None):
+    def __init__(
+        self, dim: int, momentum: float = 0.1, eps: float = 1e-5, members: int | None = None
+    ):
         super().__init__()
         self.momentum = momentum
         self.eps = eps
@@ -27,8 +29,10 @@ class NonAffineBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
 
     def batch_stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (h.mean(dim=-2, keepdim=h.ndim > 2),
-                h.var(dim=-2, unbiased=False, keepdim=h.ndim > 2))
+        return (
+            h.mean(dim=-2, keepdim=h.ndim > 2),
+            h.var(dim=-2, unbiased=False, keepdim=h.ndim > 2),
+        )
 
     def stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) the forward pass uses for ``h`` in the current mode."""

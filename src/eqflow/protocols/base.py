@@ -1,6 +1,7 @@
 """What a protocol is: settings, and ``measure(flow, data, generator, figures)`` that returns the
 numbers and the figure files of one measurement of a flow. Plain Python, no Lightning: the end
 of a fit, ``evaluate.py`` and a user's script call the same protocols."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -31,12 +32,12 @@ class Protocol(ABC):
     name = "protocol"
 
     @abstractmethod
-    def measure(self, flow, data, generator: torch.Generator,
-                figures: Path | None) -> Measurement:
+    def measure(self, flow, data, generator: torch.Generator, figures: Path | None) -> Measurement:
         """One flow measured with draws from ``generator``; figures into ``figures``."""
 
-    def measure_many(self, flows: list, data, generators: list[torch.Generator],
-                     figures: list[Path | None]) -> list[Measurement]:
+    def measure_many(
+        self, flows: list, data, generators: list[torch.Generator], figures: list[Path | None]
+    ) -> list[Measurement]:
         """Each flow with its own generator and figure folder: the same numbers as measuring
         them one at a time; protocols that can batch the flows override this."""
         return [self.measure(f, data, g, d) for f, g, d in zip(flows, generators, figures)]

@@ -1,5 +1,6 @@
 """Artificial life (docs/method.md §6): the training-free flow as an SDE on a large canvas, the
 creatures it makes tracked, their speeds and polarisation."""
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,9 @@ from eqflow.protocols.base import Measurement, Protocol
 
 
 class Creatures(Protocol):
-    """Artificial life (docs/method.md §6): run the flow as the irreversible Langevin SDE on a canvas
-    ``scale`` times the training canvas from uniform noise in [-1, 1], keep the denoised frames
-    x0_hat smoothed by an EMA, find and track the creatures, and report their speeds and
+    """Artificial life (docs/method.md §6): run the flow as the irreversible Langevin SDE on a
+    canvas ``scale`` times the training canvas from uniform noise in [-1, 1], keep the denoised
+    frames x0_hat smoothed by an EMA, find and track the creatures, and report their speeds and
     polarisation; a GIF and an MP4 with the tracks, and the Figure 5 panels.
 
     The EMA runs over the kept frames with decay ``ema ** frame_every``, the same smoothing
@@ -47,30 +48,49 @@ class Creatures(Protocol):
 
     name = "creatures"
 
-    def __init__(self, scale: int = 2, steps: int = 2000, dt: float = 0.05,
-                 eta: float = 0.1, ema: float = 0.99, frame_every: int = 10,
-                 threshold: float = 0.25, min_area: int = 4, max_step: float | None = None,
-                 min_track_frames: int = 5, start: str = "noise",
-                 area_range: tuple[float, float] | None = (0.5, 2.0), reference_images: int = 32,
-                 integrity_frames: str = "denoised", calibration: str = "denoised"):
+    def __init__(
+        self,
+        scale: int = 2,
+        steps: int = 2000,
+        dt: float = 0.05,
+        eta: float = 0.1,
+        ema: float = 0.99,
+        frame_every: int = 10,
+        threshold: float = 0.25,
+        min_area: int = 4,
+        max_step: float | None = None,
+        min_track_frames: int = 5,
+        start: str = "noise",
+        area_range: tuple[float, float] | None = (0.5, 2.0),
+        reference_images: int = 32,
+        integrity_frames: str = "denoised",
+        calibration: str = "denoised",
+    ):
         if start not in self.STARTS:
             raise ValueError(f"measure.creatures.start={start!r}: choose one of {self.STARTS}")
         if integrity_frames not in self.INTEGRITY_FRAMES or calibration not in self.CALIBRATIONS:
-            raise ValueError(f"measure.creatures.integrity_frames={integrity_frames!r} and "
-                             f"calibration={calibration!r}: choose from {self.INTEGRITY_FRAMES} "
-                             f"and {self.CALIBRATIONS}")
-        if area_range is not None and not (len(area_range) == 2 and 0 <= area_range[0] < area_range[1]):
-            raise ValueError(f"measure.creatures.area_range={area_range!r}: give [low, high] with "
-                             f"0 <= low < high (multiples of a training creature's area), or null "
-                             f"to count blobs of every size")
+            raise ValueError(
+                f"measure.creatures.integrity_frames={integrity_frames!r} and "
+                f"calibration={calibration!r}: choose from {self.INTEGRITY_FRAMES} "
+                f"and {self.CALIBRATIONS}"
+            )
+        if area_range is not None and not (
+            len(area_range) == 2 and 0 <= area_range[0] < area_range[1]
+        ):
+            raise ValueError(
+                f"measure.creatures.area_range={area_range!r}: give [low, high] with "
+                f"0 <= low < high (multiples of a training creature's area), or null "
+                f"to count blobs of every size"
+            )
         self.start, self.area_range, self.reference_images = start, area_range, reference_images
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
         self.integrity_frames, self.calibration = integrity_frames, calibration
 
-    def start_state(self, images: torch.Tensor, size: int, alpha: torch.Tensor,
-                    g: torch.Generator) -> torch.Tensor:
+    def start_state(
+        self, images: torch.Tensor, size: int, alpha: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
         """The SDE's (1, C, size, size) start: uniform noise, or a mosaic of training images
         noised as x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
         c, h, w = images.shape[1:]
@@ -88,19 +108,30 @@ class Creatures(Protocol):
         same smoothed by the EMA (what the animation shows)."""
         size = int(data.system.canvas * self.scale)
         x0 = self.start_state(data.x, size, flow.score_model.alpha.cpu(), g).to(flow.device)
-        decay = self.ema ** self.frame_every
+        decay = self.ema**self.frame_every
         smoothed, denoised, state = [], [], {"ema": None}
 
         def keep(k: int, x: torch.Tensor) -> None:
             if k % self.frame_every:
                 return
             x0_hat = flow.score_model.denoise(x).clamp(-1, 1)
-            state["ema"] = x0_hat if state["ema"] is None else decay * state["ema"] + (1 - decay) * x0_hat
+            state["ema"] = (
+                x0_hat if state["ema"] is None else decay * state["ema"] + (1 - decay) * x0_hat
+            )
             smoothed.append(state["ema"][0].cpu())
             denoised.append(x0_hat[0].cpu())
 
-        sde_heun(lambda x, s: flow.apply_D(s), flow.score, x0, self.dt, self.steps, self.eta,
-                 generator=g, callback=keep, drift_from_score=True)
+        sde_heun(
+            lambda x, s: flow.apply_D(s),
+            flow.score,
+            x0,
+            self.dt,
+            self.steps,
+            self.eta,
+            generator=g,
+            callback=keep,
+            drift_from_score=True,
+        )
         return smoothed, denoised
 
     def seen_through(self, score_model, g: torch.Generator):
@@ -120,21 +151,35 @@ class Creatures(Protocol):
 
         return seen
 
-    def whole_creatures(self, system, frames, background, size: int, max_step: float,
-                        g: torch.Generator, seen_as=None) -> tuple[dict, np.ndarray]:
+    def whole_creatures(
+        self,
+        system,
+        frames,
+        background,
+        size: int,
+        max_step: float,
+        g: torch.Generator,
+        seen_as=None,
+    ) -> tuple[dict, np.ndarray]:
         """Shape integrity, survival and collective behaviour of the whole creatures
         (:mod:`eqflow.metrics.census`), and the whole creatures' centres in the last frame;
         empty for scatters read from files (no icon to match)."""
         if getattr(system, "icon", None) is None or not hasattr(system, "place"):
             return {}, np.empty((0, 2))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
-        ref = census.reference(system, self.reference_images, rng, self.threshold,
-                               seen_as=seen_as)
+        ref = census.reference(system, self.reference_images, rng, self.threshold, seen_as=seen_as)
         masks = [foreground(_rgb(f), background, self.threshold) for f in frames]
         centres, integrity = census.whole_creatures(masks, ref)
-        stats = census.census_statistics(centres, integrity, ref, size,
-                                         self.dt * self.frame_every, max_step,
-                                         self.min_track_frames, rng)
+        stats = census.census_statistics(
+            centres,
+            integrity,
+            ref,
+            size,
+            self.dt * self.frame_every,
+            max_step,
+            self.min_track_frames,
+            rng,
+        )
         stats["whole_calibration"] = self.calibration
         stats["whole_frames"] = self.integrity_frames
         return stats, centres[-1] if centres else np.empty((0, 2))
@@ -143,15 +188,25 @@ class Creatures(Protocol):
         """Blobs of a creature's size in each frame (``area_range`` times the typical blob of
         the training scatters: fragments and merged textures are not followed), the typical
         area, and the number per frame the training scatters' density predicts."""
-        reference = reference_blobs([_rgb(x) for x in data.x[:self.reference_images]],
-                                    background, self.threshold, self.min_area)
+        reference = reference_blobs(
+            [_rgb(x) for x in data.x[: self.reference_images]],
+            background,
+            self.threshold,
+            self.min_area,
+        )
         ref_area = typical_area(np.concatenate(reference))
         low, high = self.min_area, np.inf
         if self.area_range is not None:
-            low, high = max(self.min_area, self.area_range[0] * ref_area), self.area_range[1] * ref_area
-        expected = float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale ** 2
-        detections = [detect(foreground(_rgb(f), background, self.threshold), low, high)
-                      for f in frames]
+            low, high = (
+                max(self.min_area, self.area_range[0] * ref_area),
+                self.area_range[1] * ref_area,
+            )
+        expected = (
+            float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale**2
+        )
+        detections = [
+            detect(foreground(_rgb(f), background, self.threshold), low, high) for f in frames
+        ]
         return detections, ref_area, expected
 
     def link_distance(self, system, ref_area: float) -> float:
@@ -169,54 +224,101 @@ class Creatures(Protocol):
         detections, ref_area, expected = self.creature_blobs(data, frames, background)
         max_step = self.link_distance(system, ref_area)
         tracks = link(detections, (size, size), max_step)
-        stats = motion_statistics(tracks, (size, size), self.dt * self.frame_every,
-                                  self.min_track_frames)
+        stats = motion_statistics(
+            tracks, (size, size), self.dt * self.frame_every, self.min_track_frames
+        )
         mean_count = float(np.mean([len(d) for d in detections]))
         whole, last_whole = self.whole_creatures(
-            system, denoised if self.integrity_frames == "denoised" else frames, background,
-            size, max_step, g, self.seen_through(flow.score_model, g))
-        out = Measurement({
-            **{f"creatures/{k}": v for k, v in whole.items() if k not in census.CURVES_FOR_FIGURES},
-            "creatures/mean_speed": stats["mean_speed"],
-            "creatures/mean_path_speed": stats["mean_path_speed"],
-            "creatures/polarisation": stats["polarisation"],
-            "creatures/n_tracks": stats["n_tracks"],
-            "creatures/track_speeds": stats["track_speeds"],
-            "creatures/mean_count": mean_count,
-            "creatures/expected_count": expected,
-            "creatures/count_ratio": mean_count / expected if expected else float("nan"),
-            "creatures/reference_area": ref_area})
+            system,
+            denoised if self.integrity_frames == "denoised" else frames,
+            background,
+            size,
+            max_step,
+            g,
+            self.seen_through(flow.score_model, g),
+        )
+        out = Measurement(
+            {
+                **{
+                    f"creatures/{k}": v
+                    for k, v in whole.items()
+                    if k not in census.CURVES_FOR_FIGURES
+                },
+                "creatures/mean_speed": stats["mean_speed"],
+                "creatures/mean_path_speed": stats["mean_path_speed"],
+                "creatures/polarisation": stats["polarisation"],
+                "creatures/n_tracks": stats["n_tracks"],
+                "creatures/track_speeds": stats["track_speeds"],
+                "creatures/mean_count": mean_count,
+                "creatures/expected_count": expected,
+                "creatures/count_ratio": mean_count / expected if expected else float("nan"),
+                "creatures/reference_area": ref_area,
+            }
+        )
         if figures is not None:
-            self.draw(out, system, data, frames, denoised, tracks, stats, whole, last_whole, figures)
+            self.draw(
+                out, system, data, frames, denoised, tracks, stats, whole, last_whole, figures
+            )
         return out
 
-    def draw(self, out: Measurement, system, data, frames, denoised, tracks, stats, whole,
-             last_whole, figures: Path) -> None:
+    def draw(
+        self,
+        out: Measurement,
+        system,
+        data,
+        frames,
+        denoised,
+        tracks,
+        stats,
+        whole,
+        last_whole,
+        figures: Path,
+    ) -> None:
         """The integrity, whole-creature and g(r) figures, the GIF and MP4 with tracks, and the
         Figure 5 panels."""
         if whole:
             times = [self.dt * self.frame_every * k for k in range(len(frames))]
             out.figures["figures/creatures_integrity"] = plots.curves(
-                {"whole creatures / expected": whole["whole_share_curve"],
-                 "mean integrity of creature-sized blobs": whole["integrity_curve"]},
-                figures / "creatures_integrity.png", "time", "share / IoU",
+                {
+                    "whole creatures / expected": whole["whole_share_curve"],
+                    "mean integrity of creature-sized blobs": whole["integrity_curve"],
+                },
+                figures / "creatures_integrity.png",
+                "time",
+                "share / IoU",
                 f"Whole creatures (integrity >= {whole['whole_threshold']:.2f})",
-                x={"whole creatures / expected": times, "mean integrity of creature-sized blobs": times})
+                x={
+                    "whole creatures / expected": times,
+                    "mean integrity of creature-sized blobs": times,
+                },
+            )
             last = denoised[-1] if self.integrity_frames == "denoised" else frames[-1]
             out.figures["figures/creatures_whole"] = plots.creature_strip(
-                system.icon, _rgb(last), last_whole, figures / "creatures_whole.png",
-                f"whole creatures in the last frame ({len(last_whole)})")
+                system.icon,
+                _rgb(last),
+                last_whole,
+                figures / "creatures_whole.png",
+                f"whole creatures in the last frame ({len(last_whole)})",
+            )
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
-                figures / "creatures_pair_correlation.png", "r (pixels)", "g(r)",
+                figures / "creatures_pair_correlation.png",
+                "r (pixels)",
+                "g(r)",
                 "Pair correlation of whole creatures",
-                x={"simulation (last quarter)": whole["g_r"], "training scatters": whole["g_r"]})
+                x={"simulation (last quarter)": whole["g_r"], "training scatters": whole["g_r"]},
+            )
         for path in plots.tracked_animation(frames, tracks, figures / "creatures.gif"):
             out.videos[f"figures/creatures_{path.suffix.lstrip('.')}"] = path
         out.figures["figures/creatures"] = plots.creatures_figure(
-            system.icon, data.x[0], frames, tracks, figures / "creatures.png",
+            system.icon,
+            data.x[0],
+            frames,
+            tracks,
+            figures / "creatures.png",
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
-            f"polarisation {stats['polarisation']:.2f}")
+            f"polarisation {stats['polarisation']:.2f}",
+        )
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Fidelity to the ground-truth field (docs/method.md §6): |cos| between representations."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,11 @@ class Fidelity(Protocol):
         pts = random_subset(data.x, self.n_points, generator).to(flow.device)
         pts = pts * torch.sqrt(flow.alpha)
         ref = representation(truth, pts)
-        return Measurement({
-            "fidelity/cos_truth": aligned_abs_cosine(representation(flow.velocity, pts), ref),
-            "fidelity/cos_truth_score": aligned_abs_cosine(representation(flow.score, pts), ref)})
+        return Measurement(
+            {
+                "fidelity/cos_truth": aligned_abs_cosine(representation(flow.velocity, pts), ref),
+                "fidelity/cos_truth_score": aligned_abs_cosine(
+                    representation(flow.score, pts), ref
+                ),
+            }
+        )

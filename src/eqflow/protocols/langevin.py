@@ -1,6 +1,7 @@
 """The irreversible Langevin SDE runs of the image protocols: one run with its EMA
 representation and frames, and the generator forks that give batched runs the noise of runs made
 one after the other."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,11 +26,21 @@ class SDERecord:
 ScoreDrift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def langevin_representation(drift: ScoreDrift, score: Field, x0: torch.Tensor, *, eta: float, dt: float,
-                            steps: int, ema: float, ema_until: int,
-                            generator: torch.Generator | None = None,
-                            noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                            frame_every: int = 0, frame: Field | None = None) -> SDERecord:
+def langevin_representation(
+    drift: ScoreDrift,
+    score: Field,
+    x0: torch.Tensor,
+    *,
+    eta: float,
+    dt: float,
+    steps: int,
+    ema: float,
+    ema_until: int,
+    generator: torch.Generator | None = None,
+    noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    frame_every: int = 0,
+    frame: Field | None = None,
+) -> SDERecord:
     """Run the SDE for ``steps`` Heun steps from ``x0`` (B, C, H, W) with velocity
     ``drift(x, s)`` (``s`` the score at ``x``, computed once per evaluation); the representation is
     ``EMA_{ema_until} - x0`` per image, the EMA ``m_k = ema m_{k-1} + (1 - ema) x_k``, m_0 = x0.
@@ -48,8 +59,18 @@ def langevin_representation(drift: ScoreDrift, score: Field, x0: torch.Tensor, *
         if frame_every and frame is not None and k % frame_every == 0:
             frames.append(frame(x).cpu())
 
-    final = sde_heun(drift, score, x0, dt, steps, eta, generator=generator, callback=watch,
-                     drift_from_score=True, noise=noise)
+    final = sde_heun(
+        drift,
+        score,
+        x0,
+        dt,
+        steps,
+        eta,
+        generator=generator,
+        callback=watch,
+        drift_from_score=True,
+        noise=noise,
+    )
     return SDERecord(state["rep"], final, frames)
 
 
@@ -64,5 +85,3 @@ def skip_draws(generator: torch.Generator, steps: int, shape: tuple, dtype: torc
     """Advance ``generator`` past ``steps`` normal draws of ``shape`` (what an SDE run takes)."""
     for _ in range(steps):
         torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-
-

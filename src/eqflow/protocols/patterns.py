@@ -1,5 +1,6 @@
 """The Table 2 protocol for image data with a simulator (the computation is
 :mod:`eqflow.protocols.table2`)."""
+
 from __future__ import annotations
 
 import logging
@@ -23,13 +24,25 @@ class Patterns(Protocol):
 
     name = "patterns"
 
-    def __init__(self, eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9,
-                 ema_until: int = 200, truth_steps: int = 20, n_draws: int = 10,
-                 frame_every: int = 5, channel: int = 1, n_starts: int = 1,
-                 start_batch: int = 8):
+    def __init__(
+        self,
+        eta: float = 0.1,
+        dt: float = 0.01,
+        steps: int = 300,
+        ema: float = 0.9,
+        ema_until: int = 200,
+        truth_steps: int = 20,
+        n_draws: int = 10,
+        frame_every: int = 5,
+        channel: int = 1,
+        n_starts: int = 1,
+        start_batch: int = 8,
+    ):
         if n_starts < 1 or start_batch < 1:
-            raise ValueError(f"measure.patterns.n_starts={n_starts} and start_batch={start_batch} "
-                             f"must be at least 1")
+            raise ValueError(
+                f"measure.patterns.n_starts={n_starts} and start_batch={start_batch} "
+                f"must be at least 1"
+            )
         self.eta, self.dt, self.steps, self.ema, self.ema_until = eta, dt, steps, ema, ema_until
         self.truth_steps, self.n_draws = truth_steps, n_draws
         self.frame_every, self.channel = frame_every, channel
@@ -40,24 +53,43 @@ class Patterns(Protocol):
         if simulate is None:
             log.info("Patterns: %s has no simulator; skipped", type(data.system).__name__)
             return Measurement()
-        res = pattern_fidelity(flow, simulate, StartPatterns(data.x, generator),
-                               n_starts=self.n_starts, eta=self.eta, dt=self.dt, steps=self.steps,
-                               ema=self.ema, ema_until=self.ema_until,
-                               truth_steps=self.truth_steps, n_draws=self.n_draws,
-                               generator=generator, frame_every=self.frame_every,
-                               start_batch=self.start_batch, display=figures is not None)
+        res = pattern_fidelity(
+            flow,
+            simulate,
+            StartPatterns(data.x, generator),
+            n_starts=self.n_starts,
+            eta=self.eta,
+            dt=self.dt,
+            steps=self.steps,
+            ema=self.ema,
+            ema_until=self.ema_until,
+            truth_steps=self.truth_steps,
+            n_draws=self.n_draws,
+            generator=generator,
+            frame_every=self.frame_every,
+            start_batch=self.start_batch,
+            display=figures is not None,
+        )
         out = Measurement(res.summary())
         if figures is None:
             return out
         evolved = res.record.frames[-1][0] if res.record.frames else res.record.final[0]
         x0 = res.x0
-        panels = {"initial": x0[0], f"training-free flow, {self.steps} SDE steps (x0_hat)": evolved,
-                  f"simulator, {self.steps} steps": simulate(x0[:1], self.steps)[0],
-                  f"change under the flow (EMA, step {self.ema_until})": res.record.representation[0],
-                  f"change under the simulator ({self.truth_steps} steps)": res.truth[0]}
+        panels = {
+            "initial": x0[0],
+            f"training-free flow, {self.steps} SDE steps (x0_hat)": evolved,
+            f"simulator, {self.steps} steps": simulate(x0[:1], self.steps)[0],
+            f"change under the flow (EMA, step {self.ema_until})": res.record.representation[0],
+            f"change under the simulator ({self.truth_steps} steps)": res.truth[0],
+        }
         out.figures["figures/patterns"] = plots.pattern_panels(
-            panels, figures / "patterns.png", f"|cos| = {res.per_start[0]:.3f}", channel=self.channel)
+            panels,
+            figures / "patterns.png",
+            f"|cos| = {res.per_start[0]:.3f}",
+            channel=self.channel,
+        )
         if res.record.frames:
-            out.videos["figures/sde"] = plots.animation([f[0] for f in res.record.frames],
-                                                        figures / "sde.gif", channel=self.channel)
+            out.videos["figures/sde"] = plots.animation(
+                [f[0] for f in res.record.frames], figures / "sde.gif", channel=self.channel
+            )
         return out

@@ -1,4 +1,5 @@
 """Distribution preservation (docs/method.md §6, Appendix B): MMD^2 to the start set over time."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,14 @@ class Preservation(Protocol):
 
     name = "mmd"
 
-    def __init__(self, n_points: int = 256, dt: float = 0.1, steps: int = 100,
-                 bandwidth: float = 0.5, score_baseline: bool = True):
+    def __init__(
+        self,
+        n_points: int = 256,
+        dt: float = 0.1,
+        steps: int = 100,
+        bandwidth: float = 0.5,
+        score_baseline: bool = True,
+    ):
         self.n_points, self.dt, self.steps = n_points, dt, steps
         self.bandwidth, self.score_baseline = bandwidth, score_baseline
 
@@ -38,17 +45,27 @@ class Preservation(Protocol):
         other = flow.score_model.noise(random_subset(x, self.n_points, g).to(flow.device), g)
         curves = {"flow": mmd_curve(flow.velocity, start, self.dt, self.steps, self.bandwidth)}
         if self.score_baseline:
-            curves["score flow"] = mmd_curve(flow.score, start, self.dt, self.steps,
-                                             self.bandwidth)
+            curves["score flow"] = mmd_curve(flow.score, start, self.dt, self.steps, self.bandwidth)
         floor = float(mmd2(start, other, self.bandwidth))
         times = [self.dt * k for k in range(self.steps + 1)]
-        out = Measurement({"mmd/final": float(curves["flow"][-1]), "mmd/curve": curves["flow"].cpu(),
-                           "mmd/noise_floor": floor, "mmd/times": times})
+        out = Measurement(
+            {
+                "mmd/final": float(curves["flow"][-1]),
+                "mmd/curve": curves["flow"].cpu(),
+                "mmd/noise_floor": floor,
+                "mmd/times": times,
+            }
+        )
         if "score flow" in curves:
             out.values["mmd/score_flow_final"] = float(curves["score flow"][-1])
             out.values["mmd/score_flow_curve"] = curves["score flow"].cpu()
         if figures is not None:
             out.figures["figures/mmd"] = plots.curves(
-                {k: v.cpu() for k, v in curves.items()}, figures / "mmd.png", "time",
-                "MMD^2 to start", "Distribution preservation", x={k: times for k in curves})
+                {k: v.cpu() for k, v in curves.items()},
+                figures / "mmd.png",
+                "time",
+                "MMD^2 to start",
+                "Distribution preservation",
+                x={k: times for k in curves},
+            )
         return out

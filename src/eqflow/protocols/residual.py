@@ -1,5 +1,6 @@
 """How exactly a flow satisfies the equilibrium equation: its continuity residual relative to
 |v . s| on noised data points (vector data only)."""
+
 from __future__ import annotations
 
 import copy

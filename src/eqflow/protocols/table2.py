@@ -1,9 +1,10 @@
 """Fidelity of image dynamics to a pattern simulator (Table 2 protocol, docs/method.md §6).
 
-From a clean pattern x0 (a start; the published protocol uses one, ``n_starts`` more), run the irreversible Langevin SDE ``dx = (v + eta s) dt +
-sqrt(2 eta) dW`` by Heun's method; the representation is the EMA of the trajectory at step
-``ema_until`` minus x0. The ground truth is the simulator's state after ``truth_steps`` steps
-from the same pattern, minus the start. Reported: |cos| between the two.
+From a clean pattern x0 (a start; the published protocol uses one, ``n_starts`` more), run the
+irreversible Langevin SDE ``dx = (v + eta s) dt + sqrt(2 eta) dW`` by Heun's method; the
+representation is the EMA of the trajectory at step ``ema_until`` minus x0. The ground truth is the
+simulator's state after ``truth_steps`` steps from the same pattern, minus the start. Reported:
+|cos| between the two.
 
 Baselines share the Langevin term and replace v by
 - ``random``: a random (not skew) 1 x 1 kernel applied to the score, unit Frobenius norm;
@@ -11,6 +12,7 @@ Baselines share the Langevin term and replace v by
   tensor's own mean and std; its output is rescaled per image to the norm of ``D s`` for a
   unit-Frobenius 1 x 1 kernel on C channels (|s| / sqrt(C)), so only its direction differs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,19 +42,28 @@ class StartPlan:
     Each SDE's noise is a generator forked at the point its run would begin, so runs batched
     together see the same noise as runs made one after the other."""
 
-    x0: torch.Tensor                 # (1, C, H, W)
-    truth: torch.Tensor              # simulator change, (1, C, H, W)
+    x0: torch.Tensor  # (1, C, H, W)
+    truth: torch.Tensor  # simulator change, (1, C, H, W)
     plus: torch.Generator
     minus: torch.Generator
-    kernels: torch.Tensor            # (n_draws, C, C)
+    kernels: torch.Tensor  # (n_draws, C, C)
     random: torch.Generator
     networks: list[torch.nn.Module]  # empty without the re-weight baseline
     reweight: torch.Generator | None
 
 
-def plan_start(flow, simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
-               x0: torch.Tensor, generator: torch.Generator, *, steps: int, ema_until: int,
-               truth_steps: int, n_draws: int, reweight: bool) -> StartPlan:
+def plan_start(
+    flow,
+    simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    steps: int,
+    ema_until: int,
+    truth_steps: int,
+    n_draws: int,
+    reweight: bool,
+) -> StartPlan:
     """Draw one start's randomness from ``generator`` (see :class:`StartPlan`)."""
     if x0.ndim != 4 or x0.shape[0] != 1:
         raise ValueError(f"a start is one pattern of shape (1, C, H, W), got {tuple(x0.shape)}")
@@ -60,8 +71,10 @@ def plan_start(flow, simulator_step: Callable[[torch.Tensor, int], torch.Tensor]
         raise ValueError(f"ema_until must lie in [1, steps={steps}], got {ema_until}")
     truth = simulator_step(x0, truth_steps) - x0
     if float(truth.abs().max()) == 0:
-        raise ValueError("the simulator leaves this pattern unchanged (a dead pattern?); "
-                         "pick a pattern that moves")
+        raise ValueError(
+            "the simulator leaves this pattern unchanged (a dead pattern?); "
+            "pick a pattern that moves"
+        )
     one, batch = tuple(x0.shape), (n_draws, *x0.shape[1:])
 
     def stream(n_steps: int, shape: tuple) -> torch.Generator:
@@ -131,9 +144,17 @@ class SDERows:
         return values[rows].view(self.n, self.draws).tolist()
 
 
-def run_starts(flow, plans: list[StartPlan], *, eta: float, dt: float, ema: float,
-               ema_until: int, frame: Field | None = None,
-               frame_every: int = 0) -> tuple[list[StartFidelity], SDERecord]:
+def run_starts(
+    flow,
+    plans: list[StartPlan],
+    *,
+    eta: float,
+    dt: float,
+    ema: float,
+    ema_until: int,
+    frame: Field | None = None,
+    frame_every: int = 0,
+) -> tuple[list[StartFidelity], SDERecord]:
     """Every SDE of ``plans`` as one batched SDE of ``ema_until`` steps (rows laid out by
     :class:`SDERows`), each part with its own noise stream. Returns each start's |cos| values
     and the first start's +D record (with ``frame(x)`` of its state every ``frame_every``
@@ -144,23 +165,43 @@ def run_starts(flow, plans: list[StartPlan], *, eta: float, dt: float, ema: floa
     if rows.reweight:
         nets = StackedNetworks([net for p in plans for net in p.networks])
         reweight_drift = matched_norm(
-            lambda x: flow.score_model.score(x, network=nets), batch.shape[1] ** -0.5)
+            lambda x: flow.score_model.score(x, network=nets), batch.shape[1] ** -0.5
+        )
     sign = torch.tensor([1.0] * rows.n + [-1.0] * rows.n).view(-1, 1, 1, 1)
 
     def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        out = [flow.apply_D(s[rows.flows]) * sign.to(s),
-               random_drift(x[rows.random], s[rows.random])]
+        out = [
+            flow.apply_D(s[rows.flows]) * sign.to(s),
+            random_drift(x[rows.random], s[rows.random]),
+        ]
         if rows.reweight:
             out.append(reweight_drift(x[rows.redrawn], s[rows.redrawn]))
         return torch.cat(out)
 
-    rec = langevin_representation(drift, flow.score, batch, eta=eta, dt=dt, steps=ema_until,
-                                  ema=ema, ema_until=ema_until, noise=noise,
-                                  frame_every=frame_every,
-                                  frame=None if frame is None else (lambda x: frame(x[:1])))
+    rec = langevin_representation(
+        drift,
+        flow.score,
+        batch,
+        eta=eta,
+        dt=dt,
+        steps=ema_until,
+        ema=ema,
+        ema_until=ema_until,
+        noise=noise,
+        frame_every=frame_every,
+        frame=None if frame is None else (lambda x: frame(x[:1])),
+    )
     truth = torch.cat([p.truth for p in plans])
-    rep, truths = rec.representation, torch.cat([truth, truth, *(
-        truth.repeat_interleave(rows.draws, 0) for _ in range(1 + rows.reweight))])
+    rep, truths = (
+        rec.representation,
+        torch.cat(
+            [
+                truth,
+                truth,
+                *(truth.repeat_interleave(rows.draws, 0) for _ in range(1 + rows.reweight)),
+            ]
+        ),
+    )
     cos = abs_cosine(rep, truths)
     plus, minus = cos[rows.plus].tolist(), cos[rows.minus].tolist()
     rand, rew = rows.per_start(cos, rows.random), rows.per_start(cos, rows.redrawn)
@@ -168,9 +209,18 @@ def run_starts(flow, plans: list[StartPlan], *, eta: float, dt: float, ema: floa
     return starts, SDERecord(rep[:1], rec.final[:1], rec.frames)
 
 
-def continue_record(flow, plan: StartPlan, record: SDERecord, *, eta: float, dt: float,
-                    steps: int, done: int, frame: Field | None = None,
-                    frame_every: int = 0) -> SDERecord:
+def continue_record(
+    flow,
+    plan: StartPlan,
+    record: SDERecord,
+    *,
+    eta: float,
+    dt: float,
+    steps: int,
+    done: int,
+    frame: Field | None = None,
+    frame_every: int = 0,
+) -> SDERecord:
     """Run a start's +D SDE on from step ``done`` to ``steps`` (for display: the numbers are
     read at ``ema_until``), with its own noise stream, which continues where it stopped."""
     frames = list(record.frames)
@@ -179,18 +229,39 @@ def continue_record(flow, plan: StartPlan, record: SDERecord, *, eta: float, dt:
         if frame_every and frame is not None and (done + k) % frame_every == 0:
             frames.append(frame(x).cpu())
 
-    final = sde_heun(lambda x, s: flow.apply_D(s), flow.score, record.final, dt, steps - done,
-                     eta, generator=plan.plus, callback=watch, drift_from_score=True)
+    final = sde_heun(
+        lambda x, s: flow.apply_D(s),
+        flow.score,
+        record.final,
+        dt,
+        steps - done,
+        eta,
+        generator=plan.plus,
+        callback=watch,
+        drift_from_score=True,
+    )
     return SDERecord(record.representation, final, frames)
 
 
-def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
-                     x0: torch.Tensor | StartPatterns, *, n_starts: int | None = None,
-                     eta: float = 0.1, dt: float = 0.01, steps: int = 300, ema: float = 0.9,
-                     ema_until: int = 200, truth_steps: int = 20,
-                     n_draws: int = 10, generator: torch.Generator | None = None,
-                     frame_every: int = 0, reweight: bool = True,
-                     start_batch: int = 8, display: bool = True) -> PatternFidelity:
+def pattern_fidelity(
+    flow,
+    simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor | StartPatterns,
+    *,
+    n_starts: int | None = None,
+    eta: float = 0.1,
+    dt: float = 0.01,
+    steps: int = 300,
+    ema: float = 0.9,
+    ema_until: int = 200,
+    truth_steps: int = 20,
+    n_draws: int = 10,
+    generator: torch.Generator | None = None,
+    frame_every: int = 0,
+    reweight: bool = True,
+    start_batch: int = 8,
+    display: bool = True,
+) -> PatternFidelity:
     """The Table 2 protocol for a training-free ``flow`` (``apply_D``, ``score``, ``score_model``)
     from the clean patterns ``x0`` (S, C, H, W) in model coordinates (each one start), or from
     ``n_starts`` patterns drawn from a :class:`StartPatterns` pool, each just before its start
@@ -201,27 +272,50 @@ def pattern_fidelity(flow, simulator_step: Callable[[torch.Tensor, int], torch.T
     on to ``steps`` and keeps a frame every ``frame_every`` steps."""
     pool = isinstance(x0, StartPatterns)
     if not pool and x0.ndim != 4:
-        raise ValueError(f"pattern_fidelity takes patterns of shape (S, C, H, W), got "
-                         f"{tuple(x0.shape)}")
+        raise ValueError(
+            f"pattern_fidelity takes patterns of shape (S, C, H, W), got {tuple(x0.shape)}"
+        )
     generator = generator or torch.Generator()
     score_model = flow.score_model
     plans = []
     for i in range((n_starts or 1) if pool else len(x0)):
-        start = x0.draw().to(flow.device) if pool else x0[i:i + 1]
-        plans.append(plan_start(flow, simulator_step, start, generator, steps=steps,
-                                ema_until=ema_until, truth_steps=truth_steps, n_draws=n_draws,
-                                reweight=reweight))
+        start = x0.draw().to(flow.device) if pool else x0[i : i + 1]
+        plans.append(
+            plan_start(
+                flow,
+                simulator_step,
+                start,
+                generator,
+                steps=steps,
+                ema_until=ema_until,
+                truth_steps=truth_steps,
+                n_draws=n_draws,
+                reweight=reweight,
+            )
+        )
     kw = dict(eta=eta, dt=dt, ema=ema, ema_until=ema_until)
     starts, first = [], None
     for i in range(0, len(plans), max(1, start_batch)):
         show = i == 0 and display and frame_every
-        found, record = run_starts(flow, plans[i:i + start_batch], **kw,
-                                   frame=score_model.denoise if show else None,
-                                   frame_every=frame_every if show else 0)
+        found, record = run_starts(
+            flow,
+            plans[i : i + start_batch],
+            **kw,
+            frame=score_model.denoise if show else None,
+            frame_every=frame_every if show else 0,
+        )
         starts += found
         first = first or record
     if display and steps > ema_until:
-        first = continue_record(flow, plans[0], first, eta=eta, dt=dt, steps=steps,
-                                done=ema_until, frame=score_model.denoise,
-                                frame_every=frame_every)
+        first = continue_record(
+            flow,
+            plans[0],
+            first,
+            eta=eta,
+            dt=dt,
+            steps=steps,
+            done=ema_until,
+            frame=score_model.denoise,
+            frame_every=frame_every,
+        )
     return PatternFidelity(starts, first, plans[0].truth, plans[0].x0)

@@ -1,6 +1,7 @@
 """Table 2's numbers: each start's |cos| to the simulator for the flow (both signs of D) and the
 baselines' draws, and their summary with the paired statistics over starts
 (:mod:`eqflow.metrics.paired`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ class StartFidelity:
     reweight: list[float]
 
     def as_dict(self) -> dict:
-        return {"plus": self.plus, "minus": self.minus, "random": self.random,
-                "reweight": self.reweight}
+        return {
+            "plus": self.plus,
+            "minus": self.minus,
+            "random": self.random,
+            "reweight": self.reweight,
+        }
 
 
 BASELINES = {"random": "random", "reweight": "random re-weight"}
@@ -74,20 +79,30 @@ class PatternFidelity:
         tf_mean, tf_std = stats(tf)
         rm, rs = stats(self.random)
         wm, ws = stats(self.reweight) if self.reweight else (float("nan"), float("nan"))
-        out = {f"{prefix}/n_starts": len(self.starts), f"{prefix}/training_free": tf_mean,
-               f"{prefix}/training_free_std": tf_std, f"{prefix}/training_free_plus": self.plus,
-               f"{prefix}/training_free_minus": self.minus, f"{prefix}/sign": self.sign,
-               f"{prefix}/random_mean": rm, f"{prefix}/random_std": rs,
-               f"{prefix}/reweight_mean": wm, f"{prefix}/reweight_std": ws,
-               f"{prefix}/random_draws": self.random, f"{prefix}/reweight_draws": self.reweight,
-               f"{prefix}/starts": [s.as_dict() for s in self.starts]}
+        out = {
+            f"{prefix}/n_starts": len(self.starts),
+            f"{prefix}/training_free": tf_mean,
+            f"{prefix}/training_free_std": tf_std,
+            f"{prefix}/training_free_plus": self.plus,
+            f"{prefix}/training_free_minus": self.minus,
+            f"{prefix}/sign": self.sign,
+            f"{prefix}/random_mean": rm,
+            f"{prefix}/random_std": rs,
+            f"{prefix}/reweight_mean": wm,
+            f"{prefix}/reweight_std": ws,
+            f"{prefix}/random_draws": self.random,
+            f"{prefix}/reweight_draws": self.reweight,
+            f"{prefix}/starts": [s.as_dict() for s in self.starts],
+        }
         for key in BASELINES:
             draws = [getattr(s, key) for s in self.starts]
             if all(draws):
                 cmp = paired_comparison(tf, draws)
-                out |= {f"{prefix}/{key}_beaten_share": cmp.share_beaten,
-                        f"{prefix}/{key}_difference": cmp.mean_difference,
-                        f"{prefix}/{key}_difference_ci_low": cmp.ci_low,
-                        f"{prefix}/{key}_difference_ci_high": cmp.ci_high,
-                        f"{prefix}/{key}_verdict": cmp.verdict}
+                out |= {
+                    f"{prefix}/{key}_beaten_share": cmp.share_beaten,
+                    f"{prefix}/{key}_difference": cmp.mean_difference,
+                    f"{prefix}/{key}_difference_ci_low": cmp.ci_low,
+                    f"{prefix}/{key}_difference_ci_high": cmp.ci_high,
+                    f"{prefix}/{key}_verdict": cmp.verdict,
+                }
         return out

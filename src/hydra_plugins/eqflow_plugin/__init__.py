@@ -3,6 +3,7 @@ starts, so any Hydra app (or ``hydra.compose``) in an environment where eqflow i
 the resolvers eqflow's configs use, ``${claim_run_dir:...}`` and ``${evaluated:...}``, without
 importing eqflow itself. The run-folder and sweep callbacks are named in conf/hydra/default.yaml
 (``eqflow.hydra_callbacks``); a new script gets them with ``- hydra: default`` in its defaults."""
+
 from eqflow.run_folders import register_resolvers
 
 register_resolvers()
