@@ -191,6 +191,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
             "score.batch_size=8",
             "trainer.enable_progress_bar=false",
             "measure.creatures.steps=40",
+            "measure.creatures.calibration=clean",  # a 1-epoch score denoises nothing
             "measure.creatures.frame_every=5",
         ],
         tmp_path,
@@ -252,10 +253,11 @@ def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = cb.start_state(images, 8, torch.tensor(1.0), g)  # alpha 1: no noise
     assert x.shape == (1, 2, 8, 8)
-    for i in (0, 4):  # every 4 x 4 tile is one whole training image
+    for i in (0, 4):  # every 4 x 4 tile is the same whole training image
         for j in (0, 4):
             tile = x[0, :, i : i + 4, j : j + 4]
             assert any(torch.equal(tile, img) for img in images)
+    assert torch.equal(x[0, :, :4, :4], x[0, :, 4:, 4:])  # one scatter: no seams
     noised = cb.start_state(images, 8, torch.tensor(0.9), torch.Generator().manual_seed(0))
     residual = (noised - 0.9**0.5 * x) / 0.1**0.5  # the same tiles, plus unit Gaussian noise
     assert 0.7 < float(residual.std()) < 1.3

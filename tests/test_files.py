@@ -301,7 +301,7 @@ def test_scatters_from_a_file_are_tracked_as_creatures(tmp_path):
         [
             "experiment=images",
             f"data.path={tmp_path / 'scatters.npy'}",
-            "callbacks=creatures",
+            "measure=creatures",
             "score.epochs=1",
             "score.batch_size=8",
             "score.samples=null",

@@ -1,7 +1,8 @@
 """Whole creatures, counted frame by frame and compared with the training scatters.
 
 The threshold for "whole" is calibrated on creatures known to be whole: icons placed by the data
-system itself (each with its own mask), measured as the detector sees the simulation's frames
+system itself (each with its own mask; the blob the detector finds for an icon that touches no
+other), measured as the detector sees the simulation's frames
 (``seen_as``: e.g. noised to the score's level and denoised by the score model); a blob whose
 integrity (:mod:`eqflow.metrics.shape`) reaches what ``1 - quantile`` of those reach is a whole
 creature. The expected number per frame is how many whole creatures the detector finds in
@@ -56,11 +57,7 @@ def reference(
             image = seen_as(image)
         seen = foreground(image, background, fg_threshold)
         scatters.append(seen)
-        for mask in masks:  # each placed icon alone: whole by construction
-            parts = blob_pixels(mask & seen)
-            if parts:
-                rows, cols = max(parts, key=lambda p: len(p[0]))
-                own.append(templates.integrity(blob_patch(rows, cols, seen.shape, templates.side)))
+        own += placed_integrity(seen, masks, templates)
     threshold = float(np.quantile(own, quantile)) if own else float("nan")
     centres, count = [], 0
     for seen in scatters:
@@ -69,6 +66,25 @@ def reference(
         count += int((score >= threshold).sum())
     area = float(system.canvas) ** 2
     return Reference(templates, threshold, count / (n_images * area), centres, int(system.canvas))
+
+
+def placed_integrity(
+    seen: np.ndarray, masks: list[np.ndarray], templates: ShapeTemplates, other_share: float = 0.05
+) -> list[float]:
+    """The integrity of each placed icon as the detector sees it: the blob of the foreground
+    ``seen`` that covers most of the icon's mask, measured whole (with whatever the view spills
+    around the icon). Icons whose blob also holds more than ``other_share`` of pixels of other
+    icons are left out: touching icons make one blob of two, which is not one creature."""
+    blobs = blob_pixels(seen)
+    out = []
+    for k, mask in enumerate(masks):
+        if not blobs:
+            break
+        rows, cols = max(blobs, key=lambda b: int(mask[b[0], b[1]].sum()))
+        others = sum(int(m[rows, cols].sum()) for j, m in enumerate(masks) if j != k)
+        if mask[rows, cols].any() and others <= other_share * len(rows):
+            out.append(templates.integrity(blob_patch(rows, cols, seen.shape, templates.side)))
+    return out
 
 
 def whole_creatures(

@@ -32,8 +32,8 @@ class Creatures(Protocol):
     The EMA runs over the kept frames with decay ``ema ** frame_every``, the same smoothing
     per unit time as an EMA over every step.
 
-    ``start``: ``noise`` (published: uniform in [-1, 1]) or ``data``: a ``scale`` x ``scale``
-    mosaic of training scatters noised to the score's level, so the creatures exist from the
+    ``start``: ``noise`` (published: uniform in [-1, 1]) or ``data``: one training scatter tiled
+    ``scale`` x ``scale`` times, noised to the score's level, so the creatures exist from the
     first frame and the run shows how they move rather than how they form.
 
     Only blobs of a creature's size are tracked: ``area_range`` times the typical (area-weighted
@@ -91,15 +91,16 @@ class Creatures(Protocol):
     def start_state(
         self, images: torch.Tensor, size: int, alpha: torch.Tensor, g: torch.Generator
     ) -> torch.Tensor:
-        """The SDE's (1, C, size, size) start: uniform noise, or a mosaic of training images
-        noised as x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+        """The SDE's (1, C, size, size) start: uniform noise, or one training scatter tiled over
+        the canvas and noised as x_t = sqrt(a) x0 + sqrt(1 - a) eps. The scatters are periodic,
+        so copies of one join without a seam; tiles of different scatters would cut every
+        creature that crosses a tile's edge (most of them, for icons half the canvas wide)."""
         c, h, w = images.shape[1:]
         if self.start == "noise":
             return torch.rand(1, c, size, size, generator=g) * 2 - 1
-        rows, cols = -(-size // h), -(-size // w)
-        pick = torch.randint(0, len(images), (rows * cols,), generator=g)
-        tiles = images[pick].float().cpu().reshape(rows, cols, c, h, w)
-        mosaic = tiles.permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)[:, :size, :size]
+        pick = int(torch.randint(0, len(images), (1,), generator=g))
+        reps = (-(-size // h), -(-size // w))
+        mosaic = images[pick].float().cpu().repeat(1, *reps)[:, :size, :size]
         eps = torch.randn(mosaic.shape, generator=g)
         return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
@@ -180,8 +181,6 @@ class Creatures(Protocol):
             self.min_track_frames,
             rng,
         )
-        stats["whole_calibration"] = self.calibration
-        stats["whole_frames"] = self.integrity_frames
         return stats, centres[-1] if centres else np.empty((0, 2))
 
     def creature_blobs(self, data, frames, background) -> tuple[list, float, float]:
