@@ -76,8 +76,7 @@ def build_system(cfg: DictConfig) -> SnapshotSystem:
 
 
 def load_data_with_info(
-    cfg: DictConfig,
-    system: SnapshotSystem | None = None,
+    cfg: DictConfig, system: SnapshotSystem | None = None
 ) -> tuple[SnapshotSystem, Snapshots, dict]:
     """:func:`load_data`, plus how the data came: generation time, cache path and hit."""
     system = system if system is not None else build_system(cfg)

@@ -22,11 +22,7 @@ from eqflow.callbacks import (
     measure_flows,
     send_to_loggers,
 )
-from eqflow.checkpointing import (
-    AtomicCheckpointIO,
-    check_checkpoint_matches,
-    read_checkpoint,
-)
+from eqflow.checkpointing import AtomicCheckpointIO, check_checkpoint_matches, read_checkpoint
 from eqflow.config import validate
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.data_stage import build_system, load_data_with_info

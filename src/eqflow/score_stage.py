@@ -14,12 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from eqflow.building import make_trainer
 from eqflow.cache import cached, entry_path
-from eqflow.callbacks import (
-    FiniteWeights,
-    LossHistory,
-    ScoreSamples,
-    TrainingClock,
-)
+from eqflow.callbacks import FiniteWeights, LossHistory, ScoreSamples, TrainingClock
 from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.errors import RunInterrupted

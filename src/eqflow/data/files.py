@@ -162,9 +162,7 @@ def _array_from_parquet(p: Path, columns: list | None) -> tuple[np.ndarray, list
 
 
 def read_points(
-    path: str | Path,
-    key: str | None = None,
-    columns: list | None = None,
+    path: str | Path, key: str | None = None, columns: list | None = None
 ) -> tuple[np.ndarray, list[str] | None]:
     """The array in ``path`` (float64), in the file's own layout (no checks of its shape), and
     its columns' names where the file has them (a CSV/TSV header, parquet)."""
