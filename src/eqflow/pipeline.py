@@ -108,18 +108,16 @@ def train(cfg: DictConfig) -> RunResult:
         raise
     finally:
         finish_loggers(loggers, status)
+    return RunResult(output_dir, finished_metrics(output_dir), flow)
+
+
+def finished_metrics(output_dir: Path) -> dict:
+    """Mark the run finished in metrics.json and return its metrics (the numbers logged)."""
     update_metrics(output_dir, {"status": "finished"})
     metrics = read_metrics(output_dir)
-    log.info(
-        "Metrics written to %s/metrics.json: %s",
-        output_dir,
-        {
-            k: v
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        },
-    )
-    return RunResult(output_dir, metrics, flow)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    log.info("Metrics written to %s/metrics.json: %s", output_dir, numbers)
+    return metrics
 
 
 def fit_and_measure(

@@ -82,6 +82,26 @@ def train_score(
         num_sanity_val_steps=0,
         default_root_dir=str(score_dir),
     )
+    fit_resumably(trainer, model, dm, resume_dir)
+    log.info(
+        "Trained the score model in %.1f s (final loss %.4f)",
+        clock.seconds,
+        history.values[-1] if history.values else float("nan"),
+    )
+    val = trainer.callback_metrics.get("score/val_loss")
+    val_at_level = trainer.callback_metrics.get("score/val_loss_at_level")
+    return {
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        "loss_history": history.values,
+        "train_seconds": clock.seconds,
+        "val_loss": float(val) if val is not None else None,
+        "val_loss_at_level": float(val_at_level) if val_at_level is not None else None,
+    }
+
+
+def fit_resumably(trainer, model, dm, resume_dir: Path) -> None:
+    """``trainer.fit`` from the last finished epoch in ``resume_dir`` (if any); a SIGTERM stops
+    it with :class:`RunInterrupted`, which says how to resume."""
     advice = (
         f"its last finished epoch is kept in {resume_dir}: run the same command "
         f"again to resume it (nothing else was written)"
@@ -97,20 +117,6 @@ def train_score(
             f"the score model's training was stopped (SIGTERM) in epoch "
             f"{trainer.current_epoch + 1}; {advice}"
         )
-    log.info(
-        "Trained the score model in %.1f s (final loss %.4f)",
-        clock.seconds,
-        history.values[-1] if history.values else float("nan"),
-    )
-    val = trainer.callback_metrics.get("score/val_loss")
-    val_at_level = trainer.callback_metrics.get("score/val_loss_at_level")
-    return {
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        "loss_history": history.values,
-        "train_seconds": clock.seconds,
-        "val_loss": float(val) if val is not None else None,
-        "val_loss_at_level": float(val_at_level) if val_at_level is not None else None,
-    }
 
 
 def sample_callbacks(cfg: DictConfig, model: Score, x, score_dir: Path) -> list:

@@ -54,27 +54,37 @@ def study_verdicts(
             f"[{low:+.5f}, {high:+.5f}]",
             low <= 0,
         )
+    out += chaos_verdicts(chaos)
+    return out
+
+
+def chaos_verdicts(chaos: dict) -> list[dict]:
+    """The study's claims on chaos, from :func:`chaos_summary`'s counts."""
     n = chaos.get("n", 0)
-    if n:
-        finite = chaos["n_finite"]
-        add(
-            "an exponent estimate for every flow (no flow sends all its trajectories out of the "
-            "data box)",
-            f"{finite} of {n}",
-            finite == n,
+    if not n:
+        return []
+    finite, positive = chaos["n_finite"], chaos["n_positive"]
+    out = [
+        {
+            "claim": "an exponent estimate for every flow (no flow sends all its trajectories "
+            "out of the data box)",
+            "value": f"{finite} of {n}",
+            "holds": finite == n,
+        },
+        {
+            "claim": f"at least {POSITIVE_SHARE:.0%} of the flows with a positive largest exponent",
+            "value": f"{positive} of {n}",
+            "holds": positive >= math.ceil(POSITIVE_SHARE * n),
+        },
+    ]
+    if "n_sustained" in chaos:
+        out.append(
+            {
+                "claim": "sustained over the long horizon (reported, no rule)",
+                "value": f"{chaos['n_sustained']} of {n}",
+                "holds": None,
+            }
         )
-        positive = chaos["n_positive"]
-        add(
-            f"at least {POSITIVE_SHARE:.0%} of the flows with a positive largest exponent",
-            f"{positive} of {n}",
-            positive >= math.ceil(POSITIVE_SHARE * n),
-        )
-        if "n_sustained" in chaos:
-            add(
-                "sustained over the long horizon (reported, no rule)",
-                f"{chaos['n_sustained']} of {n}",
-                None,
-            )
     return out
 
 
