@@ -486,15 +486,7 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     sweep, table, rows, curves = m.sweep, m.table, m.chaos_rows, m.curves
     names, sizes = list(m.reps), m.groups.sizes()
     columns = chaos_columns(rows)
-    chaos_csv = (
-        ",".join(columns)
-        + "\n"
-        + "".join(
-            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns)
-            + "\n"
-            for r in rows
-        )
-    )
+    chaos_csv = csv_text(columns, rows)
     residual_median = {
         g: _median([v["relative"] for v in rows_]) for g, rows_ in m.residual_rows.items()
     }
@@ -540,15 +532,31 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             ),
             "chaos": (columns, [[r[c] for c in columns] for r in rows]),
         },
-        scalars={
-            **{f"chaos/{k}": v for k, v in ch.items()},
-            **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
-            **{f"residual/{k}": v for k, v in residual_median.items()},
-            **{f"table1/{a} | {b}": v for (a, b), (v, _) in table.items()},
-        },
+        scalars=study_scalars(ch, mmd_final, residual_median, table),
     )
     report.sections = study_sections(m, cfg, ch, verdicts, names, sizes)
     return report
+
+
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """``rows`` as CSV with a header (floats to 6 significant digits)."""
+
+    def cell(v) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    return "".join(
+        ",".join(line) + "\n" for line in [columns, *([cell(r[c]) for c in columns] for r in rows)]
+    )
+
+
+def study_scalars(ch: dict, mmd_final: dict, residual_median: dict, table: dict) -> dict:
+    """The numbers the evaluation's W&B run logs."""
+    return {
+        **{f"chaos/{k}": v for k, v in ch.items()},
+        **{f"mmd_final/{k}": v["mean"] for k, v in mmd_final.items()},
+        **{f"residual/{k}": v for k, v in residual_median.items()},
+        **{f"table1/{a} | {b}": v for (a, b), (v, _) in table.items()},
+    }
 
 
 def study_sections(

@@ -137,6 +137,17 @@ class SDERows:
             sizes += [self.draws] * self.n
         return torch.cat(parts).clone(), NoiseStreams(streams, sizes)
 
+    def truths(self, truth: torch.Tensor) -> torch.Tensor:
+        """The starts' simulator changes (n, C, H, W) repeated to match the rows."""
+        draws = truth.repeat_interleave(self.draws, 0)
+        return torch.cat([truth, truth, draws, *([draws] if self.reweight else [])])
+
+    def fidelities(self, cos: torch.Tensor) -> list[StartFidelity]:
+        """Each start's |cos| values from one value a row."""
+        plus, minus = cos[self.plus].tolist(), cos[self.minus].tolist()
+        rand, rew = self.per_start(cos, self.random), self.per_start(cos, self.redrawn)
+        return [StartFidelity(plus[i], minus[i], rand[i], rew[i]) for i in range(self.n)]
+
     def per_start(self, values: torch.Tensor, rows: slice) -> list[list[float]]:
         """A baseline part's values (one per row) as each start's list of draws."""
         if rows.stop == rows.start:
@@ -191,21 +202,8 @@ def run_starts(
         frame_every=frame_every,
         frame=None if frame is None else (lambda x: frame(x[:1])),
     )
-    truth = torch.cat([p.truth for p in plans])
-    rep, truths = (
-        rec.representation,
-        torch.cat(
-            [
-                truth,
-                truth,
-                *(truth.repeat_interleave(rows.draws, 0) for _ in range(1 + rows.reweight)),
-            ]
-        ),
-    )
-    cos = abs_cosine(rep, truths)
-    plus, minus = cos[rows.plus].tolist(), cos[rows.minus].tolist()
-    rand, rew = rows.per_start(cos, rows.random), rows.per_start(cos, rows.redrawn)
-    starts = [StartFidelity(plus[i], minus[i], rand[i], rew[i]) for i in range(rows.n)]
+    rep = rec.representation
+    starts = rows.fidelities(abs_cosine(rep, rows.truths(torch.cat([p.truth for p in plans]))))
     return starts, SDERecord(rep[:1], rec.final[:1], rec.frames)
 
 
