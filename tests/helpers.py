@@ -88,3 +88,14 @@ def signal_train_when(args: list[str], ready, sig: int, cwd: Path) -> tuple[int,
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     return proc.returncode, output
+
+
+# one learned Lorenz flow on a short trajectory set, no study at the end
+TINY_LORENZ = [
+    "experiment=lorenz",
+    "flow=mlp",
+    "evaluate=false",  # one flow, no study
+    "data.n_trajectories=2",
+    "data.n_steps=400",
+    "data.burn_in_steps=100",
+]

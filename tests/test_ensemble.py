@@ -5,6 +5,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import TINY_LORENZ as TINY_LORENZ_RUN
 from helpers import compose_train
 
 from eqflow import pipeline
@@ -12,17 +13,7 @@ from eqflow.models import EquilibriumFlowModule, ScoreModule
 from eqflow.models.ensemble import EnsembleFlowModule
 from eqflow.runs import load_run, run_dirs
 
-TINY_LORENZ = [
-    "experiment=lorenz",
-    "flow=mlp",
-    "evaluate=false",  # one flow, no study
-    "data.n_trajectories=2",
-    "data.n_steps=400",
-    "data.burn_in_steps=100",
-    "logger=none",
-    "trainer.max_epochs=3",
-    "flow.batch_size=256",
-]
+TINY_LORENZ = [*TINY_LORENZ_RUN, "logger=none", "trainer.max_epochs=3", "flow.batch_size=256"]
 
 
 def _train(overrides, tmp_path, out):

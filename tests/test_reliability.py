@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_LORENZ as TINY_LORENZ_RUN
 from helpers import compose_train, signal_train_when
 from omegaconf import OmegaConf
 
@@ -19,15 +20,7 @@ from eqflow.errors import ConfigError, NonFiniteLossError
 from eqflow.models import EquilibriumFlowModule
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LORENZ = [
-    "experiment=lorenz",
-    "flow=mlp",
-    "evaluate=false",  # one flow, no study
-    "data.n_trajectories=2",
-    "data.n_steps=400",
-    "data.burn_in_steps=100",
-    "logger=none",
-]
+TINY_LORENZ = [*TINY_LORENZ_RUN, "logger=none"]
 
 
 def _train(overrides, tmp_path, out="run"):

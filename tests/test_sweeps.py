@@ -12,20 +12,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import TINY
+from helpers import TINY_LORENZ as TINY_LORENZ_RUN
 from omegaconf import OmegaConf
 
 from eqflow.analysis import uniqueness as study
 from eqflow.runs import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LORENZ = [
-    "experiment=lorenz",
-    "flow=mlp",
-    "evaluate=false",  # one flow, no study
-    "data.n_trajectories=2",
-    "data.n_steps=400",
-    "data.burn_in_steps=100",
-]
+TINY_LORENZ = TINY_LORENZ_RUN
 
 
 def _run(script, *args, cwd):

@@ -243,18 +243,7 @@ def animation(
         if arr.ndim == 2:
             arr = cmap(np.clip((arr + 1) / 2, 0, 1))[..., :3]
         images.append(Image.fromarray((arr * 255).astype(np.uint8)))
-    path = Path(path)
-    atomic_write(
-        path,
-        lambda f: images[0].save(
-            f,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=int(1000 / fps),
-            loop=0,
-        ),
-    )
+    path = write_gif(images, path, fps)
     return path
 
 
@@ -318,6 +307,12 @@ def tracked_animation(
                 if abs(a[0] - b[0]) < w / 2 and abs(a[1] - b[1]) < h / 2:  # skip edge wraps
                     draw.line([a, b], fill=colours[i % 10], width=2)
         images.append(img)
+    path = write_gif(images, path, fps)
+    return [path, write_mp4(images, path.with_suffix(".mp4"), fps)]
+
+
+def write_gif(images: Sequence, path, fps: int) -> Path:
+    """A looping GIF of PIL images, written atomically."""
     path = Path(path)
     atomic_write(
         path,
@@ -330,7 +325,7 @@ def tracked_animation(
             loop=0,
         ),
     )
-    return [path, write_mp4(images, path.with_suffix(".mp4"), fps)]
+    return path
 
 
 def write_mp4(images: Sequence, path: Path, fps: int) -> Path:
