@@ -191,12 +191,30 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             f"none of the {len(dirs)} runs under {root} has creature statistics: "
             + "; ".join(f"{k}: {v}" for k, v in failed.items())
         )
+    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+    return _creatures_report(Path(root), icons, run_cfg, failed)
+
+
+WHOLE_LEGEND = (
+    "\nWhole: a blob whose best IoU with the turned icon reaches what 95 % of "
+    "creatures placed whole in training scatters reach. Polarisation: |mean unit "
+    "heading| per frame (1: all move one way); milling: |mean r x u| about the "
+    "group's centre (1: all circle it one way); each against its null from "
+    "headings shuffled across creatures and frames. g(r) at contact (r < 1.5 "
+    "icon widths): above the training scatters' means the creatures attract, "
+    "below that they repel.\n"
+)
+RUN_COLUMNS = ("seeds", "speed", "polarisation", "tracks", "count_ratio")
+
+
+def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict) -> Report:
+    """The report of the icons' statistics: motion, whole creatures, the speed verdicts and
+    one row per run."""
     md = markdown(icons)
     whole = whole_markdown(icons)
     verdicts = speed_verdicts(icons)
-    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
     return Report(
-        root=Path(root),
+        root=root,
         group=str(run_cfg.get("name", "eqflow")),
         headline="creatures.md",
         failed=failed,
@@ -211,13 +229,7 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             ("Creature motion per icon (mean ± std over runs)", md),
             (
                 "Whole creatures and collective behaviour (mean ± std over runs)",
-                whole + "\nWhole: a blob whose best IoU with the turned icon reaches what 95 % of "
-                "creatures placed whole in training scatters reach. Polarisation: |mean unit "
-                "heading| per frame (1: all move one way); milling: |mean r x u| about the "
-                "group's centre (1: all circle it one way); each against its null from "
-                "headings shuffled across creatures and frames. g(r) at contact (r < 1.5 "
-                "icon widths): above the training scatters' means the creatures attract, "
-                "below that they repel.\n",
+                whole + WHOLE_LEGEND,
             ),
             ("Speed by icon, seed by seed", verdicts_markdown(verdicts)),
             (
@@ -230,15 +242,7 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             "creatures": (
                 ["icon", "run", "seed", "mean_speed", "polarisation", "tracks", "count_ratio"],
                 [
-                    [
-                        icon,
-                        r,
-                        row["seeds"][i],
-                        row["speed"][i],
-                        row["polarisation"][i],
-                        row["tracks"][i],
-                        row["count_ratio"][i],
-                    ]
+                    [icon, r, *(row[k][i] for k in RUN_COLUMNS)]
                     for icon, row in icons.items()
                     for i, r in enumerate(row["runs"])
                 ],

@@ -238,13 +238,35 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             f"none of the {len(dirs)} runs under {root} has a Table 2 value: "
             + "; ".join(f"{k}: {v}" for k, v in failed.items())
         )
+    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+    return _table2_report(Path(root), columns, run_cfg, failed, time.perf_counter() - start)
+
+
+PAIRED_COLUMNS = (
+    "pattern",
+    "baseline",
+    "starts",
+    "share_beaten",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "verdict",
+)
+PAIRED_KEYS = ("n_units", "share_beaten", "mean_difference", "ci_low", "ci_high", "verdict")
+
+
+def _table2_report(
+    root: Path, columns: dict, run_cfg: DictConfig, failed: dict, seconds: float
+) -> Report:
+    """The report of Table 2 from the runs' ``columns``: the table, the paired comparisons with
+    their verdicts, the CSV and the scalars for the loggers."""
     table = summarise(columns)
     stats = paired(columns)
     md = markdown(table, columns) + "\n" + paired_markdown(stats)
     verdicts = beats_baselines(table)
-    run_cfg = load_config(next(d for d in dirs if names[d] not in failed))
+    n_runs = sum(len(c["runs"]) for c in columns.values())
     return Report(
-        root=Path(root),
+        root=root,
         group=str(run_cfg.get("name", "eqflow")),
         headline="table2.md",
         failed=failed,
@@ -258,17 +280,14 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
             "above_baseline_mean_plus_std": verdicts,
             "paired": stats,
             "verdict_rule": VERDICT_RULE,
-            "timings": {"table2_s": time.perf_counter() - start},
+            "timings": {"table2_s": seconds},
         },
         files={"table2.md": md, "table2.csv": csv_text(table)},
         sections=[
             (
                 "Table 2: fidelity to the Gray-Scott dynamics",
-                f"- runs evaluated: {sum(len(c['runs']) for c in columns.values())}\n\n"
-                + md
-                + "[CSV](table2.csv)\n\n"
-                + verdict_text(verdicts)
-                + "\n\n"
+                f"- runs evaluated: {n_runs}\n\n{md}[CSV](table2.csv)\n\n"
+                f"{verdict_text(verdicts)}\n\n"
                 "Each run's Figure 3 panels and SDE animation are in its own `figures/` folder.",
             )
         ],
@@ -278,27 +297,9 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
                 [[p, r, m, sd, n] for p, rr in table.items() for r, (m, sd, n) in rr.items()],
             ),
             "table2_paired": (
+                list(PAIRED_COLUMNS),
                 [
-                    "pattern",
-                    "baseline",
-                    "starts",
-                    "share_beaten",
-                    "mean_difference",
-                    "ci_low",
-                    "ci_high",
-                    "verdict",
-                ],
-                [
-                    [
-                        p,
-                        r,
-                        c["n_units"],
-                        c["share_beaten"],
-                        c["mean_difference"],
-                        c["ci_low"],
-                        c["ci_high"],
-                        c["verdict"],
-                    ]
+                    [p, r, *(c[k] for k in PAIRED_KEYS)]
                     for p, rr in stats.items()
                     for r, c in rr.items()
                 ],

@@ -102,65 +102,75 @@ def analyse(root: Path, cfg: DictConfig, out: Path) -> Report:
     rows, timings = [], {}
     for system, members in groups.items():
         t = time.perf_counter()
-        links = out / "systems" / system
-        links.mkdir(parents=True, exist_ok=True)
-        for run_dir, name in members:
-            link = links / name.replace("/", "_")
-            if not link.exists():
-                os.symlink(Path(run_dir).resolve(), link, target_is_directory=True)
-        report = uniqueness.analyse(links, quiet, out / system)
-        write_report(report, out / system, quiet)
+        report = _system_study(system, members, quiet, out)
         failed |= {f"{system}/{k}": v for k, v in report.failed.items()}
-        s = report.summary
-        ch = s.get("chaos", {})
-        published = PUBLISHED_LYAPUNOV.get(system)
-        params = load_config(members[0][0]).data.get("parameters") or None
-        rows.append(
-            {
-                "system": system,
-                "flows": len(members),
-                **{c: _table1_value(s, *c.split(" | ")) for c in COLUMNS},
-                "positive": ch.get("n_positive", 0),
-                "finite": ch.get("n_finite", 0),
-                "true_exponent": true_exponent(
-                    members[0][0],
-                    cfg.paths.get("cache_dir"),
-                    float((cfg.get("systems") or {}).get("true_exponent_periods", 200)),
-                    int(cfg.seed),
-                ),
-                "published_exponent": published[0] if published and not params else math.nan,
-                "mmd_learned": s["mmd_final"].get("learned", {}).get("mean", math.nan),
-                "mmd_training_free": s["mmd_final"].get("training-free", {}).get("mean", math.nan),
-                "mmd_random": s["mmd_final"].get("random", {}).get("mean", math.nan),
-                "residual_learned": s.get("residual_median", {}).get("learned", math.nan),
-                "sustained": ch.get("n_sustained", math.nan),
-            }
-        )
+        rows.append(system_row(system, members, report.summary, cfg))
         timings[system] = time.perf_counter() - t
-    md = markdown(rows)
     first_cfg = load_config(next(iter(groups.values()))[0][0])
+    timings = {"per_system_s": timings, "total_s": time.perf_counter() - start}
+    return _systems_report(Path(root), rows, first_cfg, failed, timings)
+
+
+def _system_study(system: str, members: list[tuple[Path, str]], quiet: DictConfig, out: Path):
+    """One system's runs linked under ``out/systems/<system>`` and evaluated as a uniqueness
+    study, its report written to ``out/<system>``."""
+    links = out / "systems" / system
+    links.mkdir(parents=True, exist_ok=True)
+    for run_dir, name in members:
+        link = links / name.replace("/", "_")
+        if not link.exists():
+            os.symlink(Path(run_dir).resolve(), link, target_is_directory=True)
+    report = uniqueness.analyse(links, quiet, out / system)
+    write_report(report, out / system, quiet)
+    return report
+
+
+def system_row(
+    system: str, members: list[tuple[Path, str]], s: dict, cfg: DictConfig
+) -> dict[str, object]:
+    """The table's row of one system from its study's summary ``s``."""
+    ch = s.get("chaos", {})
+    published = PUBLISHED_LYAPUNOV.get(system)
+    params = load_config(members[0][0]).data.get("parameters") or None
+    mmd = s["mmd_final"]
+    return {
+        "system": system,
+        "flows": len(members),
+        **{c: _table1_value(s, *c.split(" | ")) for c in COLUMNS},
+        "positive": ch.get("n_positive", 0),
+        "finite": ch.get("n_finite", 0),
+        "true_exponent": true_exponent(
+            members[0][0],
+            cfg.paths.get("cache_dir"),
+            float((cfg.get("systems") or {}).get("true_exponent_periods", 200)),
+            int(cfg.seed),
+        ),
+        "published_exponent": published[0] if published and not params else math.nan,
+        "mmd_learned": mmd.get("learned", {}).get("mean", math.nan),
+        "mmd_training_free": mmd.get("training-free", {}).get("mean", math.nan),
+        "mmd_random": mmd.get("random", {}).get("mean", math.nan),
+        "residual_learned": s.get("residual_median", {}).get("learned", math.nan),
+        "sustained": ch.get("n_sustained", math.nan),
+    }
+
+
+def _systems_report(
+    root: Path, rows: list[dict], first_cfg: DictConfig, failed: dict, timings: dict
+) -> Report:
+    md = markdown(rows)
     keys = list(rows[0])
+    csv = ",".join(keys) + "\n"
+    for r in rows:
+        csv += ",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
+        csv += "\n"
     return Report(
-        root=Path(root),
+        root=root,
         group=str(first_cfg.get("name", "eqflow")),
         headline="systems.md",
         failed=failed,
         run_config=first_cfg,
-        summary={
-            "kind": "systems",
-            "systems": rows,
-            "timings": {"per_system_s": timings, "total_s": time.perf_counter() - start},
-        },
-        files={
-            "systems.md": md,
-            "systems.csv": ",".join(keys)
-            + "\n"
-            + "".join(
-                ",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
-                + "\n"
-                for r in rows
-            ),
-        },
+        summary={"kind": "systems", "systems": rows, "timings": timings},
+        files={"systems.md": md, "systems.csv": csv},
         sections=[
             (
                 "One table across systems",

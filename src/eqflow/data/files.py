@@ -85,19 +85,29 @@ def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]
         ]
     if not rows:
         raise DataFileError(f"{p}: the file is empty. {CSV_FIX}")
-
-    def number(cell: str) -> float | None:
-        try:
-            return float(cell)
-        except ValueError:
-            return None
-
     header = None
-    if any(number(c) is None for c in rows[0][1]):
+    if any(_number(c) is None for c in rows[0][1]):
         header = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
         raise DataFileError(f"{p}: the file has a header and no rows of numbers. {CSV_FIX}")
+    values = _csv_values(p, rows, header)
+    if columns is None:
+        return values, header
+    idx = [_column_index(p, c, header, values.shape[1]) for c in columns]
+    return values[:, idx], [header[i] for i in idx] if header is not None else None
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _csv_values(p: Path, rows: list[tuple[int, list[str]]], header: list | None) -> np.ndarray:
+    """The (rows, columns) numbers; a short or long row or a cell that is no number is named
+    with its line."""
     width = len(header) if header is not None else len(rows[0][1])
     values = np.empty((len(rows), width))
     for k, (line, row) in enumerate(rows):
@@ -108,7 +118,7 @@ def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]
                 f"needs one value per column"
             )
         for j, cell in enumerate(row):
-            v = number(cell)
+            v = _number(cell)
             if v is None:
                 col = header[j] if header else str(j)
                 raise DataFileError(
@@ -116,30 +126,27 @@ def _rows_from_csv(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]
                     f"fix or remove that row"
                 )
             values[k, j] = v
-    if columns is not None:
-        idx = []
-        for c in columns:
-            if isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
-                i = int(c)
-                if not -width <= i < width:
-                    raise DataFileError(
-                        f"data.columns: index {i} is outside the file's {width} columns"
-                    )
-                idx.append(i)
-            elif header is None:
-                raise DataFileError(
-                    f"data.columns: {c!r} is a name, but {p} has no header row; "
-                    f"pick columns by index (0-based)"
-                )
-            elif c not in header:
-                raise DataFileError(
-                    f"data.columns: no column {c!r} in {p}; its columns are {', '.join(header)}"
-                )
-            else:
-                idx.append(header.index(c))
-        values = values[:, idx]
-        header = [header[i] for i in idx] if header is not None else None
-    return values, header
+    return values
+
+
+def _column_index(p: Path, c: int | str, header: list | None, width: int) -> int:
+    """The index of ``data.columns`` entry ``c``: a 0-based index (negative counts from the end)
+    or a header name."""
+    if isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
+        i = int(c)
+        if not -width <= i < width:
+            raise DataFileError(f"data.columns: index {i} is outside the file's {width} columns")
+        return i
+    if header is None:
+        raise DataFileError(
+            f"data.columns: {c!r} is a name, but {p} has no header row; "
+            f"pick columns by index (0-based)"
+        )
+    if c not in header:
+        raise DataFileError(
+            f"data.columns: no column {c!r} in {p}; its columns are {', '.join(header)}"
+        )
+    return header.index(c)
 
 
 def _array_from_parquet(p: Path, columns: list | None) -> tuple[np.ndarray, list[str]]:

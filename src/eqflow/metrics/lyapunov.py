@@ -83,17 +83,7 @@ def max_lyapunov_groups(
     """:func:`max_lyapunov` of ``groups`` equal consecutive blocks of starts integrated at once
     (e.g. several fields' trajectories, ``f`` giving block g field g's velocity), with the
     twins' initial ``directions`` given; one result per block, as if measured alone."""
-    if steps < 1 or dt <= 0 or perturbation <= 0:
-        raise ValueError(
-            f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
-            f"got {steps}, {dt}, {perturbation}"
-        )
-    if record_at is not None and (
-        not 1 <= record_at <= steps or (record_at % renorm_every and record_at != steps)
-    ):
-        raise ValueError(f"record_at={record_at} must be a renormalisation step in 1..{steps}")
-    if x0.shape[0] % groups:
-        raise ValueError(f"{x0.shape[0]} starts do not split into {groups} equal groups")
+    _check_settings(x0.shape[0], dt, steps, renorm_every, perturbation, record_at, groups)
     x = x0.detach().to(torch.float64)
     n = x.shape[0]
     for _ in range(burn_in):
@@ -109,31 +99,59 @@ def max_lyapunov_groups(
         x, twin = pair[:n], pair[n:]
         speed += f(x).norm(dim=-1)
         if (k + 1) % renorm_every == 0 or k == steps - 1:
-            gap = twin - x
-            dist = gap.norm(dim=-1)
-            alive &= torch.isfinite(dist) & (dist > 0) & torch.isfinite(x).all(-1)
-            if bound is not None:
-                alive &= x.abs().amax(dim=-1) < bound
-            safe = dist.clamp_min(1e-300)
-            log_growth += torch.where(alive, (safe / perturbation).log(), 0.0)
-            x = torch.where(alive[:, None], x, x0.to(x))  # park dropped ones on a finite state
-            gap = torch.where(alive[:, None], gap / safe[:, None], torch.ones_like(gap))
-            pair = torch.cat([x, x + perturbation * gap])
+            pair = _renormalise(x, twin, x0, alive, log_growth, perturbation, bound)
         if record_at is not None and k + 1 == record_at:
             recorded = log_growth.clone() / (record_at * dt)
     exponents = log_growth / (steps * dt)
-    mean_speed = speed / steps
-    size = n // groups
-    return [
-        _summary(
-            exponents[g * size : (g + 1) * size],
-            mean_speed[g * size : (g + 1) * size],
-            alive[g * size : (g + 1) * size],
-            None if recorded is None else recorded[g * size : (g + 1) * size],
-            rest_speed,
+    blocks = [t.chunk(groups) for t in (exponents, speed / steps, alive)]
+    recorded = [None] * groups if recorded is None else recorded.chunk(groups)
+    return [_summary(e, v, a, r, rest_speed) for e, v, a, r in zip(*blocks, recorded, strict=True)]
+
+
+def _check_settings(
+    n: int,
+    dt: float,
+    steps: int,
+    renorm_every: int,
+    perturbation: float,
+    record_at: int | None,
+    groups: int,
+) -> None:
+    if steps < 1 or dt <= 0 or perturbation <= 0:
+        raise ValueError(
+            f"max_lyapunov needs steps >= 1, dt > 0, perturbation > 0; "
+            f"got {steps}, {dt}, {perturbation}"
         )
-        for g in range(groups)
-    ]
+    if record_at is not None and (
+        not 1 <= record_at <= steps or (record_at % renorm_every and record_at != steps)
+    ):
+        raise ValueError(f"record_at={record_at} must be a renormalisation step in 1..{steps}")
+    if n % groups:
+        raise ValueError(f"{n} starts do not split into {groups} equal groups")
+
+
+def _renormalise(
+    x: torch.Tensor,
+    twin: torch.Tensor,
+    x0: torch.Tensor,
+    alive: torch.Tensor,
+    log_growth: torch.Tensor,
+    perturbation: float,
+    bound: float | None,
+) -> torch.Tensor:
+    """One renormalisation (in place on ``alive`` and ``log_growth``): the twins' log growth is
+    added, starts that left ``bound`` or went non-finite are dropped (parked on their finite
+    start), and the new (state, twin) pair is returned with the twin back at ``perturbation``."""
+    gap = twin - x
+    dist = gap.norm(dim=-1)
+    alive &= torch.isfinite(dist) & (dist > 0) & torch.isfinite(x).all(-1)
+    if bound is not None:
+        alive &= x.abs().amax(dim=-1) < bound
+    safe = dist.clamp_min(1e-300)
+    log_growth += torch.where(alive, (safe / perturbation).log(), 0.0)
+    x = torch.where(alive[:, None], x, x0.to(x))
+    gap = torch.where(alive[:, None], gap / safe[:, None], torch.ones_like(gap))
+    return torch.cat([x, x + perturbation * gap])
 
 
 def _summary(

@@ -127,43 +127,8 @@ class EquilibriumFlowModule(FlowBase):
         compile: bool = False,
     ):
         super().__init__(score)
-        if divergence not in METHODS:
-            raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
-        if probe not in PROBES:
-            raise ValueError(f"flow.probe={probe!r}: choose one of {PROBES}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"flow.estimator={estimator!r}: choose one of {ESTIMATORS}")
-        if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
-            raise ValueError(
-                "flow.estimator=product needs flow.divergence=hutchinson and "
-                "flow.n_probes >= 2 (two independent halves of the probes)"
-            )
-        if estimator == "expected" and divergence != "hutchinson":
-            raise ValueError(
-                "flow.estimator=expected is the mean of the Hutchinson loss over its "
-                "probes; it needs flow.divergence=hutchinson"
-            )
-        if (
-            relax_epochs < 0
-            or relax_penalty < 0
-            or relax_anchor < 0
-            or (relax_lr is not None and relax_lr <= 0)
-        ):
-            raise ValueError(
-                f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
-                f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
-                f"penalty >= 0, anchor >= 0, lr > 0 or null"
-            )
-        if relax_anchor > 0 and not relax_epochs:
-            raise ValueError(
-                f"flow.model.relax_anchor={relax_anchor} anchors the relaxation stage; "
-                f"set flow.model.relax_epochs > 0 too (or relax_anchor=0)"
-            )
-        if relax_epochs and relax_lr is not None and lr_schedule != "constant":
-            raise ValueError(
-                f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
-                f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule"
-            )
+        _check_loss_settings(divergence, probe, estimator, n_probes)
+        _check_relaxation(relax_epochs, relax_penalty, relax_lr, relax_anchor, lr_schedule)
         self.save_hyperparameters(ignore=["score"])
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
         if relax_anchor > 0:  # the field as the relaxation begins; set by start_relaxation
@@ -298,3 +263,54 @@ class EquilibriumFlowModule(FlowBase):
     def configure_optimizers(self):
         hp = self.hparams
         return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)
+
+
+def _check_loss_settings(divergence: str, probe: str, estimator: str, n_probes: int) -> None:
+    """The divergence, probe and estimator names, and the combinations that work together."""
+    if divergence not in METHODS:
+        raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
+    if probe not in PROBES:
+        raise ValueError(f"flow.probe={probe!r}: choose one of {PROBES}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"flow.estimator={estimator!r}: choose one of {ESTIMATORS}")
+    if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
+        raise ValueError(
+            "flow.estimator=product needs flow.divergence=hutchinson and "
+            "flow.n_probes >= 2 (two independent halves of the probes)"
+        )
+    if estimator == "expected" and divergence != "hutchinson":
+        raise ValueError(
+            "flow.estimator=expected is the mean of the Hutchinson loss over its "
+            "probes; it needs flow.divergence=hutchinson"
+        )
+
+
+def _check_relaxation(
+    relax_epochs: int,
+    relax_penalty: float,
+    relax_lr: float | None,
+    relax_anchor: float,
+    lr_schedule: str,
+) -> None:
+    """The relaxation stage's settings: ranges, and an anchor or lr only with a stage to use it."""
+    if (
+        relax_epochs < 0
+        or relax_penalty < 0
+        or relax_anchor < 0
+        or (relax_lr is not None and relax_lr <= 0)
+    ):
+        raise ValueError(
+            f"flow.model.relax_epochs={relax_epochs}, relax_penalty={relax_penalty}, "
+            f"relax_anchor={relax_anchor}, relax_lr={relax_lr}: need epochs >= 0, "
+            f"penalty >= 0, anchor >= 0, lr > 0 or null"
+        )
+    if relax_anchor > 0 and not relax_epochs:
+        raise ValueError(
+            f"flow.model.relax_anchor={relax_anchor} anchors the relaxation stage; "
+            f"set flow.model.relax_epochs > 0 too (or relax_anchor=0)"
+        )
+    if relax_epochs and relax_lr is not None and lr_schedule != "constant":
+        raise ValueError(
+            f"flow.model.relax_lr={relax_lr} replaces a constant learning rate; with "
+            f"lr_schedule={lr_schedule} set flow.model.relax_lr=null to keep the schedule"
+        )

@@ -268,29 +268,9 @@ def pattern_fidelity(
     coordinates. Starts are planned one after the other from ``generator``, then run
     ``start_batch`` at a time as one batched SDE; with ``display``, the first start's +D run goes
     on to ``steps`` and keeps a frame every ``frame_every`` steps."""
-    pool = isinstance(x0, StartPatterns)
-    if not pool and x0.ndim != 4:
-        raise ValueError(
-            f"pattern_fidelity takes patterns of shape (S, C, H, W), got {tuple(x0.shape)}"
-        )
-    generator = generator or torch.Generator()
-    score_model = flow.score_model
-    plans = []
-    for i in range((n_starts or 1) if pool else len(x0)):
-        start = x0.draw().to(flow.device) if pool else x0[i : i + 1]
-        plans.append(
-            plan_start(
-                flow,
-                simulator_step,
-                start,
-                generator,
-                steps=steps,
-                ema_until=ema_until,
-                truth_steps=truth_steps,
-                n_draws=n_draws,
-                reweight=reweight,
-            )
-        )
+    plan_kw = dict(steps=steps, ema_until=ema_until, truth_steps=truth_steps, n_draws=n_draws)
+    g = generator or torch.Generator()
+    plans = _plan_starts(flow, simulator_step, x0, n_starts, g, reweight=reweight, **plan_kw)
     kw = dict(eta=eta, dt=dt, ema=ema, ema_until=ema_until)
     starts, first = [], None
     for i in range(0, len(plans), max(1, start_batch)):
@@ -299,21 +279,36 @@ def pattern_fidelity(
             flow,
             plans[i : i + start_batch],
             **kw,
-            frame=score_model.denoise if show else None,
+            frame=flow.score_model.denoise if show else None,
             frame_every=frame_every if show else 0,
         )
         starts += found
         first = first or record
     if display and steps > ema_until:
+        shown = dict(frame=flow.score_model.denoise, frame_every=frame_every)
         first = continue_record(
-            flow,
-            plans[0],
-            first,
-            eta=eta,
-            dt=dt,
-            steps=steps,
-            done=ema_until,
-            frame=score_model.denoise,
-            frame_every=frame_every,
+            flow, plans[0], first, eta=eta, dt=dt, steps=steps, done=ema_until, **shown
         )
     return PatternFidelity(starts, first, plans[0].truth, plans[0].x0)
+
+
+def _plan_starts(
+    flow,
+    simulator_step: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor | StartPatterns,
+    n_starts: int | None,
+    generator: torch.Generator,
+    **plan_kw,
+) -> list[StartPlan]:
+    """One :class:`StartPlan` per pattern of ``x0`` (S, C, H, W), or per pattern drawn from a
+    :class:`StartPatterns` pool (``n_starts`` of them), planned one after the other."""
+    pool = isinstance(x0, StartPatterns)
+    if not pool and x0.ndim != 4:
+        raise ValueError(
+            f"pattern_fidelity takes patterns of shape (S, C, H, W), got {tuple(x0.shape)}"
+        )
+    plans = []
+    for i in range((n_starts or 1) if pool else len(x0)):
+        start = x0.draw().to(flow.device) if pool else x0[i : i + 1]
+        plans.append(plan_start(flow, simulator_step, start, generator, **plan_kw))
+    return plans
