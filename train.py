@@ -16,6 +16,7 @@ from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
 from eqflow.interrupts import stage, stop_on_signals
 from eqflow.pipeline import train
+from eqflow.run_folders import ensemble_member_metrics
 from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
@@ -83,14 +84,21 @@ def main(cfg: DictConfig) -> float | None:
         except (ConfigError, NonFiniteLossError, FileNotFoundError, OSError) as exc:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
             fail(exc, 2)
-    return optimized_value(result.metrics, cfg.get("optimized_metric"))
+    return optimized_value(result.metrics, cfg.get("optimized_metric"), result.output_dir)
 
 
-def optimized_value(metrics: dict, key: str | None) -> float | None:
-    """The value of ``optimized_metric`` a sweeper minimises or maximises; None (with a warning
+def optimized_value(metrics: dict, key: str | None, run_dir: Path | None = None) -> float | None:
+    """The value of ``optimized_metric`` a sweeper minimises or maximises: the run's own, or for
+    an ensemble (``run_dir`` holds members.json) the mean over its members; None (with a warning
     naming the keys there are) when the run did not measure it."""
     if key is None:
         return None
+    members = ensemble_member_metrics(run_dir) if run_dir is not None else []
+    if key not in metrics and members:
+        values = [m.get(key) for m in members]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return float(sum(values) / len(values))
+        metrics = members[0]
     value = metrics.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         numbers = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))

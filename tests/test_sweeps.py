@@ -100,6 +100,21 @@ def test_an_unmeasured_optimized_metric_returns_nothing_and_names_the_keys(caplo
     assert "mmd/fnial" in caplog.text and "lyapunov/max, mmd/final" in caplog.text
 
 
+def test_an_ensemble_run_optimizes_the_mean_of_its_members(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from train import optimized_value
+
+    run = tmp_path / "run"
+    for name, value in (("seed0", 0.25), ("seed1", 0.75)):
+        (run / name).mkdir(parents=True)
+        (run / name / "metrics.json").write_text(json.dumps({"mmd/final": value}))
+    (run / "members.json").write_text(json.dumps({"members": ["seed0", "seed1"], "seeds": [0, 1]}))
+    top = {"time/total_s": 3.0}
+    assert optimized_value(top, "mmd/final", run) == pytest.approx(0.5)
+    assert optimized_value(top, "time/total_s", run) == 3.0  # the run's own key comes first
+    assert optimized_value(top, "mmd/final", tmp_path) is None  # not an ensemble: not measured
+
+
 def test_submitit_local_sweep(tmp_path):
     sweep_dir = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15")
     _check_jobs(sweep_dir)
