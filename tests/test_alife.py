@@ -213,6 +213,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     ).exists()
     assert (figs / "creatures_whole.png").exists()
     assert 0 < m["creatures/whole_threshold"] <= 1 and m["creatures/whole_share_late"] >= 0
+    assert isinstance(m[cfg.optimized_metric], float)  # what a sweeper is given
     # evaluate.py on it: the speed table by icon
     import subprocess
     import sys

@@ -283,6 +283,7 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
         m["table2/training_free_plus"], m["table2/training_free_minus"]
     )
     assert len(m["table2/random_draws"]) == len(m["table2/reweight_draws"]) == 3
+    assert cfg.optimized_metric == "table2/training_free"  # what a sweeper is given
     figs = result.output_dir / "figures"
     assert (figs / "patterns.png").exists() and (figs / "sde.gif").exists()
     assert list((result.output_dir / "score" / "samples").glob("samples_epoch*.png"))
