@@ -125,6 +125,34 @@ def test_speed_verdicts_pair_icons_seed_by_seed():
     assert rows[("firefly", "taiji")]["verdict"] == "undecided"
 
 
+def test_creatures_on_a_drifted_background_are_found_with_the_frames_own_background():
+    from eqflow.metrics.tracking import blob_pixels
+    from eqflow.protocols import Creatures
+
+    frame = np.ones((32, 32, 3)) * np.array([0.75, 0.95, 0.8])  # white drifted to pale green
+    yy, xx = np.mgrid[:32, :32]
+    frame[(yy - 10) ** 2 + (xx - 20) ** 2 <= 16] = (0.1, 0.3, 0.9)  # a blue dot, 49 pixels
+    white = (1.0, 1.0, 1.0)
+    assert Creatures(background="data").mask(frame, white).all()  # one blob: the whole canvas
+    (blob,) = blob_pixels(Creatures(background="frame").mask(frame, white))
+    assert len(blob[0]) == 49
+    with pytest.raises(ValueError, match="background"):
+        Creatures(background="median")
+
+
+def test_no_speed_verdict_on_too_few_seeds():
+    from eqflow.analysis.creatures import MIN_VERDICT_SEEDS, speed_verdicts
+
+    n = MIN_VERDICT_SEEDS - 1
+    icons = {
+        "firefly": {"seeds": list(range(n)), "speed": [1.0 + 0.1 * i for i in range(n)]},
+        "dot": {"seeds": list(range(n)), "speed": [0.1 * i for i in range(n)]},
+    }
+    (row,) = speed_verdicts(icons)
+    assert row["verdict"].startswith("too few seeds")
+    assert row["mean_difference"] == pytest.approx(-1.0)  # the difference is still reported
+
+
 def test_the_threshold_is_calibrated_through_the_same_view_as_the_frames():
     """seen_as is applied to the placed scatters before they are measured: the identity changes
     nothing, and a view that spills colour around the creatures (a blur) lowers what whole ones

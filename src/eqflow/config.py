@@ -140,6 +140,7 @@ RULES: dict[str, Rule] = {
     "measure.creatures.scale": INT_POS,
     "measure.creatures.start": Rule(str, choices=Creatures.STARTS),
     "measure.creatures.integrity_frames": Rule(str, choices=Creatures.INTEGRITY_FRAMES),
+    "measure.creatures.background": Rule(str, choices=Creatures.BACKGROUNDS),
     "measure.creatures.calibration": Rule(str, choices=Creatures.CALIBRATIONS),
     "measure.creatures.steps": INT_POS,
     "measure.creatures.dt": NUM_POS,

@@ -99,8 +99,14 @@ def whole_markdown(icons: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# a bootstrap over fewer paired seeds has too few distinct resamples for a 95 % interval
+# (2 seeds: 3 distinct means); the difference is still reported
+MIN_VERDICT_SEEDS = 4
+
+
 def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
-    """Every ordered pair of icons on the seeds both have: A's speed minus B's, seed by seed."""
+    """Every ordered pair of icons on the seeds both have: A's speed minus B's, seed by seed;
+    no verdict on fewer than ``MIN_VERDICT_SEEDS`` shared seeds."""
     out = []
     for a, b in itertools.permutations(sorted(icons), 2):
         sa = dict(zip(icons[a]["seeds"], icons[a][key]))
@@ -118,7 +124,9 @@ def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
                     "above": f"{a} faster",
                     "below": f"{b} faster",
                     "undecided": "undecided",
-                }[c.verdict],
+                }[c.verdict]
+                if len(seeds) >= MIN_VERDICT_SEEDS
+                else f"too few seeds (< {MIN_VERDICT_SEEDS})",
             }
         )
     return out
@@ -140,7 +148,7 @@ def verdicts_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + (
         "\n\nRule: a bootstrap 95 % interval of the mean paired difference "
         "(seeds resampled) above 0 means A is faster; below 0, B; else "
-        "undecided.\n"
+        f"undecided; no verdict on fewer than {MIN_VERDICT_SEEDS} paired seeds.\n"
     )
 
 

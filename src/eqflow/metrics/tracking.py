@@ -26,6 +26,12 @@ def foreground(
     return diff > threshold
 
 
+def frame_background(frame: np.ndarray) -> tuple[float, float, float]:
+    """The background colour of ``frame`` (H, W, 3) as its per-channel median: right while the
+    background covers more than half the canvas, whatever colour it has drifted to."""
+    return tuple(float(c) for c in np.median(frame.reshape(-1, frame.shape[-1]), axis=0))
+
+
 def blob_pixels(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (rows, cols) of the pixels of each connected blob of ``mask`` on a periodic canvas
     (a blob cut by an edge is one blob)."""

@@ -15,6 +15,7 @@ from eqflow.metrics import census
 from eqflow.metrics.tracking import (
     detect,
     foreground,
+    frame_background,
     link,
     motion_statistics,
     reference_blobs,
@@ -45,6 +46,7 @@ class Creatures(Protocol):
     STARTS = ("noise", "data")
     INTEGRITY_FRAMES = ("denoised", "smoothed")
     CALIBRATIONS = ("denoised", "clean")
+    BACKGROUNDS = ("data", "frame")
 
     name = "creatures"
 
@@ -65,9 +67,14 @@ class Creatures(Protocol):
         reference_images: int = 32,
         integrity_frames: str = "denoised",
         calibration: str = "denoised",
+        background: str = "data",
     ):
         if start not in self.STARTS:
             raise ValueError(f"measure.creatures.start={start!r}: choose one of {self.STARTS}")
+        if background not in self.BACKGROUNDS:
+            raise ValueError(
+                f"measure.creatures.background={background!r}: choose one of {self.BACKGROUNDS}"
+            )
         if integrity_frames not in self.INTEGRITY_FRAMES or calibration not in self.CALIBRATIONS:
             raise ValueError(
                 f"measure.creatures.integrity_frames={integrity_frames!r} and "
@@ -87,6 +94,14 @@ class Creatures(Protocol):
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
         self.integrity_frames, self.calibration = integrity_frames, calibration
+        self.background = background
+
+    def mask(self, frame: np.ndarray, data_background: tuple) -> np.ndarray:
+        """Creature pixels of ``frame`` (H, W, 3): those farther than ``threshold`` from the
+        data's background colour, or (``background=frame``) from the frame's own median colour,
+        which follows a background that drifts."""
+        bg = frame_background(frame) if self.background == "frame" else data_background
+        return foreground(frame, bg, self.threshold)
 
     def start_state(
         self, images: torch.Tensor, size: int, alpha: torch.Tensor, g: torch.Generator
@@ -169,7 +184,7 @@ class Creatures(Protocol):
             return {}, np.empty((0, 2))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
         ref = census.reference(system, self.reference_images, rng, self.threshold, seen_as=seen_as)
-        masks = [foreground(_rgb(f), background, self.threshold) for f in frames]
+        masks = [self.mask(_rgb(f), background) for f in frames]
         centres, integrity = census.whole_creatures(masks, ref)
         stats = census.census_statistics(
             centres,
@@ -203,9 +218,7 @@ class Creatures(Protocol):
         expected = (
             float(np.mean([((a >= low) & (a <= high)).sum() for a in reference])) * self.scale**2
         )
-        detections = [
-            detect(foreground(_rgb(f), background, self.threshold), low, high) for f in frames
-        ]
+        detections = [detect(self.mask(_rgb(f), background), low, high) for f in frames]
         return detections, ref_area, expected
 
     def link_distance(self, system, ref_area: float) -> float:
