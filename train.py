@@ -16,7 +16,7 @@ from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
 from eqflow.interrupts import stage, stop_on_signals
 from eqflow.pipeline import train
-from eqflow.run_folders import ensemble_member_metrics
+from eqflow.report import ensemble_member_metrics
 from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")
@@ -93,12 +93,12 @@ def optimized_value(metrics: dict, key: str | None, run_dir: Path | None = None)
     naming the keys there are) when the run did not measure it."""
     if key is None:
         return None
-    members = ensemble_member_metrics(run_dir) if run_dir is not None else []
-    if key not in metrics and members:
+    members = ensemble_member_metrics(run_dir) if key not in metrics and run_dir else []
+    if members:  # an ensemble's own metrics.json holds no member's measurements
         values = [m.get(key) for m in members]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             return float(sum(values) / len(values))
-        metrics = members[0]
+        metrics = members[0]  # the warning names the keys a member has
     value = metrics.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         numbers = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
+from eqflow.run_folders import ENSEMBLE_MARKER
 from eqflow.storage import atomic_write
 
 
@@ -39,6 +40,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
     write_text_atomic(path, json.dumps(_jsonable(data), indent=2, sort_keys=True))
+
+
+def ensemble_member_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The metrics of every member of the ensemble run in ``run_dir`` (none for a run that is not
+    an ensemble)."""
+    marker = Path(run_dir) / ENSEMBLE_MARKER
+    if not marker.exists():
+        return []
+    return [read_metrics(Path(run_dir) / f) for f in json.loads(marker.read_text())["members"]]
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict:

@@ -3,7 +3,6 @@ already holds a run (nothing is overwritten), and the OmegaConf resolvers the co
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -82,13 +81,3 @@ def register_resolvers() -> None:
     plugin, :mod:`hydra_plugins.eqflow_plugin`, whenever Hydra starts)."""
     OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
     OmegaConf.register_new_resolver("evaluated", evaluated, replace=True)
-
-
-def ensemble_member_metrics(run_dir: Path) -> list[dict]:
-    """The metrics.json of every member of the ensemble run in ``run_dir`` (none for a run that
-    is not an ensemble)."""
-    marker = Path(run_dir) / ENSEMBLE_MARKER
-    if not marker.exists():
-        return []
-    folders = json.loads(marker.read_text())["members"]
-    return [json.loads((Path(run_dir) / f / "metrics.json").read_text()) for f in folders]

@@ -115,20 +115,11 @@ def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
         if len(seeds) < 2 or a > b:  # one row per unordered pair, A before B by name
             continue
         c = paired_comparison([sa[s] for s in seeds], [[sb[s]] for s in seeds])
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                **c.as_dict(),
-                "verdict": {
-                    "above": f"{a} faster",
-                    "below": f"{b} faster",
-                    "undecided": "undecided",
-                }[c.verdict]
-                if len(seeds) >= MIN_VERDICT_SEEDS
-                else f"too few seeds (< {MIN_VERDICT_SEEDS})",
-            }
-        )
+        labels = {"above": f"{a} faster", "below": f"{b} faster", "undecided": "undecided"}
+        verdict = labels[c.verdict]
+        if len(seeds) < MIN_VERDICT_SEEDS:
+            verdict = f"too few seeds (< {MIN_VERDICT_SEEDS})"
+        out.append({"a": a, "b": b, **c.as_dict(), "verdict": verdict})
     return out
 
 

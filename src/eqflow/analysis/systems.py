@@ -159,10 +159,6 @@ def _systems_report(
 ) -> Report:
     md = markdown(rows)
     keys = list(rows[0])
-    csv = ",".join(keys) + "\n"
-    for r in rows:
-        csv += ",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
-        csv += "\n"
     return Report(
         root=root,
         group=str(first_cfg.get("name", "eqflow")),
@@ -170,7 +166,7 @@ def _systems_report(
         failed=failed,
         run_config=first_cfg,
         summary={"kind": "systems", "systems": rows, "timings": timings},
-        files={"systems.md": md, "systems.csv": csv},
+        files={"systems.md": md, "systems.csv": uniqueness.csv_text(keys, rows)},
         sections=[
             (
                 "One table across systems",
