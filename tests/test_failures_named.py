@@ -151,6 +151,20 @@ def test_a_signal_in_any_stage_names_the_stage_and_its_exit_code(sig, code):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+def test_a_signal_inside_a_librarys_except_exception_still_stops_the_run():
+    """CI once saw SIGTERM land inside inspect.getfullargspec (called by Lightning's self.log),
+    whose ``except Exception`` turned the interruption into 'TypeError: unsupported callable'."""
+    swallowed = False
+    with pytest.raises(RunInterrupted) as info:
+        with stop_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Exception:  # noqa: BLE001 - what a library's broad handler does
+                swallowed = True
+    assert not swallowed and info.value.exit_code == 143
+
+
 def test_sigint_during_the_flow_fit_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     code, output = signal_train_when(

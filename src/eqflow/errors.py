@@ -15,10 +15,14 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the run stops before writing anything more."""
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(BaseException):
     """The run was stopped (SIGTERM or SIGINT) before it finished; the message says what was kept
     and how to go on. ``exit_code`` is what the process exits with: 128 + the signal's number
-    (143 for SIGTERM, 130 for SIGINT), as a shell or Slurm reports a job killed by it."""
+    (143 for SIGTERM, 130 for SIGINT), as a shell or Slurm reports a job killed by it.
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt` is: the signal handler raises it
+    wherever the program happens to be, and an ``except Exception`` there (in a library, or
+    around one bad run of an evaluation) must not swallow it or turn it into another error."""
 
     def __init__(self, message: str, exit_code: int = 143):
         super().__init__(message)
