@@ -96,6 +96,7 @@ def test_a_bad_value_of_the_published_flow_is_named(tmp_path):
     "override,key",
     [
         ("score.model.ema_decay=1.5", "score.model.ema_decay"),
+        ("score.precision=fp8", "score.precision"),
         ("measure.patterns.ema=1.0", "measure.patterns.ema"),
         ("flow.model.kernel=hexagonal", "flow.model.kernel"),
         ("data.size=4", "data.size"),

@@ -352,3 +352,32 @@ def test_beats_baselines_asks_each_baseline_with_draws():
         "maze": {"random": True, "random re-weight": False},
         "waves": {"random": False},
     }
+
+
+def test_score_precision_trains_in_bfloat16_keeps_float32_weights_and_keys_the_cache(tmp_path):
+    """score.precision=bf16-mixed: the fit's forward passes in bfloat16, the cached weights in
+    float32, and a cache entry of its own (an unset precision keeps the key it had before)."""
+    import numpy as np
+
+    from eqflow.data_stage import load_data
+    from eqflow.score_cache import score_key
+    from eqflow.score_stage import load_score
+
+    plain = compose_train(TINY_PATTERNS, tmp_path, tiny=False)
+    bf16 = compose_train([*TINY_PATTERNS, "score.precision=bf16-mixed"], tmp_path, tiny=False)
+    assert "precision" not in score_key(plain)["score"]
+    assert score_key(bf16)["score"]["precision"] == "bf16-mixed"
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) else None
+    )
+    try:
+        system, snapshots = load_data(bf16)
+        model, info = load_score(bf16, system, snapshots)
+    finally:
+        hook.remove()
+    assert torch.bfloat16 in seen  # the fit ran under autocast
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert info["score/cache_hit"] is False and np.isfinite(info["score/final_loss"])
+    again_plain = compose_train(TINY_PATTERNS, tmp_path, tiny=False)
+    assert score_key(again_plain) != score_key(bf16)

@@ -24,6 +24,9 @@ from eqflow.nets.mlp import ACTIVATIONS
 from eqflow.protocols.creatures import Creatures
 
 _MISSING = object()
+# Lightning's precisions for the score model's fit (null: the trainer's); bf16-mixed runs the
+# convolutions in bfloat16 (weights and the cached model stay float32)
+SCORE_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ RULES: dict[str, Rule] = {
     "score.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
     "score.val_fraction": Rule(float, ge=0, lt=1),
     "score.gradient_clip_val": Rule(float, gt=0, nullable=True),
+    "score.precision": Rule(str, choices=SCORE_PRECISIONS, nullable=True),
     "score.model.timestep": INT_NONNEG,
     "score.model.num_train_timesteps": Rule(int, ge=2),
     "score.model.layers_per_block": INT_POS,

@@ -19,7 +19,10 @@ class MissingScoreError(FileNotFoundError):
 
 
 def score_key(cfg: DictConfig) -> dict:
-    return {**data_key(cfg), "score": plain_container(cfg.score)}
+    score = plain_container(cfg.score)
+    if score.get("precision") is None:  # unset: the key of the caches made before the option
+        score.pop("precision", None)
+    return {**data_key(cfg), "score": score}
 
 
 def make_score(cfg: DictConfig, snapshots: Snapshots) -> Score:

@@ -72,8 +72,10 @@ def train_score(
         every_epoch_checkpoint(resume_dir),
         *sample_callbacks(cfg, model, snapshots.x, score_dir),
     ]
+    precision = cfg.score.get("precision")  # in the cache key, unlike trainer.precision
     trainer = make_trainer(
         cfg,
+        **({"precision": precision} if precision else {}),
         max_epochs=int(cfg.score.epochs),
         logger=False,
         callbacks=callbacks,
