@@ -191,6 +191,7 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
             "score.batch_size=8",
             "trainer.enable_progress_bar=false",
             "measure.creatures.steps=40",
+            "measure.creatures.scale=2",
             "measure.creatures.calibration=clean",  # a 1-epoch score denoises nothing
             "measure.creatures.frame_every=5",
         ],

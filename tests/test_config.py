@@ -65,6 +65,8 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
         "taiji",
     )
     assert cfg.score.epochs == 20 and cfg.measure.creatures.steps == 2000
+    assert cfg.measure.creatures.scale == 2  # a 256-pixel canvas, twice the training one
+    assert cfg.score.precision is None  # float32, not the CPU-quick bfloat16
     assert cfg.score.model.train_timesteps is None  # published: every noise level
 
 
