@@ -125,6 +125,20 @@ def test_speed_verdicts_pair_icons_seed_by_seed():
     assert rows[("firefly", "taiji")]["verdict"] == "undecided"
 
 
+def test_whole_speed_verdicts_pair_only_seeds_where_both_icons_have_whole_creatures():
+    from eqflow.analysis.creatures import speed_verdicts
+
+    nan = float("nan")
+    icons = {  # seed 4: no whole firefly (NaN); seed 2: no whole dot
+        "firefly": {"seeds": [0, 1, 2, 3, 4], "whole_mean_speed": [0.4, 0.2, 0.3, 0.5, nan]},
+        "dot": {"seeds": [0, 1, 2, 3, 4], "whole_mean_speed": [0.05, 0.03, nan, 0.04, 0.02]},
+    }
+    (row,) = speed_verdicts(icons, key="whole_mean_speed")
+    assert row["n_units"] == 3  # seeds 0, 1 and 3
+    assert row["mean_difference"] == pytest.approx(-(0.35 + 0.17 + 0.46) / 3)
+    assert row["verdict"] == "too few seeds (< 4)"
+
+
 def test_creatures_on_a_drifted_background_are_found_with_the_frames_own_background():
     from eqflow.metrics.tracking import blob_pixels
     from eqflow.protocols import Creatures
