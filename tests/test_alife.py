@@ -247,6 +247,32 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     assert f"| dot | {result.output_dir.name} | {cfg.seed} | " in report.split("## Per run")[1]
 
 
+def test_scatter_start_places_icons_at_the_training_density_on_the_larger_canvas():
+    from eqflow.protocols import Creatures
+
+    system = AlifeSystem(icon="dot", canvas=32, icon_size=8, n_icons=6, progress=False)
+    g = torch.Generator().manual_seed(0)
+    x = Creatures.scatter_state(system, 64, torch.tensor(1.0), g)  # alpha 1: no noise
+    assert x.shape == (1, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    # the share of creature pixels (off the white background) is the training scatters'
+    covered = (x[0] < 0.8).any(0).float().mean().item()
+    rng = np.random.default_rng(0)
+    training = np.mean([(system.place(rng)[0] < 0.9).any(-1).mean() for _ in range(40)])
+    assert covered == pytest.approx(training, rel=0.2)
+    # not copies: the four 32-pixel quarters differ
+    assert not torch.allclose(x[..., :32, :32], x[..., 32:, :32])
+
+
+def test_scatter_start_needs_artificial_life_data():
+    from eqflow.protocols import Creatures
+
+    class Images:
+        canvas = 32
+
+    with pytest.raises(ValueError, match="start=data"):
+        Creatures.scatter_state(Images(), 64, torch.tensor(1.0), torch.Generator())
+
+
 def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
     from eqflow.protocols import Creatures
 

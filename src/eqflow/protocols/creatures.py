@@ -3,6 +3,7 @@ creatures it makes tracked, their speeds and polarisation."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -33,9 +34,12 @@ class Creatures(Protocol):
     The EMA runs over the kept frames with decay ``ema ** frame_every``, the same smoothing
     per unit time as an EMA over every step.
 
-    ``start``: ``noise`` (published: uniform in [-1, 1]) or ``data``: one training scatter tiled
-    ``scale`` x ``scale`` times, noised to the score's level, so the creatures exist from the
-    first frame and the run shows how they move rather than how they form.
+    ``start``: ``noise`` (published: uniform in [-1, 1]); ``scatter``: a fresh scatter drawn
+    by the data system on the simulation canvas at the training density (every creature placed
+    on its own), noised to the score's level; or ``data``: one training scatter tiled ``scale``
+    x ``scale`` times and noised (any image data; the tiles start as copies of each other and
+    stay alike where the flow is slow). With ``scatter`` and ``data`` the creatures exist from
+    the first frame and the run shows how they move and whether they last, not how they form.
 
     Only blobs of a creature's size are tracked: ``area_range`` times the typical (area-weighted
     median) blob area of ``reference_images`` training scatters. ``creatures/count_ratio``
@@ -43,7 +47,7 @@ class Creatures(Protocol):
     canvas: near 1 when the flow keeps a population of icons, near 0 when it turns them into
     something else."""
 
-    STARTS = ("noise", "data")
+    STARTS = ("noise", "scatter", "data")
     INTEGRITY_FRAMES = ("denoised", "smoothed")
     CALIBRATIONS = ("denoised", "clean")
     BACKGROUNDS = ("data", "frame")
@@ -119,11 +123,34 @@ class Creatures(Protocol):
         eps = torch.randn(mosaic.shape, generator=g)
         return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
 
+    @staticmethod
+    def scatter_state(system, size: int, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A (1, 3, size, size) scatter drawn by the artificial-life data ``system`` on a
+        ``size``-pixel canvas with as many icons per pixel as its training scatters, noised as
+        x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+        if not hasattr(system, "place"):
+            raise ValueError(
+                f"measure.creatures.start=scatter draws icons with the artificial-life data "
+                f"system (data=alife); {type(system).__name__} has none: use "
+                f"measure.creatures.start=data (tiled training images) or start=noise"
+            )
+        big = copy.copy(system)
+        big.canvas = size
+        big.n_icons = max(1, round(system.n_icons * (size / system.canvas) ** 2))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
+        x0 = torch.from_numpy(big.place(rng)[0].transpose(2, 0, 1).copy()).float() * 2 - 1
+        eps = torch.randn(x0.shape, generator=g)
+        return (alpha.sqrt() * x0 + (1 - alpha).sqrt() * eps).unsqueeze(0)
+
     def simulate(self, flow, data, g: torch.Generator) -> tuple[list, list]:
         """The SDE from the start: every ``frame_every`` steps the denoised state x0_hat, and the
         same smoothed by the EMA (what the animation shows)."""
         size = int(data.system.canvas * self.scale)
-        x0 = self.start_state(data.x, size, flow.score_model.alpha.cpu(), g).to(flow.device)
+        alpha = flow.score_model.alpha.cpu()
+        if self.start == "scatter":
+            x0 = self.scatter_state(data.system, size, alpha, g).to(flow.device)
+        else:
+            x0 = self.start_state(data.x, size, alpha, g).to(flow.device)
         decay = self.ema**self.frame_every
         smoothed, denoised, state = [], [], {"ema": None}
 
