@@ -27,7 +27,7 @@ from eqflow.protocols.base import Measurement, Protocol
 
 class Creatures(Protocol):
     """Artificial life (docs/method.md §6): run the flow as the irreversible Langevin SDE on a
-    canvas ``scale`` times the training canvas from uniform noise in [-1, 1], keep the denoised
+    canvas ``scale`` times the training canvas from ``start``, keep the denoised
     frames x0_hat smoothed by an EMA, find and track the creatures, and report their speeds and
     polarisation; a GIF and an MP4 with the tracks, and the Figure 5 panels.
 
