@@ -238,3 +238,29 @@ def test_nan_message_names_the_real_keys(tmp_path, monkeypatch):
     )
     with pytest.raises(NonFiniteLossError, match=r"flow\.model\.lr"):
         _train([], tmp_path)
+
+
+def test_a_signal_during_a_file_write_stops_the_run_once_the_file_is_whole(tmp_path):
+    """A SIGTERM raised inside torch.save's writer came out of its C++ code as a failed write
+    ('a full disk?', exit 2); it is now deferred until the file is written and renamed."""
+    import os
+    import signal
+
+    from eqflow.errors import RunInterrupted
+    from eqflow.interrupts import stop_on_signals
+    from eqflow.storage import atomic_write
+
+    target = tmp_path / "last.ckpt"
+    sent = []
+
+    def write(f):
+        torch.save({"w": torch.zeros(1000)}, f)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered while the write is still going on
+        sent.append(True)
+        torch.save({"w": torch.ones(1000)}, f)
+
+    with stop_on_signals(), pytest.raises(RunInterrupted) as stopped:
+        atomic_write(target, write)
+    assert sent and stopped.value.exit_code == 143
+    assert torch.load(target)["w"].sum() == 0  # whole and readable (the first object written)
+    assert not list(tmp_path.glob(".last.ckpt.*.tmp"))

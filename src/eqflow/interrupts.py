@@ -32,11 +32,37 @@ def current_stage() -> tuple[str, str]:
     return _stages[-1]
 
 
-def _stop(signum: int, frame) -> None:
+_deferred = {"depth": 0, "pending": None}
+
+
+def _raise(signum: int) -> None:
     doing, advice = current_stage()
     raise RunInterrupted(
         f"stopped by {signal.Signals(signum).name} while {doing}: {advice}", exit_code=128 + signum
     )
+
+
+def _stop(signum: int, frame) -> None:
+    if _deferred["depth"]:
+        _deferred["pending"] = _deferred["pending"] or signum
+        return
+    _raise(signum)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A signal inside the block stops the run when the block ends, not inside it: a file being
+    written is finished first. (Raised inside torch.save's writer, the interruption would come
+    out of its C++ code as a failed write.)"""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        signum = _deferred["pending"] if not _deferred["depth"] else None
+        if signum is not None:
+            _deferred["pending"] = None
+            _raise(signum)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from eqflow.errors import StorageError
+from eqflow.interrupts import signals_deferred
 
 RUN_FOLDER = "hydra.run.dir=<another folder>"
 CACHE_FOLDER = "paths.cache_dir=<another folder>"
@@ -37,11 +38,12 @@ def atomic_write(
     except OSError as exc:
         raise StorageError.from_os_error(exc, path, setting) from exc
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with signals_deferred():  # a SIGTERM mid-write stops the run once the file is whole
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
