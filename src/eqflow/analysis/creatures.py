@@ -207,15 +207,16 @@ WHOLE_LEGEND = (
     "icon widths): above the training scatters' means the creatures attract, "
     "below that they repel.\n"
 )
-RUN_COLUMNS = (
-    "seeds",
-    "speed",
-    "polarisation",
-    "tracks",
-    "count_ratio",
-    "whole_share_late",
-    "whole_mean_speed",
-)
+# the per-run table's columns after icon and run, and the key of each in an icon's statistics
+RUN_COLUMNS = {
+    "seed": "seeds",
+    "mean_speed": "speed",
+    "polarisation": "polarisation",
+    "tracks": "tracks",
+    "count_ratio": "count_ratio",
+    "whole_share_late": "whole_share_late",
+    "whole_mean_speed": "whole_mean_speed",
+}
 
 
 def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict) -> Report:
@@ -264,10 +265,9 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
         ],
         tables={
             "creatures": (
-                ["icon", "run", "seed", "mean_speed", "polarisation", "tracks", "count_ratio"]
-                + ["whole_share_late", "whole_mean_speed"],
+                ["icon", "run", *RUN_COLUMNS],
                 [
-                    [icon, r, *(row[k][i] for k in RUN_COLUMNS)]
+                    [icon, r, *(row[k][i] for k in RUN_COLUMNS.values())]
                     for icon, row in icons.items()
                     for i, r in enumerate(row["runs"])
                 ],

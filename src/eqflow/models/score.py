@@ -42,6 +42,21 @@ def x0_from_prediction(
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
+def noise_to_level(
+    x0: torch.Tensor, alpha: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``sqrt(a) x0 + sqrt(1 - a) eps``: ``x0`` noised to the level ``alpha`` = a, with eps
+    drawn from ``generator`` if given."""
+    if generator is None:
+        eps = torch.randn_like(x0)
+    else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
+        eps = torch.randn(
+            x0.shape, generator=generator, device=generator.device, dtype=x0.dtype
+        ).to(x0.device)
+    a = alpha.to(x0)
+    return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+
+
 class Score(ABC):
     """The interface every score model offers the flows, the protocols and the baselines.
 
@@ -61,15 +76,8 @@ class Score(ABC):
         """grad log p_t at ``x``, at the level ``alpha``."""
 
     def noise(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``sqrt(a) x0 + sqrt(1 - a) eps`` with eps drawn from ``generator`` if given."""
-        if generator is None:
-            eps = torch.randn_like(x0)
-        else:  # drawn where the generator lives (a CPU generator also serves CUDA data)
-            eps = torch.randn(
-                x0.shape, generator=generator, device=generator.device, dtype=x0.dtype
-            ).to(x0.device)
-        a = self.alpha.to(x0)
-        return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
+        """``x0`` noised to this model's level (:func:`noise_to_level`)."""
+        return noise_to_level(x0, self.alpha, generator)
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in

@@ -22,6 +22,7 @@ from eqflow.metrics.tracking import (
     reference_blobs,
     typical_area,
 )
+from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
 
 
@@ -120,8 +121,7 @@ class Creatures(Protocol):
         pick = int(torch.randint(0, len(images), (1,), generator=g))
         reps = (-(-size // h), -(-size // w))
         mosaic = images[pick].float().cpu().repeat(1, *reps)[:, :size, :size]
-        eps = torch.randn(mosaic.shape, generator=g)
-        return (alpha.sqrt() * mosaic + (1 - alpha).sqrt() * eps).unsqueeze(0)
+        return noise_to_level(mosaic, alpha, g).unsqueeze(0)
 
     @staticmethod
     def scatter_state(system, size: int, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -139,8 +139,7 @@ class Creatures(Protocol):
         big.n_icons = max(1, round(system.n_icons * (size / system.canvas) ** 2))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
         x0 = torch.from_numpy(big.place(rng)[0].transpose(2, 0, 1).copy()).float() * 2 - 1
-        eps = torch.randn(x0.shape, generator=g)
-        return (alpha.sqrt() * x0 + (1 - alpha).sqrt() * eps).unsqueeze(0)
+        return noise_to_level(x0, alpha, g).unsqueeze(0)
 
     def simulate(self, flow, data, g: torch.Generator) -> tuple[list, list]:
         """The SDE from the start: every ``frame_every`` steps the denoised state x0_hat, and the
@@ -183,11 +182,10 @@ class Creatures(Protocol):
         or None (``clean``: the placed icons as they are)."""
         if self.calibration == "clean":
             return None
-        alpha = score_model.alpha.cpu()
 
         def seen(image: np.ndarray) -> np.ndarray:
             x0 = torch.from_numpy(image).float().permute(2, 0, 1)[None] * 2 - 1
-            xt = alpha.sqrt() * x0 + (1 - alpha).sqrt() * torch.randn(x0.shape, generator=g)
+            xt = noise_to_level(x0, score_model.alpha.cpu(), g)
             with torch.no_grad():
                 out = score_model.denoise(xt.to(score_model.device)).clamp(-1, 1)
             return (out[0].float().cpu().numpy().transpose(1, 2, 0) + 1) / 2
