@@ -135,6 +135,24 @@ def test_training_free_image_flow_is_orthogonal_to_the_score(kernel, radius):
     assert v.abs().max() > 0
 
 
+def test_a_channel_only_skew_kernel_moves_nothing_along_a_one_colour_icon():
+    """Data of one colour u on a plain background (the dot) vary only along u at each pixel; the
+    published 1 x 1 kernel maps a score along u to D u, orthogonal to u (u.D u = 0), so none of
+    that velocity stays within the icon's colour line. A spatial kernel (radius 1) mixes
+    neighbouring pixels and does move along u. (The dots stay still under both: docs/alife.md.)"""
+    from eqflow.dynamics.skew import circular_conv, skew_kernel
+
+    u = torch.tensor([0.1, 0.3, 0.9], dtype=torch.float64) - 1  # blue dot minus white
+    s = u[None, :, None, None] * torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    along_u = {}
+    for radius in (0, 1):
+        kernel = skew_kernel(3, radius, torch.Generator().manual_seed(1), dtype=torch.float64)
+        v = circular_conv(s, kernel / kernel.norm())
+        along_u[radius] = float((v * u[None, :, None, None]).sum(1).norm() / v.norm())
+    assert along_u[0] < 1e-12
+    assert along_u[1] > 0.1
+
+
 def test_heun_with_the_score_passed_to_the_drift_matches_the_plain_form():
     D = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
     score = lambda x: -x  # noqa: E731
