@@ -109,15 +109,23 @@ class Creatures(Protocol):
         return foreground(frame, bg, self.threshold)
 
     def start_state(
-        self, images: torch.Tensor, size: int, alpha: torch.Tensor, g: torch.Generator
+        self,
+        images: torch.Tensor,
+        size: int,
+        alpha: torch.Tensor,
+        g: torch.Generator,
+        system=None,
     ) -> torch.Tensor:
-        """The SDE's (1, C, size, size) start: uniform noise, or one training scatter tiled over
-        the canvas and noised as x_t = sqrt(a) x0 + sqrt(1 - a) eps. The scatters are periodic,
-        so copies of one join without a seam; tiles of different scatters would cut every
-        creature that crosses a tile's edge (most of them, for icons half the canvas wide)."""
+        """The SDE's (1, C, size, size) start: uniform noise; a fresh scatter drawn by the data
+        ``system`` (:meth:`scatter_state`); or one training scatter of ``images`` tiled over
+        the canvas and noised to the level ``alpha``. The scatters are periodic, so copies of
+        one join without a seam; tiles of different scatters would cut every creature that
+        crosses a tile's edge (most of them, for icons half the canvas wide)."""
         c, h, w = images.shape[1:]
         if self.start == "noise":
             return torch.rand(1, c, size, size, generator=g) * 2 - 1
+        if self.start == "scatter":
+            return self.scatter_state(system, size, alpha, g)
         pick = int(torch.randint(0, len(images), (1,), generator=g))
         reps = (-(-size // h), -(-size // w))
         mosaic = images[pick].float().cpu().repeat(1, *reps)[:, :size, :size]
@@ -126,8 +134,8 @@ class Creatures(Protocol):
     @staticmethod
     def scatter_state(system, size: int, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """A (1, 3, size, size) scatter drawn by the artificial-life data ``system`` on a
-        ``size``-pixel canvas with as many icons per pixel as its training scatters, noised as
-        x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+        ``size``-pixel canvas with as many icons per pixel as its training scatters, noised to
+        the level ``alpha``."""
         if not hasattr(system, "place"):
             raise ValueError(
                 f"measure.creatures.start=scatter draws icons with the artificial-life data "
@@ -146,10 +154,7 @@ class Creatures(Protocol):
         same smoothed by the EMA (what the animation shows)."""
         size = int(data.system.canvas * self.scale)
         alpha = flow.score_model.alpha.cpu()
-        if self.start == "scatter":
-            x0 = self.scatter_state(data.system, size, alpha, g).to(flow.device)
-        else:
-            x0 = self.start_state(data.x, size, alpha, g).to(flow.device)
+        x0 = self.start_state(data.x, size, alpha, g, system=data.system).to(flow.device)
         decay = self.ema**self.frame_every
         smoothed, denoised, state = [], [], {"ema": None}
 
@@ -182,10 +187,11 @@ class Creatures(Protocol):
         or None (``clean``: the placed icons as they are)."""
         if self.calibration == "clean":
             return None
+        alpha = score_model.alpha.cpu()
 
         def seen(image: np.ndarray) -> np.ndarray:
             x0 = torch.from_numpy(image).float().permute(2, 0, 1)[None] * 2 - 1
-            xt = noise_to_level(x0, score_model.alpha.cpu(), g)
+            xt = noise_to_level(x0, alpha, g)
             with torch.no_grad():
                 out = score_model.denoise(xt.to(score_model.device)).clamp(-1, 1)
             return (out[0].float().cpu().numpy().transpose(1, 2, 0) + 1) / 2
