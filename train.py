@@ -1,6 +1,7 @@
 """Train (or build) an equilibrium flow and measure it: `python train.py [experiment=...]`."""
 
 import logging
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -11,13 +12,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from eqflow.config import renamed_override_message
+from eqflow.config import missing_plugin_message, renamed_override_message
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
+from eqflow.hydra_callbacks import ENDED_SWEEPS
 from eqflow.interrupts import stage, stop_on_signals
 from eqflow.pipeline import train
 from eqflow.report import ensemble_member_metrics
 from eqflow.runs import RunLoadError
+from eqflow.sweep_jobs import FINISHED, JobRecord, sweep_summary
 
 log = logging.getLogger("eqflow")
 
@@ -52,7 +55,7 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 
 class JobFailed(RuntimeError):
-    """One job of a multirun failed (already logged): Hydra records it and runs the next job."""
+    """One job of a multirun failed (already logged): it is recorded and the next job runs."""
 
 
 def in_multirun() -> bool:
@@ -67,8 +70,8 @@ def fail(exc: BaseException, code: int) -> None:
     sys.exit(code)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
+    """One run (one job of a multirun): train, evaluate when asked; the optimized metric."""
     with stop_on_signals():
         try:
             result = train(cfg)
@@ -85,6 +88,40 @@ def main(cfg: DictConfig) -> float | None:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
             fail(exc, 2)
     return optimized_value(result.metrics, cfg.get("optimized_metric"), result.output_dir)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """A single run exits non-zero when it fails. A job of a multirun records its outcome in
+    ``<sweep>/jobs/`` and returns: a failed job gives the sweeper NaN (Optuna counts the trial
+    as failed) and the next job runs; ``__main__`` then names the failed jobs and exits 1."""
+    job = JobRecord.of_current_job()
+    if job is None:
+        return run(cfg)
+    job.write("running")
+    try:
+        value = run(cfg)
+    except JobFailed as exc:  # already logged
+        job.write("failed", error=str(exc))
+        return math.nan
+    except Exception as exc:  # an unexpected error: its traceback goes to the job's log
+        log.exception("The job failed")
+        job.write("failed", error=f"{type(exc).__name__}: {exc}")
+        return math.nan
+    except BaseException as exc:  # a signal stops the whole multirun
+        job.write("interrupted", error=f"{type(exc).__name__}: {exc}")
+        raise
+    job.write(FINISHED, objective=value)
+    return value
+
+
+def multirun_exit_code() -> int:
+    """1 with the list of failed jobs on stderr when a multirun of this process had any."""
+    for sweep_dir in ENDED_SWEEPS:
+        if summary := sweep_summary(sweep_dir):
+            print(summary, file=sys.stderr)
+            return 1
+    return 0
 
 
 def optimized_value(metrics: dict, key: str | None, run_dir: Path | None = None) -> float | None:
@@ -113,6 +150,7 @@ def optimized_value(metrics: dict, key: str | None, run_dir: Path | None = None)
 
 
 if __name__ == "__main__":
-    if message := renamed_override_message(sys.argv[1:]):
+    if message := renamed_override_message(sys.argv[1:]) or missing_plugin_message(sys.argv[1:]):
         sys.exit(f"Error: {message}")
     main()
+    sys.exit(multirun_exit_code())

@@ -99,3 +99,23 @@ TINY_LORENZ = [
     "data.n_steps=400",
     "data.burn_in_steps=100",
 ]
+
+
+def run_script(script: str, *args: str, cwd: Path, env: dict | None = None):
+    """``python <script> *args`` from the repository root, W&B offline; the completed process
+    with ``output`` (stdout then stderr: logs go to stdout, Hydra-time errors to stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    done = subprocess.run(
+        [sys.executable, str(Path(CONF).parent / script), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        env=env,
+    )
+    done.output = done.stdout + done.stderr
+    return done

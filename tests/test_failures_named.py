@@ -5,15 +5,13 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import signal_train_when
+from helpers import run_script, signal_train_when
 from omegaconf import OmegaConf
 
 from eqflow.data.files import PointsFromFile, read_points
@@ -58,17 +56,7 @@ CHEAP_EVAL = [
 
 
 def _cli(script, *args, cwd):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=900,
-        env=env,
-    )
-    done.output = done.stdout + done.stderr  # logs go to stdout, Hydra-time errors to stderr
-    return done
+    return run_script(script, *args, cwd=cwd)
 
 
 # ---- 1. a folder that holds a run is never overwritten -----------------------------------------

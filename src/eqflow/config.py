@@ -267,3 +267,25 @@ def renamed_override_message(args: Sequence[str]) -> str | None:
             f"(callbacks now holds the Lightning callbacks only); write {new}"
         )
     return None
+
+
+# the Hydra plugins an override needs and the extra of eqflow's that installs them
+PLUGIN_EXTRAS = {
+    "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "search"),
+}
+
+
+def missing_plugin_message(args: Sequence[str]) -> str | None:
+    """A message naming the install command when an override needs a Hydra plugin that is not
+    installed (Hydra itself would only say that the option is not found)."""
+    import importlib.util
+
+    for arg in args:
+        for prefix, (module, extra) in PLUGIN_EXTRAS.items():
+            if arg.lstrip("+~").startswith(prefix) and importlib.util.find_spec(module) is None:
+                return (
+                    f"{arg} needs the {module.split('.')[-1]} plugin, which is not installed. "
+                    f'Fix: pip install -e ".[{extra}]" (from the eqflow folder)'
+                )
+    return None

@@ -1,6 +1,6 @@
 """Hydra callbacks of train.py (conf/hydra/default.yaml): a run folder that already holds a run is
-refused before Hydra writes into it, and a multirun goes on past a failing job, records every
-job's outcome in ``<sweep>/jobs/`` and ends non-zero naming the jobs that failed."""
+refused before Hydra writes into it, and the folder of a multirun that ended is kept for the
+summary train.py prints of its jobs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from omegaconf.errors import InterpolationResolutionError
 from eqflow.errors import StorageError
 from eqflow.run_folders import existing_run_message, holds_a_run, runs_inside
 from eqflow.storage import writable_folder
-from eqflow.sweep_jobs import JOBS_FOLDER, job_name, planned_jobs, record_job, varying, write_plan
 
 
 def refuse(message: str) -> None:
@@ -63,42 +62,16 @@ class RunFolderGuard(Callback):
 
 
 class SweepJobs(Callback):
-    """A multirun's jobs, each recorded in ``<sweep>/jobs/`` when it ends. A failed job does not
-    stop the others (train.py raises instead of exiting in a multirun, and Hydra's basic launcher
-    runs every job of a batch before it reports a failure); after the last job the multirun
-    exits 1 with the list of failed jobs, before Hydra prints the first one's traceback."""
-
-    def __init__(self) -> None:
-        self.sweep_dir: Path | None = None
-        self.plan: list[list[str]] | None = None
-        self.ended = 0
-        self.failed: list[str] = []
+    """Remembers the multirun's folder, so that train.py can print the summary of its jobs and
+    exit 1 when one failed, after Hydra has returned (the jobs write their own records in
+    ``<sweep>/jobs/``, :mod:`eqflow.sweep_jobs`; nothing here exits or raises)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.plan = planned_jobs(config)
-        write_plan(self.sweep_dir, self.plan)
+        ENDED_SWEEPS.clear()
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if self.sweep_dir is None:  # a single run
-            return
-        self.ended += 1
-        num = int(config.hydra.job.num)
-        overrides = list(job_return.overrides or [])
-        error, objective = None, None
-        if job_return.status.name != "COMPLETED":
-            error = f"{type(job_return._return_value).__name__}: {job_return._return_value}"
-            self.failed.append(f"{job_name(num, varying(overrides, self.plan))}: {error}")
-        elif isinstance(job_return.return_value, (int, float)):
-            objective = float(job_return.return_value)
-        record_job(
-            self.sweep_dir, num, overrides, str(config.hydra.runtime.output_dir), error, objective
-        )
-        if self.plan is not None and self.ended == len(self.plan) and self.failed:
-            print(
-                f"[eqflow] {len(self.failed)} of {self.ended} jobs failed (the others "
-                f"finished; every job's outcome is in {self.sweep_dir / JOBS_FOLDER}):\n  "
-                + "\n  ".join(self.failed),
-                file=sys.stderr,
-            )
-            sys.exit(1)
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        ENDED_SWEEPS.append(Path(str(config.hydra.sweep.dir)))
+
+
+# the folders of the multiruns Hydra ended in this process (read by train.py's __main__)
+ENDED_SWEEPS: list[Path] = []

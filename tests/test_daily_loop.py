@@ -1,0 +1,84 @@
+"""A user's daily loop: seed sweeps that run every job whatever fails, searches that end with
+their best value, with any launcher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from helpers import TINY, run_script
+
+SWEEP_EXPERIMENT = """\
+# @package _global_
+defaults:
+  - toy2d
+hydra:
+  sweeper:
+    params:
+      seed: -1,0,1
+"""
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_a_sweep_from_sweeper_params_runs_every_job_past_a_failed_first_one(tmp_path, launcher):
+    """Seeds given in ``hydra.sweeper.params`` of a config of one's own (not on the command
+    line), the first one invalid: all three jobs run, and the multirun ends with exit 1 and
+    the failed job named."""
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "seed_sweep.yaml").write_text(SWEEP_EXPERIMENT)
+    sweep = tmp_path / "S"
+    done = run_script(
+        "train.py",
+        "-m",
+        f"--config-dir={tmp_path / 'conf'}",
+        "experiment=seed_sweep",
+        *TINY,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *launcher,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.output[-3000:]
+    last = done.stderr.strip().splitlines()
+    assert "1 of 3 jobs failed" in done.stderr and "job 0 (seed=-1)" in done.stderr, last[-5:]
+    assert (sweep / "1" / "flow.pt").exists() and (sweep / "2" / "flow.pt").exists()
+    records = {p.stem: json.loads(p.read_text()) for p in (sweep / "jobs").glob("*.json")}
+    assert {k: r["status"] for k, r in records.items()} == {
+        "0": "failed",
+        "1": "finished",
+        "2": "finished",
+    }
+    assert "seed=-1" in records["0"]["overrides"] and "seed" in records["0"]["error"]
+    assert all(isinstance(records[k]["objective"], float) for k in ("1", "2"))
+
+
+def test_a_three_trial_search_ends_with_its_best_value(tmp_path):
+    sweep = tmp_path / "S"
+    done = run_script(
+        "train.py",
+        "hparams_search=toy2d_optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        *TINY,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.output[-3000:]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    objectives = [
+        json.loads((sweep / "jobs" / f"{n}.json").read_text())["objective"] for n in range(3)
+    ]
+    # the best value is the lowest MMD^2 of the three trials, each the run's own measurement
+    assert result["best_value"] == pytest.approx(min(objectives))
+    metrics = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in range(3)]
+    assert sorted(objectives) == pytest.approx(sorted(m["mmd/final"] for m in metrics))
+    assert set(result["best_params"]) == {
+        "flow.model.lr",
+        "flow.model.hidden",
+        "flow.model.n_freqs",
+    }
