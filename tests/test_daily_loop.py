@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from helpers import TINY, run_script
+from helpers import TINY, compose_train, run_script
 
 SWEEP_EXPERIMENT = """\
 # @package _global_
@@ -82,3 +82,74 @@ def test_a_three_trial_search_ends_with_its_best_value(tmp_path):
         "flow.model.hidden",
         "flow.model.n_freqs",
     }
+
+
+# ---- the score cache: a debug flag never poisons it --------------------------------------------
+
+
+def _score_key(*overrides):
+    from eqflow.score_cache import score_key
+
+    return score_key(compose_train(list(overrides)))
+
+
+def test_the_score_cache_key_holds_the_trainer_settings_that_change_the_fit():
+    plain = _score_key()
+    assert "trainer" not in plain  # the default trainer keeps the entries cached before
+    for flag in (
+        "+trainer.limit_train_batches=1",
+        "+trainer.fast_dev_run=true",
+        "trainer.precision=bf16-mixed",
+        "debug=limit",
+    ):
+        assert _score_key(flag) != plain, flag
+    for neutral in ("trainer.enable_progress_bar=true", "trainer.log_every_n_steps=50"):
+        assert _score_key(neutral) == plain, neutral
+    # the score's own precision decides its fit, whatever the trainer's
+    assert _score_key("+score.precision=bf16-mixed") == _score_key(
+        "+score.precision=bf16-mixed", "trainer.precision=32"
+    )
+
+
+def test_a_debug_run_leaves_the_shared_cache_untouched(tmp_path, monkeypatch):
+    from eqflow import pipeline
+
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("EQFLOW_CACHE_DIR", str(shared))
+    cfg = compose_train(
+        [
+            "debug=fast_dev_run",
+            "measure.lyapunov.steps=20",
+            "measure.lyapunov.burn_in=0",
+            "measure.mmd.steps=5",
+            "measure.figures.steps=10",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ],
+        tiny=False,
+    )
+    result = pipeline.train(cfg)
+    assert not shared.exists()
+    assert result.metrics["score/cache_path"].startswith(str(tmp_path / "run" / "cache"))
+    assert result.metrics["score/cache_hit"] is False
+
+
+def test_an_unsupported_accelerator_names_the_key_and_the_choices():
+    from eqflow.config import validate
+    from eqflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator='tpu'.*one of cpu, gpu, cuda"):
+        validate(compose_train(["trainer.accelerator=tpu"]))
+    with pytest.raises(ConfigError, match=r"trainer\.precision='half'"):
+        validate(compose_train(["trainer.precision=half"]))
+
+
+def test_remeasuring_a_run_with_a_corrupt_metrics_json_says_so(tmp_path, caplog):
+    from eqflow import pipeline
+    from eqflow.runs import measure_run
+
+    result = pipeline.train(compose_train(["logger=none"], tmp_path))
+    (result.output_dir / "metrics.json").write_text('{"mmd/final": 0.1, "lyap')
+    with caplog.at_level("WARNING"):
+        metrics = measure_run(result.output_dir, tmp_path / "again", str(tmp_path / "cache"))
+    assert "unreadable" in caplog.text and str(result.output_dir / "metrics.json") in caplog.text
+    assert isinstance(metrics["mmd/final"], float)

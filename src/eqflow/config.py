@@ -27,6 +27,10 @@ _MISSING = object()
 # Lightning's precisions for the score model's fit (null: the trainer's); bf16-mixed runs the
 # convolutions in bfloat16 (weights and the cached model stay float32)
 SCORE_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+# the trainer's: Lightning's names and its integer shorthands
+TRAINER_PRECISIONS = ("64-true", "32-true", "bf16-mixed", "16-mixed", "bf16-true", 64, 32)
+# where the trainer runs; Lightning's others (tpu, hpu) are not supported by eqflow
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ INT_POS, INT_NONNEG, NUM_POS, NUM_NONNEG = (
 RULES: dict[str, Rule] = {
     "seed": INT_NONNEG,
     "trainer.max_epochs": INT_NONNEG,
+    "trainer.accelerator": Rule(str, choices=ACCELERATORS),
+    "trainer.precision": Rule(str, choices=TRAINER_PRECISIONS),
     "data.n_samples": INT_POS,
     "data.std": NUM_POS,
     "data.noise": NUM_NONNEG,

@@ -141,6 +141,10 @@ def measure_run(
     overriding config keys, e.g. ``{"measure.patterns.n_starts": 8}``) into ``output_dir``;
     returns the metrics written there."""
     run = load_run(run_dir, cache_dir, need_metrics=False)
+    try:
+        read_metrics(run_dir)
+    except ValueError as exc:  # measured again below, from the run's flow.pt and config
+        log.warning("The run's own metrics are unreadable, so they are measured anew: %s", exc)
     with open_dict(run.cfg):
         for key, value in (settings or {}).items():
             OmegaConf.update(run.cfg, key, value, merge=False)

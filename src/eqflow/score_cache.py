@@ -18,11 +18,57 @@ class MissingScoreError(FileNotFoundError):
     """A run is read back but its score model is not in the cache (reading never trains)."""
 
 
+# trainer keys that leave what the score model learns unchanged: where it runs and what it
+# prints, or set by the score's own fit (max_epochs is score.epochs, gradient clipping is
+# score.gradient_clip_val; see eqflow.score_stage.train_score)
+NEUTRAL_TRAINER_KEYS = frozenset(
+    {
+        "_target_",
+        "accelerator",
+        "enable_model_summary",
+        "enable_progress_bar",
+        "log_every_n_steps",
+        "default_root_dir",
+        "max_epochs",
+        "gradient_clip_val",
+        "logger",
+        "callbacks",
+        "plugins",
+        "num_sanity_val_steps",
+    }
+)
+# the values every score model cached before the trainer was in the key was fitted with: a
+# trainer left at them adds nothing to the key, so those entries stay valid
+BASELINE_TRAINER = {"devices": (1, "1"), "precision": (32, "32", "32-true"), "strategy": ("auto",)}
+
+
+def score_fit_settings(cfg: DictConfig) -> dict:
+    """The trainer settings that change the score model's fit (``limit_train_batches``,
+    ``fast_dev_run``, ``overfit_batches``, ``precision``, several devices, ...): the trainer
+    config without its neutral keys and its baseline values."""
+    trainer = cfg.get("trainer") or {}
+    fit_keys = [k for k in trainer if k not in NEUTRAL_TRAINER_KEYS]  # unresolved: paths aside
+    settings = {
+        k: plain_container(trainer[k])
+        for k in fit_keys
+        if plain_container(trainer[k]) not in BASELINE_TRAINER.get(k, ())
+    }
+    if cfg.score.get("precision") is not None:  # the score's own precision wins (score_stage)
+        settings.pop("precision", None)
+    return settings
+
+
 def score_key(cfg: DictConfig) -> dict:
+    """What a cached score model depends on: the data, the score config and the trainer
+    settings its fit inherits, so that a debug flag (``+trainer.limit_train_batches=1``) makes
+    an entry of its own instead of the one every later run would read."""
     score = plain_container(cfg.score)
     if score.get("precision") is None:  # unset: the key of the caches made before the option
         score.pop("precision", None)
-    return {**data_key(cfg), "score": score}
+    key = {**data_key(cfg), "score": score}
+    if fit := score_fit_settings(cfg):
+        key["trainer"] = fit
+    return key
 
 
 def make_score(cfg: DictConfig, snapshots: Snapshots) -> Score:

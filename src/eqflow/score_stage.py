@@ -72,7 +72,7 @@ def train_score(
         every_epoch_checkpoint(resume_dir),
         *sample_callbacks(cfg, model, snapshots.x, score_dir),
     ]
-    precision = cfg.score.get("precision")  # in the cache key, unlike trainer.precision
+    precision = cfg.score.get("precision")  # else the trainer's (both in the cache key)
     trainer = make_trainer(
         cfg,
         **({"precision": precision} if precision else {}),
