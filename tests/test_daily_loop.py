@@ -144,10 +144,15 @@ def test_an_unsupported_accelerator_names_the_key_and_the_choices():
 
 
 def test_remeasuring_a_run_with_a_corrupt_metrics_json_says_so(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
     from eqflow import pipeline
     from eqflow.runs import measure_run
 
-    result = pipeline.train(compose_train(["logger=none"], tmp_path))
+    cfg = compose_train(["logger=none"], tmp_path)
+    result = pipeline.train(cfg)
+    (result.output_dir / ".hydra").mkdir()
+    (result.output_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (result.output_dir / "metrics.json").write_text('{"mmd/final": 0.1, "lyap')
     with caplog.at_level("WARNING"):
         metrics = measure_run(result.output_dir, tmp_path / "again", str(tmp_path / "cache"))
