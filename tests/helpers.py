@@ -32,6 +32,20 @@ def compose_train(overrides, tmp_path: Path | None = None, tiny: bool = True):
         return compose("train", overrides=(TINY if tiny else []) + extra + list(overrides))
 
 
+# evaluate.py on a tiny sweep in seconds
+CHEAP_EVAL = [
+    "logger=none",
+    "n_points=64",
+    "n_baselines=2",
+    "chaos.long_horizon=0",
+    "chaos.settings.steps=20",
+    "chaos.settings.burn_in=0",
+    "mmd.steps=3",
+    "mmd.n_points=32",
+    "umap.n_neighbors=2",
+]
+
+
 # Gray-Scott "maze" survives on small grids; 32 x 32 is the smallest size the 3-level U-Net takes
 # comfortably (divisible by 8).
 TINY_PATTERNS = [

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from helpers import TINY, compose_train, run_script
+from helpers import CHEAP_EVAL, TINY, compose_train, run_script
 
 SWEEP_EXPERIMENT = """\
 # @package _global_
@@ -158,3 +158,73 @@ def test_remeasuring_a_run_with_a_corrupt_metrics_json_says_so(tmp_path, caplog)
         metrics = measure_run(result.output_dir, tmp_path / "again", str(tmp_path / "cache"))
     assert "unreadable" in caplog.text and str(result.output_dir / "metrics.json") in caplog.text
     assert isinstance(metrics["mmd/final"], float)
+
+
+# ---- W&B: runs that compare --------------------------------------------------------------------
+
+
+def _wandb_log(folder) -> bytes:
+    """The bytes of the offline W&B run(s) under ``folder``: their records (config, tags,
+    artifacts) as W&B wrote them for ``wandb sync``."""
+    files = sorted(folder.glob("wandb/offline-run-*/*.wandb"))
+    assert files, f"no offline W&B run under {folder}"
+    return b"".join(f.read_bytes() for f in files)
+
+
+def test_a_sweep_and_its_evaluation_form_one_wandb_group_with_artifacts(tmp_path):
+    sweep = tmp_path / "2026-12-06_10-00-00"
+    done = run_script(
+        "train.py",
+        "-m",
+        "seed=0,1",
+        "tags=[trial]",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.output[-3000:]
+    jobs = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in (0, 1)]
+    assert {m["wandb/group"] for m in jobs} == {"toy2d-2026-12-06_10-00-00"}
+    assert len({m["wandb/name"] for m in jobs}) == 2 and len({m["wandb/run_id"] for m in jobs}) == 2
+    for n, metrics in enumerate(jobs):
+        record = _wandb_log(sweep / str(n))
+        assert metrics["wandb/run_id"].encode() in record
+        assert f"seed={n}".encode() in record and b"trial" in record  # tags
+        assert b"flow-" in record and b"score-model" in record  # the artifacts
+    evaluation = tmp_path / "eval"
+    done = run_script(
+        "evaluate.py",
+        f"sweep={sweep}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *[o for o in CHEAP_EVAL if not o.startswith("logger")],
+        f"hydra.run.dir={evaluation}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.output[-3000:]
+    rows = (evaluation / "runs.csv").read_text().splitlines()
+    assert rows[0].startswith("run,seed,mmd/final") and len(rows) == 3
+    assert float(rows[1].split(",")[2]) == pytest.approx(jobs[0]["mmd/final"], rel=1e-5)
+    record = _wandb_log(evaluation)
+    assert b"toy2d-2026-12-06_10-00-00" in record and b"evaluation" in record
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    from eqflow import pipeline
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    first = pipeline.train(compose_train(["logger=wandb"], tmp_path))
+    ckpt = first.output_dir / "checkpoints" / "last.ckpt"
+    cfg = compose_train(
+        [
+            "logger=wandb",
+            f"ckpt_path={ckpt}",
+            "trainer.max_epochs=3",
+            f"paths.output_dir={tmp_path / 'resumed'}",
+        ],
+        tmp_path,
+    )
+    resumed = pipeline.train(cfg)
+    assert resumed.metrics["wandb/run_id"] == first.metrics["wandb/run_id"]
+    assert resumed.metrics["wandb/name"] == first.metrics["wandb/name"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_script, signal_train_when
+from helpers import CHEAP_EVAL, run_script, signal_train_when
 from omegaconf import OmegaConf
 
 from eqflow.data.files import PointsFromFile, read_points
@@ -41,17 +41,6 @@ TINY = [
     "measure.mmd.steps=5",
     "measure.figures.steps=10",
     "measure.fidelity.n_points=64",
-]
-CHEAP_EVAL = [
-    "logger=none",
-    "n_points=64",
-    "n_baselines=2",
-    "chaos.long_horizon=0",
-    "chaos.settings.steps=20",
-    "chaos.settings.burn_in=0",
-    "mmd.steps=3",
-    "mmd.n_points=32",
-    "umap.n_neighbors=2",
 ]
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eqflow.analysis import analyse
+from eqflow.analysis.uniqueness import csv_text
 from eqflow.config import EVALUATE_RULES, validate
-from eqflow.report import write_report
-from eqflow.runs import measure_run
+from eqflow.report import Report, read_metrics, write_report
+from eqflow.runs import load_config, measure_run, named_run_dirs
 from eqflow.storage import writable_folder
 from eqflow.sweep_jobs import unfinished_jobs
 
@@ -37,6 +38,7 @@ def evaluate_sweep(cfg: DictConfig) -> dict:
             + "; ".join(f"{k}: {v}" for k, v in jobs.items())
         ) from exc
     report.failed = {**jobs, **report.failed}
+    add_runs_table(report, cfg.sweep)
     headline = write_report(report, out, cfg)
     log.info("Evaluation written to %s", out)
     if report.failed:
@@ -56,3 +58,35 @@ def evaluate_run(
 ) -> dict:
     """Re-compute a finished run's end-of-fit metrics into ``output_dir``."""
     return measure_run(run_dir, output_dir, cache_dir, loggers)
+
+
+# the columns of the per-run table, where any run measured them
+RUN_COLUMNS = (
+    "mmd/final",
+    "mmd/noise_floor",
+    "residual/relative",
+    "fidelity/cos_truth",
+    "lyapunov/max",
+    "creatures/whole_share_late",
+    "time/total_s",
+)
+
+
+def add_runs_table(report: Report, sweep: str | Path) -> None:
+    """One row per run of the sweep with its key metrics (``runs.csv`` and the W&B table
+    ``runs``); the runs' recorded W&B group becomes the report's, so the evaluation's W&B run
+    sits beside the runs it evaluates."""
+    rows, groups = [], []
+    for run_dir, name in named_run_dirs(sweep).items():
+        try:
+            metrics = read_metrics(run_dir)
+        except ValueError:  # already named in the report's left-out runs
+            continue
+        groups.append(metrics.get("wandb/group"))
+        rows.append({"run": name, "seed": load_config(run_dir).get("seed"), **metrics})
+    columns = ["run", "seed", *(c for c in RUN_COLUMNS if any(c in r for r in rows))]
+    table = [{c: r.get(c, "") for c in columns} for r in rows]
+    report.tables["runs"] = (columns, [[r[c] for c in columns] for r in table])
+    report.files["runs.csv"] = csv_text(columns, table)
+    if recorded := next((g for g in groups if g), None):
+        report.group = recorded

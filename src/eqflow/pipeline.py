@@ -37,12 +37,14 @@ from eqflow.report import (
     log_to_loggers,
     read_metrics,
     update_metrics,
+    wandb_identity,
     write_json_atomic,
     write_text_atomic,
 )
 from eqflow.run_folders import ENSEMBLE_MARKER
 from eqflow.score_stage import load_score
 from eqflow.storage import RUN_FOLDER
+from eqflow.wandb_runs import log_artifact, run_group
 
 log = logging.getLogger(__name__)
 
@@ -79,36 +81,73 @@ def train(cfg: DictConfig) -> RunResult:
     flow = build_flow(cfg, score, snapshots.x)
     if checkpoint is not None:
         check_checkpoint_matches(checkpoint, cfg.ckpt_path, flow)
-    loggers = build_loggers(cfg)
     info = {**data_info, **{k: v for k, v in score_info.items() if k != "loss_history"}}
-    update_metrics(output_dir, {**info, "status": "running"})
+    data = SnapshotData(system, snapshots)
+    steps = fit_logged(cfg, flow, data, protocols, callbacks, info, score_info)
+    if isinstance(flow, EnsembleMixin):
+        try:
+            with stage(
+                "writing and measuring the ensemble's members",
+                "the fit is kept in "
+                f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
+                "to write the members again",
+            ):
+                write_members(cfg, flow, protocols, data, output_dir, info, score_info, steps)
+        except BaseException as exc:
+            update_metrics(output_dir, {"status": f"incomplete: {type(exc).__name__}: {exc}"})
+            raise
+    update_metrics(output_dir, {"time/total_s": time.perf_counter() - start})
+    return RunResult(output_dir, finished_metrics(output_dir), flow)
+
+
+def fit_logged(
+    cfg: DictConfig,
+    flow,
+    data: SnapshotData,
+    protocols: list[Protocol],
+    callbacks: list,
+    info: dict,
+    score_info: dict,
+) -> int:
+    """The run's own logged part, from its loggers' start to their end: fit and measure the
+    flow (an ensemble: fit only), write flow.pt and its artifacts. An ensemble's run ends here,
+    before its members open runs of their own. Returns the fit's last step."""
+    output_dir = Path(cfg.paths.output_dir)
+    loggers = build_loggers(cfg)
+    update_metrics(output_dir, {**info, **wandb_identity(loggers), "status": "running"})
     samples = sorted((output_dir / "score" / "samples").glob("samples_epoch*.png"))
     if samples:  # the score model was trained in this run: show its last samples
         log_figure(loggers, "score/samples", samples[-1])
     status = "failed"
     try:
-        fit_seconds = fit_and_measure(
-            cfg,
-            flow,
-            SnapshotData(system, snapshots),
-            protocols,
-            callbacks,
-            loggers,
-            info,
-            score_info["loss_history"],
+        fit_seconds, steps = fit_and_measure(
+            cfg, flow, data, protocols, callbacks, loggers, score_info["loss_history"]
         )
-        update_metrics(
-            output_dir,
-            {"time/flow_fit_s": fit_seconds, "time/total_s": time.perf_counter() - start},
-        )
+        update_metrics(output_dir, {"time/flow_fit_s": fit_seconds})
+        if isinstance(flow, EnsembleMixin):
+            info["time/ensemble_fit_s"] = fit_seconds
         atomic_torch_save({"state_dict": flow.state_dict()}, output_dir / "flow.pt", RUN_FOLDER)
+        log_run_artifacts(loggers, output_dir, score_info["score/cache_path"])
         status = "success"
     except BaseException as exc:
         update_metrics(output_dir, {"status": f"incomplete: {type(exc).__name__}: {exc}"})
         raise
     finally:
         finish_loggers(loggers, status)
-    return RunResult(output_dir, finished_metrics(output_dir), flow)
+    return steps
+
+
+def log_run_artifacts(loggers: list, run_dir: Path, score_path: str | None) -> None:
+    """The flow (weights, metrics, config) and the score model it used, as W&B artifacts of the
+    run (the score's is the same artifact version for every run that shares it)."""
+    log_artifact(
+        loggers,
+        f"flow-{run_dir.parent.name}-{run_dir.name}",
+        "flow",
+        [run_dir / "flow.pt", run_dir / "metrics.json", run_dir / ".hydra" / "config.yaml"],
+    )
+    if score_path:
+        log_artifact(loggers, f"score-{Path(score_path).stem}", "score-model", [Path(score_path)])
 
 
 def finished_metrics(output_dir: Path) -> dict:
@@ -127,17 +166,18 @@ def fit_and_measure(
     protocols: list[Protocol],
     callbacks: list,
     loggers: list,
-    info: dict,
     score_losses: list[float],
-) -> float:
-    """Fit a trainable flow and measure it (an ensemble: then write and measure its members),
-    or measure a training-free one; the seconds this took and the loss figure."""
+) -> tuple[float, int]:
+    """Fit a trainable flow and measure it (an ensemble's members are measured by
+    :func:`write_members`), or measure a training-free one; the seconds this took and the
+    fit's last step, and the loss figure."""
     output_dir = Path(cfg.paths.output_dir)
     fit_start = time.perf_counter()
     history = LossHistory()
     ensemble = isinstance(flow, EnsembleMixin)
+    steps = 0
     if flow.trainable:
-        fit_flow(
+        steps = fit_flow(
             cfg,
             flow,
             data.system,
@@ -156,23 +196,7 @@ def fit_and_measure(
             measure_and_record(protocols, flow, data, int(cfg.seed), output_dir, loggers)
     fit_seconds = time.perf_counter() - fit_start
     loss_figure(output_dir, loggers, history.values, score_losses)
-    if ensemble:
-        with stage(
-            "writing and measuring the ensemble's members",
-            "the fit is kept in "
-            f"{output_dir / 'checkpoints' / 'last.ckpt'}; resume with that ckpt_path= "
-            "to write the members again",
-        ):
-            write_members(
-                cfg,
-                flow,
-                protocols,
-                data,
-                output_dir,
-                {**info, "time/ensemble_fit_s": fit_seconds},
-                score_losses,
-            )
-    return fit_seconds
+    return fit_seconds, steps
 
 
 def fit_flow(
@@ -184,9 +208,10 @@ def fit_flow(
     measure: list,
     loggers: list,
     output_dir: Path,
-) -> None:
+) -> int:
     """Fit a trainable flow (an ensemble on batches of every member), resuming from
-    ``cfg.ckpt_path``; a SIGTERM ends it with :class:`RunInterrupted` (a non-zero exit)."""
+    ``cfg.ckpt_path``; a SIGTERM ends it with :class:`RunInterrupted` (a non-zero exit).
+    Returns the fit's last global step (the step axis every logged value of the run shares)."""
     if isinstance(flow, EnsembleMixin):
         dm = EnsembleDataModule(system, snapshots, cfg.flow.batch_size, flow.hparams.seeds)
     else:
@@ -211,6 +236,7 @@ def fit_flow(
         raise RunInterrupted(
             f"the run was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; {advice}"
         )
+    return trainer.global_step
 
 
 def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
@@ -218,6 +244,7 @@ def member_config(cfg: DictConfig, seed: int, output_dir: Path) -> DictConfig:
     ``output_dir``."""
     member = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     with open_dict(member):
+        member.group = run_group(cfg)  # the ensemble's: its members are one W&B group
         member.seed = int(seed)
         member.flow.ensemble = 1
         member.paths.output_dir = str(output_dir)
@@ -231,7 +258,8 @@ def write_members(
     data: SnapshotData,
     output_dir: Path,
     info: dict,
-    score_losses: list[float],
+    score_info: dict,
+    steps: int,
 ) -> list[Path]:
     """One folder per member, ``seed<s>/``, laid out like a multirun's job: its config (as a
     single run of that seed), ``flow.pt``, ``metrics.json`` from the protocols (run on all
@@ -261,12 +289,16 @@ def write_members(
         loggers = build_loggers(configs[k])
         status = "failed"
         try:
+            update_metrics(folder, wandb_identity(loggers))
             losses = [epoch[k] for epoch in flow.member_losses]
+            per_epoch = steps // max(len(losses), 1)  # the step axis of a single run's fit
             for epoch, value in enumerate(losses):
-                log_to_loggers(loggers, {"train/loss": value}, step=epoch)
-            send_to_loggers(loggers, measured[k], step=len(losses))
-            loss_figure(folder, loggers, losses, score_losses)
+                row = {"train/loss": value, "epoch": epoch}
+                log_to_loggers(loggers, row, step=(epoch + 1) * per_epoch - 1)
+            send_to_loggers(loggers, measured[k], step=steps)
+            loss_figure(folder, loggers, losses, score_info["loss_history"])
             atomic_torch_save({"state_dict": member.state_dict()}, folder / "flow.pt", RUN_FOLDER)
+            log_run_artifacts(loggers, folder, score_info["score/cache_path"])
             update_metrics(folder, {"status": "finished"})
             status = "success"
         finally:

@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from eqflow.run_folders import ENSEMBLE_MARKER
 from eqflow.storage import atomic_write
+from eqflow.wandb_runs import log_artifact
 
 
 def _jsonable(value: Any) -> Any:
@@ -137,26 +138,33 @@ def flatten(tree: Any, prefix: str = "") -> dict:
 
 def build_loggers(cfg: DictConfig, log_config: bool = True) -> list:
     """The loggers ``cfg.logger`` names (``logger=wandb|csv|none``), with the flattened config
-    as their hyper-parameters. An ensemble's own W&B run (its fit) is named for its seeds; its
-    members get runs of their own (see :func:`eqflow.pipeline.write_members`)."""
+    as their hyper-parameters. A W&B logger is placed by :func:`eqflow.wandb_runs.wandb_settings`
+    (group, name, tags, a resumed run's id) where its config leaves them unset; an ensemble's
+    own run (its fit) stays out of its members' group."""
+    from eqflow.wandb_runs import wandb_settings
+
     members = int(OmegaConf.select(cfg, "flow.ensemble", default=1) or 1)
-    overrides = {}
-    if members > 1:
-        seed = int(cfg.seed)
-        overrides["wandb"] = {
-            "name": f"{cfg.name}-ensemble-seeds{seed}-{seed + members - 1}",
-            "job_type": "train-ensemble",
-        }
-    loggers = [
-        instantiate(node, **overrides.get(key, {}))
-        for key, node in (cfg.get("logger") or {}).items()
-        if node
-    ]
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if not node:
+            continue
+        extra = {}
+        if key == "wandb":
+            placed = wandb_settings(cfg, ensemble_fit=members > 1)
+            extra = {k: v for k, v in placed.items() if k in ("id", "resume") or not node.get(k)}
+        loggers.append(instantiate(node, **extra))
     if log_config:
         flat = flatten(OmegaConf.to_container(cfg, resolve=True))
         for logger in loggers:
             logger.log_hyperparams(flat)
     return loggers
+
+
+def wandb_identity(loggers: list) -> dict:
+    """The W&B run id, group and name of the W&B logger among ``loggers`` (for metrics.json)."""
+    from eqflow.wandb_runs import identity
+
+    return next((identity(lg) for lg in loggers if isinstance(lg, WandbLogger)), {})
 
 
 def finish_loggers(loggers: list, status: str = "success") -> None:
@@ -253,7 +261,8 @@ def log_report(report: Report, out: Path, cfg: DictConfig) -> None:
         "wandb": {
             "group": report.group,
             "job_type": "evaluate",
-            "name": f"{report.group}-evaluate",
+            "name": f"{report.group}-evaluate-{out.name}",
+            "tags": [str(t) for t in (cfg.get("tags") or [])],
             "save_dir": str(out),
         },
         "csv": {"save_dir": str(out)},
@@ -281,4 +290,6 @@ def log_report(report: Report, out: Path, cfg: DictConfig) -> None:
                 logger.experiment.summary[k] = v
         else:
             logger.log_metrics(scalars(report.scalars))
+    report_files = [out / "report.md", out / "summary.json", *sorted(out.glob("*.csv"))]
+    log_artifact(loggers, f"evaluation-{report.group}-{out.name}", "evaluation", report_files)
     finish_loggers(loggers)
