@@ -228,3 +228,25 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     resumed = pipeline.train(cfg)
     assert resumed.metrics["wandb/run_id"] == first.metrics["wandb/run_id"]
     assert resumed.metrics["wandb/name"] == first.metrics["wandb/name"]
+
+
+# ---- long work says what it does ---------------------------------------------------------------
+
+
+def test_each_measurement_is_announced_with_its_seconds(tmp_path, caplog):
+    from eqflow import pipeline
+
+    with caplog.at_level("INFO", logger="eqflow"):
+        pipeline.train(compose_train(["logger=none"], tmp_path))
+    for name in ("mmd", "lyapunov", "residual"):
+        assert f"Measuring {name} ..." in caplog.text
+        assert f"Measuring {name}: done in" in caplog.text
+
+
+def test_progress_bars_follow_the_environment(monkeypatch):
+    from eqflow.progress import bar
+
+    monkeypatch.setenv("EQFLOW_PROGRESS", "0")
+    assert bar(3, "x").disable
+    monkeypatch.setenv("EQFLOW_PROGRESS", "1")
+    assert not bar(3, "x").disable

@@ -12,6 +12,7 @@ import torch
 
 from eqflow import plots
 from eqflow.errors import NonFiniteLossError
+from eqflow.progress import announced
 from eqflow.protocols.base import Measurement, Protocol
 from eqflow.report import log_figure, log_to_loggers, log_video, update_metrics
 
@@ -48,15 +49,16 @@ def measure_flows(
         f.eval()
     try:
         for protocol in protocols:
-            start = time.perf_counter()
-            with torch.no_grad():
+            timing: dict = {}
+            what = f"Measuring {protocol.name}" + (f" of {len(flows)} flows" if flows[1:] else "")
+            with announced(what, timing, "s"), torch.no_grad():
                 results = protocol.measure_many(
                     flows,
                     data,
                     [torch.Generator().manual_seed(int(s)) for s in seeds],
                     [d / "figures" for d in dirs],
                 )
-            seconds = (time.perf_counter() - start) / len(flows)  # per flow, batched or not
+            seconds = timing["s"] / len(flows)  # per flow, batched or not
             for result, total, folder in zip(results, merged, dirs):
                 if result.values:
                     values = {**result.values, f"time/{protocol.name}_s": seconds}

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from eqflow.metrics.lyapunov import REST_SPEED
 from eqflow.metrics.residual import continuity_residual
 from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
+from eqflow.progress import announced
 from eqflow.protocols.chaos import (
     SUSTAINED_RATIO,
     Chaos,
@@ -400,12 +399,9 @@ class StudyMeasurements:
     timings: dict = field(default_factory=dict)
 
 
-@contextmanager
 def _timed(timings: dict, name: str):
-    """Adds the block's seconds to ``timings["<name>_s"]``."""
-    t = time.perf_counter()
-    yield
-    timings[f"{name}_s"] = time.perf_counter() - t
+    """Logs the stage when it starts and ends; its seconds go to ``timings["<name>_s"]``."""
+    return announced(f"Study: {name}", timings, f"{name}_s")
 
 
 def measure_study(root: Path, cfg: DictConfig, out: Path) -> StudyMeasurements:

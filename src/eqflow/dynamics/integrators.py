@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torchdiffeq import odeint
 
+from eqflow.progress import bar, progress_range
+
 
 @torch.no_grad()
 def integrate_ode(
@@ -18,13 +20,16 @@ def integrate_ode(
 ) -> torch.Tensor:
     """Trajectory of ``dx/dt = f(x)`` with a fixed step: shape ``(steps + 1, *x0.shape)``."""
     t = torch.arange(steps + 1, dtype=torch.float64) * dt
-    return odeint(
-        lambda _t, x: f(x),
-        x0,
-        t.to(x0.dtype).to(x0.device),
-        method=method,
-        options={"step_size": dt},
-    )
+    evaluations = {"rk4": 4, "euler": 1, "midpoint": 2}.get(method)
+    with bar(steps * evaluations if evaluations else None, "ODE field evaluations") as b:
+
+        def counted(_t, x):
+            b.update()
+            return f(x)
+
+        return odeint(
+            counted, x0, t.to(x0.dtype).to(x0.device), method=method, options={"step_size": dt}
+        )
 
 
 @torch.no_grad()
@@ -58,7 +63,7 @@ def sde_heun(
 
     x = x0
     noise_scale = (2 * eta * dt) ** 0.5
-    for k in range(steps):
+    for k in progress_range(steps, "SDE steps"):
         if noise is not None:
             e = noise(x)
         else:  # drawn where the generator lives (a CPU generator also serves CUDA states)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from eqflow.progress import progress_range
+
 # mean speed below which a trajectory counts as having come to rest on a fixed point
 REST_SPEED = 1e-3
 
@@ -94,7 +96,7 @@ def max_lyapunov_groups(
     speed = torch.zeros_like(log_growth)
     alive = torch.ones(n, dtype=torch.bool, device=x.device)
     recorded = None
-    for k in range(steps):
+    for k in progress_range(steps, "Lyapunov exponents"):
         pair = rk4_step(f, pair, dt)
         x, twin = pair[:n], pair[n:]
         speed += f(x).norm(dim=-1)
