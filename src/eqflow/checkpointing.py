@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically; a failed write names the file and ``setting``, the
-    override that moves it (the run folder's, or the cache's for the score model's)."""
+    override that moves it (the run folder's, or the cache's for the score model's).
+
+    Lightning's own ``TorchCheckpointIO`` serialises to memory and then writes the file in
+    place (``_atomic_save``: atomic with respect to serialisation, not to the file system), so
+    a process killed during the write leaves a truncated ``last.ckpt``; hence the rename here."""
 
     def __init__(self, setting: str = RUN_FOLDER):
         super().__init__()

@@ -178,7 +178,9 @@ def finish_loggers(loggers: list, status: str = "success") -> None:
 
 def git_commit() -> str:
     """The source's commit, with ``-dirty`` when tracked files have changes; ``unknown``
-    outside git."""
+    outside git. (W&B records the commit of a run's working directory too, but only with the
+    W&B logger on and only of the folder the command ran in; report.md needs eqflow's own,
+    with any logger.)"""
 
     def git(*args):
         return subprocess.run(
