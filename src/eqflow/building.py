@@ -42,9 +42,9 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
     if members > 1:
         if flow_class not in ENSEMBLES:
             raise ConfigError(
-                f"flow.ensemble={members} trains learned flows together; "
-                f"{cfg.flow.model._target_} has nothing to train (sweep its seeds "
-                f"with -m seed=...) or set flow.ensemble=1"
+                f"flow.ensemble={members} trains learned flows together as one batched model, "
+                f"which {cfg.flow.model._target_} does not have: sweep its seeds with "
+                f"-m seed=... or set flow.ensemble=1"
             )
         settings = OmegaConf.to_container(cfg.flow.model, resolve=True)
         settings.pop("_target_")

@@ -169,6 +169,7 @@ RULES: dict[str, Rule] = {
     "flow.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
     "flow.model.divergence": Rule(str, choices=METHODS),
     "flow.model.n_probes": INT_POS,
+    "flow.model.rank": INT_POS,
     "flow.model.probe": Rule(str, choices=PROBES),
     "flow.model.estimator": Rule(str, choices=ESTIMATORS),
     "flow.model.relax_epochs": INT_NONNEG,
