@@ -103,3 +103,30 @@ def test_a_run_with_the_scalable_exact_flow_is_exact_and_moves(tmp_path):
     assert metrics["residual/relative"] < 1e-10  # measured in float64
     assert metrics["residual/rms_v_dot_s"] > 0.05  # not a flow at rest
     assert metrics["lyapunov/mean_speed"] > 0.1
+
+
+def test_a_lowrank_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
+    from helpers import compose_train
+    from test_exact import TINY_LORENZ
+
+    from eqflow import pipeline
+    from eqflow.models import LowRankExactFlow
+    from eqflow.runs import load_run
+
+    def train(overrides, out):
+        cfg = compose_train(
+            [*TINY_LORENZ, "flow=exact_lowrank", "flow.model.hidden=[16]", *overrides], tmp_path
+        )
+        cfg.paths.output_dir = str(tmp_path / out)
+        return pipeline.train(cfg)
+
+    ens = train(["seed=3", "flow.ensemble=2"], "ens")
+    single = train(["seed=4"], "single")
+    run = load_run(ens.output_dir / "seed4")
+    assert isinstance(run.flow, LowRankExactFlow)
+    for key, value in single.flow.state_dict().items():
+        assert torch.allclose(run.flow.state_dict()[key], value, rtol=1e-4, atol=1e-5), key
+    assert run.metrics["mmd/final"] == pytest.approx(
+        single.metrics["mmd/final"], rel=1e-3, abs=1e-6
+    )
+    assert run.metrics["residual/relative"] < 1e-10

@@ -21,6 +21,7 @@ from eqflow.data.datamodule import Rows
 from eqflow.dynamics.divergence import probe_vectors
 from eqflow.errors import check_finite_loss
 from eqflow.models.exact import ExactFlowModule
+from eqflow.models.exact_lowrank import LowRankExactFlow, lowrank_exact_field
 from eqflow.models.flow import EquilibriumFlowModule
 from eqflow.models.score import Score
 from eqflow.nets.batched import BatchedFlowMLP
@@ -193,6 +194,59 @@ class ExactEnsembleFlowModule(EnsembleMixin, ExactFlowModule):
         return flow.to(self.device).eval()
 
 
+class LowRankExactEnsemble(EnsembleMixin, LowRankExactFlow):
+    """``len(seeds)`` :class:`LowRankExactFlow` members as one model: their hollow networks side
+    by side (each member's step is its own pass, not one stacked one), each member's noise and
+    probes from its own generator, so member k is the flow a single run of ``seeds[k]`` trains."""
+
+    def __init__(self, score: Score, dim: int, seeds: Sequence[int], **flow_settings):
+        members, generators = seeded_members(
+            lambda: LowRankExactFlow(score, dim, **flow_settings), seeds
+        )
+        super().__init__(score, dim, **flow_settings)
+        self.save_hyperparameters(ignore=["score"])  # adds seeds
+        del self.net
+        self.nets = torch.nn.ModuleList(m.net for m in members)
+        self.running_sq = torch.cat([m.running_sq for m in members])
+        self._init_streams(generators)
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's field: (B, d) or (K, B, d) in (row block k to member k), (K, B, d) out."""
+        if x.ndim == 2:
+            x = x.expand(self.n_members, *x.shape)
+        scale = torch.sqrt(self.hparams.dim / self.running_sq).to(x)
+        fields = [lowrank_exact_field(n, xk, self.score(xk)) for n, xk in zip(self.nets, x)]
+        return torch.stack(fields) * scale[:, None, None]
+
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each member's loss (K,) on its batch of ``x0`` (K, B, d)."""
+        x = self.noised(x0)
+        per_member = [
+            self.strain_parts(net, xk, g) for net, xk, g in zip(self.nets, x, self.generators)
+        ]
+        parts = {key: torch.stack([p[key] for p in per_member]) for key in per_member[0]}
+        if self.training:
+            with torch.no_grad():
+                self.running_sq.lerp_(parts["mean_sq"].detach(), self.hparams.norm_momentum)
+        return parts
+
+    @torch.no_grad()
+    def calibrate(self, x0: torch.Tensor) -> None:
+        points = self.calibration_points(x0)
+        for k, (net, xk) in enumerate(zip(self.nets, points)):
+            total = sum(
+                lowrank_exact_field(net, c, self.score(c)).pow(2).sum() for c in xk.split(4096)
+            )
+            self.running_sq[k] = total / xk.shape[0]
+
+    def member(self, k: int) -> LowRankExactFlow:
+        """Member ``k`` as a plain :class:`LowRankExactFlow` (the score model shared)."""
+        flow = LowRankExactFlow(self.score_model, self.hparams.dim, **self.member_settings())
+        flow.net.load_state_dict(self.nets[k].state_dict())
+        flow.running_sq.copy_(self.running_sq[k : k + 1])
+        return flow.to(self.device).eval()
+
+
 class _MemberBatches(Sampler):
     """One batch of rows per member per step, member k's from its own seeded shuffle."""
 
@@ -238,4 +292,8 @@ class EnsembleDataModule(pl.LightningDataModule):
             g.set_state(s)
 
 
-ENSEMBLES = {EquilibriumFlowModule: EnsembleFlowModule, ExactFlowModule: ExactEnsembleFlowModule}
+ENSEMBLES = {
+    EquilibriumFlowModule: EnsembleFlowModule,
+    ExactFlowModule: ExactEnsembleFlowModule,
+    LowRankExactFlow: LowRankExactEnsemble,
+}

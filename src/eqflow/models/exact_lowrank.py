@@ -103,17 +103,27 @@ class LowRankExactFlow(FlowBase):
         flat = x.reshape(-1, x.shape[-1])
         return (self.raw_field(flat) * self.scale().to(x)).reshape(x.shape)
 
-    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-        d = x0.shape[-1]
-        x = self.score_model.noise(x0)
-        v, strain = hutchinson_strain(self.raw_field, x, self.hparams.n_probes)
+    def strain_parts(self, net: HollowNet, x: torch.Tensor, generator=None) -> dict:
+        """``loss`` = d E||sym dv||^2 / E|v|^2 + scale_penalty log(E|v|^2 / d)^2 of the raw
+        field of ``net`` at noised points ``x`` (B, d), and its parts (scalars); the probes
+        from ``generator`` (None: the global one)."""
+        d = x.shape[-1]
+
+        def field(y):
+            return lowrank_exact_field(net, y, self.score(y))
+
+        v, strain = hutchinson_strain(field, x, self.hparams.n_probes, generator)
         mean_sq = v.pow(2).sum(-1).mean()
         strain = d * strain.mean() / mean_sq
         loss = strain + self.hparams.scale_penalty * torch.log(mean_sq / d) ** 2
+        return {"loss": loss, "strain": strain, "mean_sq": mean_sq}
+
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = self.strain_parts(self.net, self.score_model.noise(x0))
         if self.training:
             with torch.no_grad():
-                self.running_sq.lerp_(mean_sq.detach()[None], self.hparams.norm_momentum)
-        return {"loss": loss, "strain": strain, "mean_sq": mean_sq}
+                self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
+        return parts
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         parts = self.loss_parts(x0)
