@@ -130,3 +130,15 @@ def test_a_lowrank_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
         single.metrics["mmd/final"], rel=1e-3, abs=1e-6
     )
     assert run.metrics["residual/relative"] < 1e-10
+
+
+def test_lorenz96_against_a_hand_computed_step():
+    from eqflow.data import Lorenz96
+
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    # dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + 8, indices cyclic:
+    # i=0: (2 - 4) 5 - 1 + 8 = -3; i=1: (3 - 5) 1 - 2 + 8 = 4; i=2: (4 - 1) 2 - 3 + 8 = 11;
+    # i=3: (5 - 2) 3 - 4 + 8 = 13; i=4: (1 - 3) 4 - 5 + 8 = -5
+    assert torch.equal(Lorenz96(8.0)(x), torch.tensor([[-3.0, 4.0, 11.0, 13.0, -5.0]]))
+    with pytest.raises(ValueError, match="data.dim >= 4"):
+        Lorenz96()(torch.zeros(1, 3))

@@ -48,6 +48,7 @@ class Rule:
             return "one of " + ", ".join(map(str, self.choices))
         kind = {
             "sizes": "a list of positive integers, e.g. [64, 64]",
+            "bandwidth": "a number > 0, or median (the start set's median distance)",
             int: "an integer",
             float: "a finite number",
             bool: "true or false",
@@ -71,6 +72,8 @@ class Rule:
                 and len(value) > 0
                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
             )
+        if self.kind == "bandwidth":
+            return value == "median" or Rule(float, gt=0).ok(value)
         if self.choices is not None:
             return value in self.choices
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
@@ -198,7 +201,7 @@ RULES: dict[str, Rule] = {
     "measure.mmd.n_points": Rule(int, ge=2),
     "measure.mmd.steps": INT_POS,
     "measure.mmd.dt": NUM_POS,
-    "measure.mmd.bandwidth": NUM_POS,
+    "measure.mmd.bandwidth": Rule("bandwidth"),
     "measure.lyapunov.n_trajectories": INT_POS,
     "measure.lyapunov.steps": INT_POS,
     "measure.lyapunov.dt": NUM_POS,
@@ -226,7 +229,7 @@ EVALUATE_RULES: dict[str, Rule] = {
     "mmd.n_points": Rule(int, ge=2),
     "mmd.steps": INT_POS,
     "mmd.dt": NUM_POS,
-    "mmd.bandwidth": NUM_POS,
+    "mmd.bandwidth": Rule("bandwidth"),
     "umap.n_neighbors": Rule(int, ge=2),
     "patterns.recompute": Rule(bool),
     "systems.true_exponent_periods": NUM_POS,

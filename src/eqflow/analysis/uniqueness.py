@@ -26,6 +26,7 @@ from eqflow.metrics import mmd_over_time, representation, similarity_table
 from eqflow.metrics.embedding import umap_embedding
 from eqflow.metrics.fidelity import align_signs
 from eqflow.metrics.lyapunov import REST_SPEED
+from eqflow.metrics.mmd import resolve_bandwidth
 from eqflow.metrics.residual import continuity_residual
 from eqflow.models.baselines import random_flow, training_free_flow
 from eqflow.models.flow import EquilibriumFlowModule
@@ -436,7 +437,11 @@ def measure_study(root: Path, cfg: DictConfig, out: Path) -> StudyMeasurements:
     with _timed(timings, "mmd"):
         starts = start_sets(sweep, groups, int(cfg.mmd.n_points), seed)
         curves = mmd_curves(
-            groups, starts, float(cfg.mmd.dt), int(cfg.mmd.steps), float(cfg.mmd.bandwidth)
+            groups,
+            starts,
+            float(cfg.mmd.dt),
+            int(cfg.mmd.steps),
+            resolve_bandwidth(cfg.mmd.bandwidth, starts[0]),
         )
         times = [float(cfg.mmd.dt) * k for k in range(int(cfg.mmd.steps) + 1)]
         plots.curves(

@@ -7,7 +7,7 @@ from eqflow.data.datamodule import SnapshotDataModule
 from eqflow.data.dysts_systems import DystsField, DystsSystem
 from eqflow.data.files import DataFileError, ImagesFromFiles, PointsFromFile
 from eqflow.data.gray_scott import GrayScott, GrayScottSystem
-from eqflow.data.ode import Lorenz, ODESystem
+from eqflow.data.ode import Lorenz, Lorenz96, ODESystem
 from eqflow.data.toys import Ring, TwoMoons, TwoPeaks
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "GrayScott",
     "GrayScottSystem",
     "Lorenz",
+    "Lorenz96",
     "ODESystem",
     "Ring",
     "SnapshotData",

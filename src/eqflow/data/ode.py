@@ -29,6 +29,22 @@ class Lorenz:
         )
 
 
+class Lorenz96:
+    """The Lorenz-96 field of any dimension N >= 4 (the system's size is the input's last axis):
+    dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F, indices cyclic. Chaotic for F = 8 from
+    N = 5 or so; its largest Lyapunov exponent for N = 40, F = 8 is about 1.7 per time unit
+    (Lorenz 1996)."""
+
+    def __init__(self, forcing: float = 8.0):
+        self.forcing = forcing
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 4:
+            raise ValueError(f"Lorenz-96 needs data.dim >= 4, got {x.shape[-1]}")
+        ahead, back2, back1 = (torch.roll(x, k, dims=-1) for k in (-1, 2, 1))
+        return (ahead - back2) * back1 - x + self.forcing
+
+
 class ODESystem(SnapshotSystem):
     """States along ``n_trajectories`` RK4 trajectories of ``vector_field``.
 

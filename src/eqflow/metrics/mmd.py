@@ -12,6 +12,24 @@ def _rbf(x: torch.Tensor, y: torch.Tensor, sigmas: Sequence[float]) -> torch.Ten
     return sum(torch.exp(-d2 / (2 * s * s)) for s in sigmas)
 
 
+def median_distance(x: torch.Tensor) -> float:
+    """The median distance between distinct points of ``x`` (n, d): the kernel width that
+    scales with the data (a fixed width goes blind as d grows: every pair is far apart)."""
+    d = torch.cdist(x, x)
+    off = d[~torch.eye(len(x), dtype=torch.bool, device=x.device)]
+    return float(off.median())
+
+
+def resolve_bandwidth(bandwidth: float | str, reference: torch.Tensor) -> float:
+    """``bandwidth`` as a number: a number as it is, ``"median"`` the median distance of
+    ``reference`` (the start set)."""
+    if bandwidth == "median":
+        return median_distance(reference)
+    if isinstance(bandwidth, str):
+        raise ValueError(f"mmd bandwidth={bandwidth!r}: a number > 0, or median")
+    return float(bandwidth)
+
+
 def mmd2(x: torch.Tensor, y: torch.Tensor, sigma: float | Sequence[float] = 0.5) -> torch.Tensor:
     """Unbiased MMD^2 between samples ``x`` (n, d) and ``y`` (m, d).
 

@@ -12,9 +12,9 @@ the weights (:mod:`eqflow.models.exact`). A step costs O(K B d H^2), about linea
 the jet flow's costs ~d^4.
 
 Training picks, among these exact flows, the one of least Jacobian strain E||sym dv||_F^2 at a
-fixed scale, estimated without any d x d matrix by Hutchinson probes r ~ N(0, I):
-E_r |sym(dv) r|^2 = ||sym dv||_F^2, with dv r by forward mode and dv^T r by reverse mode (one
-of each a probe). The estimate is unbiased; the exactness does not depend on it.
+fixed scale, estimated without any d x d matrix from two Jacobian-vector products a probe pair
+(forward mode only; :func:`hutchinson_strain`). The estimate is unbiased; the exactness does
+not depend on it.
 """
 
 from __future__ import annotations
@@ -46,19 +46,30 @@ def lowrank_exact_field(net: HollowNet, x: torch.Tensor, s: torch.Tensor) -> tor
     return (ju_w - jw_u + u * w_dot_s - w * u_dot_s).sum(-1)
 
 
+def _jvp(field, x: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(v, dv direction)`` at ``x`` by forward mode (differentiable in the parameters)."""
+    with fwAD.dual_level():
+        out = fwAD.unpack_dual(field(fwAD.make_dual(x, direction)))
+    return out.primal, out.tangent
+
+
 def hutchinson_strain(field, x: torch.Tensor, n_probes: int, generator=None) -> tuple:
     """``(v, strain)``: the field at ``x`` (B, d) and, per point (B,), an unbiased estimate of
-    ||sym(dv)||_F^2 from ``n_probes`` Gaussian probes (dv r by forward mode, dv^T r by reverse
-    mode; differentiable in the field's parameters)."""
-    x = x.detach().requires_grad_(True)
+    ||sym(dv)||_F^2 = (||dv||_F^2 + tr(dv dv)) / 2 from ``n_probes`` pairs of Gaussian probes
+    r, q: with a = dv r and b = dv q (forward mode only, no reverse pass through the field),
+    E(|a|^2 + |b|^2) / 2 = ||dv||_F^2 and E (q . a)(r . b) = tr(dv dv)."""
+    x = x.detach()
     estimates, v = [], None
     for _ in range(n_probes):
-        r = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        with fwAD.dual_level():
-            out = fwAD.unpack_dual(field(fwAD.make_dual(x, r)))
-        v, jr = out.primal, out.tangent
-        (jtr,) = torch.autograd.grad(v, x, r, create_graph=True)
-        estimates.append((0.5 * (jr + jtr)).pow(2).sum(-1))
+        r, q = (
+            torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+            for _ in range(2)
+        )
+        v, a = _jvp(field, x, r)
+        _, b = _jvp(field, x, q)
+        frobenius = 0.5 * (a.pow(2).sum(-1) + b.pow(2).sum(-1))
+        trace = (q * a).sum(-1) * (r * b).sum(-1)
+        estimates.append(0.5 * (frobenius + trace))
     return v, torch.stack(estimates).mean(0)
 
 

@@ -9,7 +9,7 @@ import torch
 from eqflow import plots
 from eqflow.data.base import random_subset
 from eqflow.dynamics.integrators import integrate_ode
-from eqflow.metrics.mmd import mmd2, mmd_over_time
+from eqflow.metrics.mmd import mmd2, mmd_over_time, resolve_bandwidth
 from eqflow.protocols.base import Measurement, Protocol
 
 
@@ -32,7 +32,7 @@ class Preservation(Protocol):
         n_points: int = 256,
         dt: float = 0.1,
         steps: int = 100,
-        bandwidth: float = 0.5,
+        bandwidth: float | str = 0.5,
         score_baseline: bool = True,
     ):
         self.n_points, self.dt, self.steps = n_points, dt, steps
@@ -43,16 +43,18 @@ class Preservation(Protocol):
         x = data.x.to(flow.device)
         start = flow.score_model.noise(random_subset(x, self.n_points, g).to(flow.device), g)
         other = flow.score_model.noise(random_subset(x, self.n_points, g).to(flow.device), g)
-        curves = {"flow": mmd_curve(flow.velocity, start, self.dt, self.steps, self.bandwidth)}
+        width = resolve_bandwidth(self.bandwidth, start)
+        curves = {"flow": mmd_curve(flow.velocity, start, self.dt, self.steps, width)}
         if self.score_baseline:
-            curves["score flow"] = mmd_curve(flow.score, start, self.dt, self.steps, self.bandwidth)
-        floor = float(mmd2(start, other, self.bandwidth))
+            curves["score flow"] = mmd_curve(flow.score, start, self.dt, self.steps, width)
+        floor = float(mmd2(start, other, width))
         times = [self.dt * k for k in range(self.steps + 1)]
         out = Measurement(
             {
                 "mmd/final": float(curves["flow"][-1]),
                 "mmd/curve": curves["flow"].cpu(),
                 "mmd/noise_floor": floor,
+                "mmd/bandwidth": width,
                 "mmd/times": times,
             }
         )
