@@ -38,9 +38,10 @@ def lowrank_exact_field(net: HollowNet, x: torch.Tensor, s: torch.Tensor) -> tor
     out = net(x)
     u, w = out[..., :k], out[..., k:]
     directions = torch.cat([w, u], dim=-1).permute(2, 0, 1)  # (2K, B, d): w_k, then u_k
-    _, along = net.with_tangents(x, directions)  # (2K, B, d, 2K)
-    ju_w = torch.diagonal(along[:k, ..., :k], dim1=0, dim2=-1)  # (B, d, K): J_{u_k} w_k
-    jw_u = torch.diagonal(along[k:, ..., k:], dim1=0, dim2=-1)  # J_{w_k} u_k
+    # channel u_k along w_k, channel w_k along u_k: (2K, B, d)
+    _, along = net.with_tangents(x, directions, channels=list(range(2 * k)))
+    ju_w = along[:k].permute(1, 2, 0)  # (B, d, K): J_{u_k} w_k
+    jw_u = along[k:].permute(1, 2, 0)  # J_{w_k} u_k
     w_dot_s = torch.einsum("bik,bi->bk", w, s)[:, None]
     u_dot_s = torch.einsum("bik,bi->bk", u, s)[:, None]
     return (ju_w - jw_u + u * w_dot_s - w * u_dot_s).sum(-1)

@@ -51,11 +51,12 @@ class HollowNet(nn.Module):
         return self.with_tangents(x, None)[0]
 
     def with_tangents(
-        self, x: torch.Tensor, tangents: torch.Tensor | None
+        self, x: torch.Tensor, tangents: torch.Tensor | None, channels: list[int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The output (B, d, C) at ``x`` (B, d) and, for ``tangents`` (T, B, d), its directional
         derivatives along each (T, B, d, C): ``[t, b, i, c] = sum_j d out[b, i, c] / d x[b, j]
-        tangents[t, b, j]`` (None without tangents)."""
+        tangents[t, b, j]`` (None without tangents); with ``channels`` (T,), only channel
+        ``channels[t]`` along tangent t, (T, B, d) (the head's cost once, not C times)."""
         w = self.first  # (H, d)
         pre = (x @ w.T)[:, None, :] - x[:, :, None] * w.T[None] + self.embedding  # (B, d, H)
         d_pre = None
@@ -67,8 +68,12 @@ class HollowNet(nn.Module):
             d_pre = None if d_h is None else d_h @ layer.weight.T
             h, d_h = self._activate(pre, d_pre)
         out = torch.einsum("bih,ihc->bic", h, self.head) + self.head_bias
-        d_out = None if d_h is None else torch.einsum("tbih,ihc->tbic", d_h, self.head)
-        return out, d_out
+        if d_h is None:
+            return out, None
+        if channels is None:
+            return out, torch.einsum("tbih,ihc->tbic", d_h, self.head)
+        heads = self.head[:, :, channels].permute(2, 0, 1)  # (T, d, H)
+        return out, torch.einsum("tbih,tih->tbi", d_h, heads)
 
     def _activate(self, pre, d_pre):
         h, slope = _activation_and_slope(pre, self.activation)
