@@ -47,12 +47,9 @@ def score_fit_settings(cfg: DictConfig) -> dict:
     ``fast_dev_run``, ``overfit_batches``, ``precision``, several devices, ...): the trainer
     config without its neutral keys and its baseline values."""
     trainer = cfg.get("trainer") or {}
-    fit_keys = [k for k in trainer if k not in NEUTRAL_TRAINER_KEYS]  # unresolved: paths aside
-    settings = {
-        k: plain_container(trainer[k])
-        for k in fit_keys
-        if plain_container(trainer[k]) not in BASELINE_TRAINER.get(k, ())
-    }
+    # resolved key by key: the neutral keys (paths among them) are never resolved
+    fit = {k: plain_container(trainer[k]) for k in trainer if k not in NEUTRAL_TRAINER_KEYS}
+    settings = {k: v for k, v in fit.items() if v not in BASELINE_TRAINER.get(k, ())}
     if cfg.score.get("precision") is not None:  # the score's own precision wins (score_stage)
         settings.pop("precision", None)
     return settings

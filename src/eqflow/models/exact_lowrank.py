@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from eqflow.errors import check_finite_loss
 from eqflow.models.flow import FlowBase
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
@@ -87,7 +86,7 @@ class LowRankExactFlow(FlowBase):
         dim: int,
         rank: int = 4,
         hidden: Sequence[int] = (64, 64),
-        activation: str = "silu",
+        activation: str = "tanh",
         n_probes: int = 1,
         lr: float = 3e-3,
         weight_decay: float = 0.0,
@@ -136,16 +135,6 @@ class LowRankExactFlow(FlowBase):
             with torch.no_grad():
                 self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
         return parts
-
-    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        parts = self.loss_parts(x0)
-        check_finite_loss(parts["loss"], "flow", self.global_step)
-        self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log_parts(parts)
-        return parts["loss"]
-
-    def on_train_end(self) -> None:
-        self.calibrate(self.trainer.datamodule.x)
 
     @torch.no_grad()
     def calibrate(self, x0: torch.Tensor) -> None:

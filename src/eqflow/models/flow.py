@@ -71,6 +71,17 @@ class FlowBase(pl.LightningModule):
     # a training step's loss parts that are logged: {part: logger key}
     LOGGED: dict[str, str] = {}
 
+    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """One step of a single flow: ``loss_parts(x0)["loss"]``, checked finite and logged."""
+        parts = self.loss_parts(x0)
+        check_finite_loss(parts["loss"], "flow", self.global_step)
+        self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log_parts(parts)
+        return parts["loss"]
+
+    def on_train_end(self) -> None:
+        self.calibrate(self.trainer.datamodule.x)
+
     def log_parts(self, parts: dict[str, torch.Tensor]) -> None:
         """Log the epoch mean of every part of ``parts`` that ``LOGGED`` names."""
         for key, name in self.LOGGED.items():
@@ -241,16 +252,6 @@ class EquilibriumFlowModule(FlowBase):
         with torch.no_grad():
             s = self.score(x)
         return self.continuity_loss(x, s)
-
-    def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        parts = self.loss_parts(x0)
-        check_finite_loss(parts["loss"], "flow", self.global_step)
-        self.log("train/loss", parts["loss"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log_parts(parts)
-        return parts["loss"]
-
-    def on_train_end(self) -> None:
-        self.calibrate(self.trainer.datamodule.x)
 
     @torch.no_grad()
     def calibrate(self, x0: torch.Tensor) -> None:
