@@ -210,3 +210,42 @@ def test_the_denoised_view_noises_to_the_score_level_and_denoises():
     assert Creatures(calibration="clean").seen_through(Identity(), None) is None
     with pytest.raises(ValueError, match="integrity_frames"):
         Creatures(integrity_frames="both")
+
+
+def _census(frames, ref, size):
+    centres, integrity = census.whole_creatures(frames, ref)
+    return census.census_statistics(
+        centres,
+        integrity,
+        ref,
+        size,
+        dt=0.5,
+        max_step=ref.body / 2,
+        min_track_frames=5,
+        rng=np.random.default_rng(0),
+    )
+
+
+def test_travel_is_zero_for_a_still_scatter(calibrated):
+    system, ref = calibrated
+    seen, _ = _placed(system, np.random.default_rng(4))
+    stats = _census([seen] * 30, ref, system.canvas)
+    assert stats["whole_tracks"] >= 1
+    assert stats["whole_travel_bodies"] == 0.0
+    assert stats["whole_bodies_travelled"] == 0.0  # the sweep target: whole but still scores 0
+
+
+@pytest.mark.parametrize("bodies", [1, 3])
+def test_travel_counts_body_lengths_across_the_periodic_edge(calibrated, bodies):
+    system, ref = calibrated
+    seen, masks = _placed(system, np.random.default_rng(2))
+    alone = masks[0] & seen
+    step = 4  # pixels a frame, well inside the linking distance (half a body)
+    n = int(bodies * ref.body) // step
+    frames = [np.roll(alone, (k * step // 3, k * step), axis=(0, 1)) for k in range(n + 1)]
+    stats = _census(frames, ref, system.canvas)
+    assert ref.body == max(system.icon.shape[:2])
+    assert stats["whole_tracks"] == 1
+    expected = np.hypot(n * step // 3, n * step) / ref.body  # the net shift, wrapped k times
+    assert stats["whole_travel_bodies"] == pytest.approx(expected, abs=0.02)
+    assert stats["whole_travel_bodies"] >= bodies

@@ -43,10 +43,13 @@ def test_the_tangents_are_the_jacobian_along_each_direction():
 
 
 @pytest.mark.parametrize("d", [10, 40])
-@pytest.mark.parametrize("dtype, bound", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
-def test_div_p_v_vanishes_against_an_autograd_divergence(d, dtype, bound):
-    """div(p v) / p = div v + v . s: zero for any weights (float64: ~1e-15 measured; float32:
-    2-5e-6, the rounding of the field's and the reference divergence's sums)."""
+@pytest.mark.parametrize(
+    "dtype, bound, scale_bound", [(torch.float64, 1e-12, 1e-14), (torch.float32, 2e-5, 1e-6)]
+)
+def test_div_p_v_vanishes_against_an_autograd_divergence(d, dtype, bound, scale_bound):
+    """div(p v) / p = div v + v . s: zero for any weights. Relative to rms(v . s) (float64:
+    ~1e-15 measured; float32: 1.5-2.2e-6, the rounding of the sums, against a v . s that is
+    itself a cancellation) and to rms(|v| |s|), the size of each term (float32: 2.6e-8)."""
     torch.manual_seed(d)
     net = HollowNet(d, 8, (32, 32)).to(dtype)
     score = gaussian_score(d, dtype)
@@ -56,9 +59,12 @@ def test_div_p_v_vanishes_against_an_autograd_divergence(d, dtype, bound):
 
     x = torch.randn(64, d, dtype=dtype)
     div = per_point_jacobian(field, x).diagonal(dim1=-2, dim2=-1).sum(-1)
-    v_dot_s = (field(x) * score(x)).sum(-1)
-    residual = (div + v_dot_s).pow(2).mean().sqrt() / v_dot_s.pow(2).mean().sqrt()
-    assert residual < bound, float(residual)
+    v, s = field(x), score(x)
+    v_dot_s = (v * s).sum(-1)
+    rms = (div + v_dot_s).pow(2).mean().sqrt()
+    assert rms / v_dot_s.pow(2).mean().sqrt() < bound, float(rms)
+    term_size = (v.norm(dim=-1) * s.norm(dim=-1)).pow(2).mean().sqrt()
+    assert rms / term_size < scale_bound, float(rms / term_size)
     assert v_dot_s.abs().mean() > 1e-2  # a field that moves, not one at rest
 
 

@@ -14,7 +14,6 @@ from eqflow.errors import ConfigError
 from eqflow.models.ensemble import ENSEMBLES
 from eqflow.models.exact import ExactFlowModule
 from eqflow.models.score import Score
-from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.protocols.base import Protocol
 
 log = logging.getLogger(__name__)
@@ -32,10 +31,10 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
                 f"out of reach. Use flow=training_free (v = D s with a skew "
                 f"convolution: exact too, and convolutional)"
             )
-        if not issubclass(flow_class, TrainingFreeFlow):
+        if not getattr(flow_class, "images", False):
             raise ConfigError(
                 f"flow={cfg.flow.model._target_} works on vectors; for image data "
-                f"use flow=training_free"
+                f"use flow=training_free or flow=exact_local"
             )
         extra["spatial"] = True
     members = int(cfg.flow.get("ensemble", 1))

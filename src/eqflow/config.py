@@ -49,6 +49,7 @@ class Rule:
         kind = {
             "sizes": "a list of positive integers, e.g. [64, 64]",
             "bandwidth": "a number > 0, or median (the start set's median distance)",
+            "box": "a number > 0, null (no box), or data (1.5 x the data's largest |x_i|)",
             int: "an integer",
             float: "a finite number",
             bool: "true or false",
@@ -74,6 +75,8 @@ class Rule:
             )
         if self.kind == "bandwidth":
             return value == "median" or Rule(float, gt=0).ok(value)
+        if self.kind == "box":
+            return value == "data" or Rule(float, gt=0).ok(value)
         if self.choices is not None:
             return value in self.choices
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
@@ -206,7 +209,7 @@ RULES: dict[str, Rule] = {
     "measure.lyapunov.steps": INT_POS,
     "measure.lyapunov.dt": NUM_POS,
     "measure.lyapunov.burn_in": INT_NONNEG,
-    "measure.lyapunov.bound": Rule(float, gt=0, nullable=True),
+    "measure.lyapunov.bound": Rule("box", nullable=True),
     "measure.lyapunov.compile": Rule(bool),
     "measure.fidelity.n_points": INT_POS,
     "ckpt_path": Rule(str, nullable=True),
@@ -224,7 +227,7 @@ EVALUATE_RULES: dict[str, Rule] = {
     "chaos.settings.steps": INT_POS,
     "chaos.settings.dt": NUM_POS,
     "chaos.settings.burn_in": INT_NONNEG,
-    "chaos.settings.bound": Rule(float, gt=0, nullable=True),
+    "chaos.settings.bound": Rule("box", nullable=True),
     "chaos.settings.compile": Rule(bool),
     "mmd.n_points": Rule(int, ge=2),
     "mmd.steps": INT_POS,

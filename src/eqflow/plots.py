@@ -140,7 +140,11 @@ def curves(
 
 
 def histogram(
-    series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, bins: int = 20
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    xlabel: str,
+    bins: int = 20,
+    ylabel: str = "flows",
 ) -> Path:
     """One histogram panel per named series (non-finite values left out)."""
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
@@ -150,7 +154,7 @@ def histogram(
         ax.hist(vals, bins=bins, color="tab:blue", alpha=0.8)
         ax.axvline(0.0, color="k", lw=0.8)
         ax.set_xlabel(f"{xlabel} ({name})")
-        ax.set_ylabel("flows")
+        ax.set_ylabel(ylabel)
     return _save(fig, path)
 
 

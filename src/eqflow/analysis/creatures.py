@@ -61,6 +61,7 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
 WHOLE = (
     "whole_share_late",
     "whole_mean_speed",
+    "whole_travel_bodies",
     "whole_polarisation",
     "whole_polarisation_null_q95",
     "whole_milling",
@@ -83,16 +84,17 @@ def _beyond_null(values, nulls) -> str:
 def whole_markdown(icons: dict[str, dict]) -> str:
     lines = [
         "| icon | whole creatures / expected, last quarter | speed of whole creatures | "
-        "polarisation (runs above null q95) | milling (runs above null q95) | "
+        "travel of whole creatures (body lengths) | polarisation (runs above null q95) | "
+        "milling (runs above null q95) | "
         "g(r) at contact: runs / training |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for icon, row in sorted(icons.items()):
         polar = _beyond_null(row["whole_polarisation"], row["whole_polarisation_null_q95"])
         milling = _beyond_null(row["whole_milling"], row["whole_milling_null_q95"])
         lines.append(
             f"| {icon} | {_ms(row['whole_share_late'])} | {_ms(row['whole_mean_speed'])} | "
-            f"{_ms(row['whole_polarisation'])} ({polar}) | "
+            f"{_ms(row['whole_travel_bodies'])} | {_ms(row['whole_polarisation'])} ({polar}) | "
             f"{_ms(row['whole_milling'])} ({milling}) | "
             f"{_ms(row['whole_g_short'])} / {_ms(row['whole_g_short_training'])} |"
         )

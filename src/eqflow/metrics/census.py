@@ -21,7 +21,14 @@ from eqflow.metrics.collective import (
     pair_correlation,
 )
 from eqflow.metrics.shape import ShapeTemplates, blob_patch, frame_integrity
-from eqflow.metrics.tracking import Track, blob_pixels, foreground, link, motion_statistics
+from eqflow.metrics.tracking import (
+    Track,
+    blob_pixels,
+    foreground,
+    link,
+    motion_statistics,
+    travel,
+)
 
 # census_statistics' values that go to figures only (not metrics.json)
 CURVES_FOR_FIGURES = ("g_r", "g", "g_training")
@@ -36,6 +43,7 @@ class Reference:
     whole_per_pixel: float  # whole creatures the detector finds per pixel
     centres: list[np.ndarray] = field(default_factory=list)  # per scatter
     canvas: int = 0
+    body: float = 0.0  # a body length: the icon's size in pixels
 
 
 def reference(
@@ -65,7 +73,10 @@ def reference(
         centres.append(c[score >= threshold])
         count += int((score >= threshold).sum())
     area = float(system.canvas) ** 2
-    return Reference(templates, threshold, count / (n_images * area), centres, int(system.canvas))
+    body = float(max(system.icon.shape[:2]))
+    return Reference(
+        templates, threshold, count / (n_images * area), centres, int(system.canvas), body
+    )
 
 
 def placed_integrity(
@@ -136,6 +147,8 @@ def census_statistics(
     late = share[-max(1, len(share) // 4) :]
     tracks = link(centres, (size, size), max_step)
     motion = motion_statistics(tracks, (size, size), dt, min_track_frames)
+    bodies = travel(tracks, (size, size), ref.body, min_track_frames)
+    mean_bodies = float(np.mean(bodies)) if bodies else 0.0
     order = order_parameters(
         [t for t in tracks if len(t.positions) >= min_track_frames], (size, size), rng
     )
@@ -162,6 +175,12 @@ def census_statistics(
         f"whole_survival_{survival_frames}": survival(tracks, survival_frames),
         "whole_tracks": motion["n_tracks"],
         "whole_mean_speed": motion["mean_speed"],
+        # net displacement of each whole creature's track in body lengths (0 with no track)
+        "whole_travel_bodies": mean_bodies,
+        "whole_travel_bodies_median": float(np.median(bodies)) if bodies else 0.0,
+        "whole_travel_per_track": bodies,
+        # the sweep target: whole and moving (0 for still creatures and for none whole)
+        "whole_bodies_travelled": float(np.mean(late)) * mean_bodies if len(late) else nan,
         **{f"whole_{k}": v for k, v in order.items()},
         "whole_nn_distance": float(nn.mean()) if len(nn) else nan,
         "whole_nn_distance_training": float(nn_train.mean()) if len(nn_train) else nan,

@@ -149,6 +149,22 @@ def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -
     return tracks
 
 
+def travel(
+    tracks: list[Track], size: tuple[int, int], body: float, min_length: int = 5
+) -> list[float]:
+    """Each track's net displacement over its life (frame-to-frame steps unwrapped across the
+    periodic edges, so a creature that crosses an edge keeps its way) in body lengths ``body``
+    (pixels), for tracks at least ``min_length`` frames long: 0 for a still creature, k for one
+    carried k body lengths."""
+    out = []
+    for track in tracks:
+        if len(track.positions) < min_length:
+            continue
+        pos = np.asarray(track.positions, dtype=np.float64)
+        out.append(float(np.linalg.norm(periodic_delta(pos[:-1], pos[1:], size).sum(0)) / body))
+    return out
+
+
 def motion_statistics(
     tracks: list[Track], size: tuple[int, int], dt: float, min_length: int = 5
 ) -> dict:

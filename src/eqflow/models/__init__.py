@@ -2,6 +2,7 @@
 and exact by construction), the training-free flow, baselines, optimisers and schedules."""
 
 from eqflow.models.exact import ExactFlowModule
+from eqflow.models.exact_local import LocalExactFlow
 from eqflow.models.exact_lowrank import LowRankExactFlow
 from eqflow.models.flow import EquilibriumFlowModule, FlowBase
 from eqflow.models.image_score import ImageScoreModule
@@ -14,6 +15,7 @@ __all__ = [
     "ExactFlowModule",
     "FlowBase",
     "ImageScoreModule",
+    "LocalExactFlow",
     "LowRankExactFlow",
     "Score",
     "ScoreModule",

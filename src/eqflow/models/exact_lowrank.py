@@ -67,10 +67,17 @@ def hutchinson_strain(field, x: torch.Tensor, n_probes: int, generator=None) -> 
         )
         v, a = _jvp(field, x, r)
         _, b = _jvp(field, x, q)
-        frobenius = 0.5 * (a.pow(2).sum(-1) + b.pow(2).sum(-1))
-        trace = (q * a).sum(-1) * (r * b).sum(-1)
-        estimates.append(0.5 * (frobenius + trace))
+        estimates.append(pair_strain(r, q, a, b))
     return v, torch.stack(estimates).mean(0)
+
+
+def pair_strain(r, q, a, b) -> torch.Tensor:
+    """One unbiased estimate per point (the first axis) of ||sym(dv)||_F^2 from the Gaussian
+    probes ``r``, ``q`` and ``a = dv r``, ``b = dv q`` (any shape after the first axis)."""
+    r, q, a, b = (t.flatten(1) for t in (r, q, a, b))
+    frobenius = 0.5 * (a.pow(2).sum(-1) + b.pow(2).sum(-1))
+    trace = (q * a).sum(-1) * (r * b).sum(-1)
+    return 0.5 * (frobenius + trace)
 
 
 class LowRankExactFlow(FlowBase):

@@ -65,6 +65,14 @@ class FlowBase(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.velocity(x)
 
+    # whether the flow acts on images (B, C, H, W) as well as on vectors
+    images = False
+
+    def drift(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The field at ``x`` where the score ``s = s(x)`` is already known (an SDE that has
+        just evaluated it); flows whose field is built from the score use ``s``."""
+        return self.velocity(x)
+
     def calibrate(self, x0: torch.Tensor) -> None:
         """Fix data-dependent statistics from clean samples ``x0`` (no-op for most flows)."""
 

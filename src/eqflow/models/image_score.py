@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.optim.swa_utils import AveragedModel
 
@@ -129,6 +130,14 @@ class ImageScoreModule(Score, pl.LightningModule):
         return score_from_prediction(
             self.predict(x, self.hparams.timestep, network), x, a, self.hparams.prediction
         )
+
+    def allow_second_derivatives(self) -> None:
+        """The U-Net's attention as plain matrix products (the same numbers): PyTorch's fused
+        CPU attention has no second derivative and no forward mode."""
+        for net in [self.unet] + ([self.ema.module] if self.ema is not None else []):
+            for module in net.modules():
+                if isinstance(module, Attention):
+                    module.set_processor(AttnProcessor())
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """x0_hat: the clean image the network sees in ``x`` at the score's noise level."""

@@ -79,6 +79,10 @@ class Score(ABC):
         """``x0`` noised to this model's level (:func:`noise_to_level`)."""
         return noise_to_level(x0, self.alpha, generator)
 
+    def allow_second_derivatives(self) -> None:
+        """Make ``score`` differentiable twice (a flow that needs the score's Jacobian calls
+        this); a no-op where it already is."""
+
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in
         ``x``."""

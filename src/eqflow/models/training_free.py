@@ -20,6 +20,7 @@ class TrainingFreeFlow(FlowBase):
     """
 
     trainable = False
+    images = True
     KERNELS = ("random", "gamma")
 
     def __init__(
@@ -56,6 +57,9 @@ class TrainingFreeFlow(FlowBase):
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_D(self.score(x))
+
+    def drift(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.apply_D(s)
 
     def apply_D(self, s: torch.Tensor) -> torch.Tensor:
         """D applied to scores ``s``: the flow's velocity wherever ``s`` was evaluated."""

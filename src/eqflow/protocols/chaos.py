@@ -24,6 +24,21 @@ log = logging.getLogger(__name__)
 # half its value over the longer horizon is counted as sustained (exponential separation keeps all).
 SUSTAINED_RATIO = 0.5
 
+# ``bound: data``: the box is this many times the data's own (the largest |x_i| of any point),
+# so that it scales with the data's size and dimension (the fixed 4.0 suits a few standardised
+# coordinates; in 100 of them, a point of the data itself has max_i |x_i| near 3.5).
+DATA_BOX_MARGIN = 1.5
+
+
+def resolve_bound(bound: float | str | None, data: torch.Tensor) -> float | None:
+    """The chaos box as a number: None (no box), a number as it is, or ``"data"``:
+    :data:`DATA_BOX_MARGIN` times the data's largest coordinate in absolute value."""
+    if bound == "data":
+        return DATA_BOX_MARGIN * float(data.abs().max())
+    if isinstance(bound, str):
+        raise ValueError(f"lyapunov bound={bound!r}: a number > 0, null (no box) or data")
+    return bound
+
 
 def flow_lyapunov(
     flow,
@@ -43,6 +58,7 @@ def flow_lyapunov(
     f64 = copy.deepcopy(flow).double().eval()
     start = random_subset(data, n_trajectories, generator).double().to(flow.device)
     start = start * torch.sqrt(f64.alpha)
+    bound = resolve_bound(bound, data)
     return max_lyapunov(
         f64.velocity,
         start,
@@ -125,6 +141,7 @@ def flow_lyapunov_many(
     integrated in one batched call where the flows stack; the same numbers as one at a time
     (``compile``: that call's field compiled, see :func:`stacked_field`)."""
     field = batched_field(flows, min(n_trajectories, len(data)), compile)
+    bound = resolve_bound(bound, data)
     if field is None:
         return [
             flow_lyapunov(
@@ -213,7 +230,7 @@ class Chaos(Protocol):
         dt: float = 0.1,
         steps: int = 5000,
         burn_in: int = 500,
-        bound: float | None = 4.0,
+        bound: float | str | None = 4.0,
         perturbation: float = 1e-8,
         renorm_every: int = 1,
         compile: bool = False,

@@ -25,6 +25,10 @@ from eqflow.metrics.tracking import (
 from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
 
+# The whole-creature reference (threshold, expected count) is drawn from a stream of its own,
+# the same in every run, so that runs of one score model share one denominator.
+REFERENCE_SEED = 20_261_207
+
 
 class Creatures(Protocol):
     """Artificial life (docs/method.md §6): run the flow as the irreversible Langevin SDE on a
@@ -70,6 +74,7 @@ class Creatures(Protocol):
         start: str = "noise",
         area_range: tuple[float, float] | None = (0.5, 2.0),
         reference_images: int = 32,
+        whole_reference_images: int = 128,
         integrity_frames: str = "denoised",
         calibration: str = "denoised",
         background: str = "data",
@@ -95,6 +100,7 @@ class Creatures(Protocol):
                 f"to count blobs of every size"
             )
         self.start, self.area_range, self.reference_images = start, area_range, reference_images
+        self.whole_reference_images = whole_reference_images
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
@@ -169,7 +175,7 @@ class Creatures(Protocol):
             denoised.append(x0_hat[0].cpu())
 
         sde_heun(
-            lambda x, s: flow.apply_D(s),
+            flow.drift,
             flow.score,
             x0,
             self.dt,
@@ -213,8 +219,14 @@ class Creatures(Protocol):
         empty for scatters read from files (no icon to match)."""
         if getattr(system, "icon", None) is None or not hasattr(system, "place"):
             return {}, np.empty((0, 2))
+        ref = census.reference(
+            system,
+            self.whole_reference_images,
+            np.random.default_rng(REFERENCE_SEED),
+            self.threshold,
+            seen_as=seen_as,
+        )
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
-        ref = census.reference(system, self.reference_images, rng, self.threshold, seen_as=seen_as)
         masks = [self.mask(_rgb(f), background) for f in frames]
         centres, integrity = census.whole_creatures(masks, ref)
         stats = census.census_statistics(
@@ -278,7 +290,7 @@ class Creatures(Protocol):
             size,
             max_step,
             g,
-            self.seen_through(flow.score_model, g),
+            self.seen_through(flow.score_model, torch.Generator().manual_seed(REFERENCE_SEED)),
         )
         out = Measurement(
             {
@@ -342,6 +354,12 @@ class Creatures(Protocol):
                 last_whole,
                 figures / "creatures_whole.png",
                 f"whole creatures in the last frame ({len(last_whole)})",
+            )
+            out.figures["figures/creatures_travel"] = plots.histogram(
+                {"whole creatures": whole["whole_travel_per_track"]},
+                figures / "creatures_travel.png",
+                "net travel over the track, body lengths",
+                ylabel="tracks",
             )
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},

@@ -182,7 +182,7 @@ def run_starts(
 
     def drift(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         out = [
-            flow.apply_D(s[rows.flows]) * sign.to(s),
+            flow.drift(x[rows.flows], s[rows.flows]) * sign.to(s),
             random_drift(x[rows.random], s[rows.random]),
         ]
         if rows.reweight:
@@ -228,7 +228,7 @@ def continue_record(
             frames.append(frame(x).cpu())
 
     final = sde_heun(
-        lambda x, s: flow.apply_D(s),
+        flow.drift,
         flow.score,
         record.final,
         dt,
@@ -260,7 +260,7 @@ def pattern_fidelity(
     start_batch: int = 8,
     display: bool = True,
 ) -> PatternFidelity:
-    """The Table 2 protocol for a training-free ``flow`` (``apply_D``, ``score``, ``score_model``)
+    """The Table 2 protocol for an image ``flow`` (``drift``, ``score``, ``score_model``)
     from the clean patterns ``x0`` (S, C, H, W) in model coordinates (each one start), or from
     ``n_starts`` patterns drawn from a :class:`StartPatterns` pool, each just before its start
     is planned (so the first start of S is the one-start measurement of the same seed).

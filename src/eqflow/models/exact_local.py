@@ -1,0 +1,168 @@
+"""Exact equilibrium flows on images: v = c A(x) s with a learned local skew operator A(x).
+
+A couples channel i of pixel p with channel j of pixel p + delta for the offsets delta of a small
+stencil (and the channels of one pixel with each other) through coefficients c_delta(p)
+(:class:`eqflow.nets.blind_pairs.BlindPairNet`), antisymmetrically:
+
+    A[(p, i), (p + delta, j)] = c_delta^{ij}(p) = -A[(p + delta, j), (p, i)].
+
+The coefficient of a pair does not depend on the pair's own pixels (a convolution masked at
+both), so every column of A is free of its own coordinate: (div A)_k = sum_l dA_kl / dx_l = 0,
+and v = div A + A s = A s. For s = grad log p, div(p v) = p tr(A H) = 0 (A skew, H the
+symmetric Hessian of log p) for any weights: the flow preserves the score model's density
+exactly, whatever training does.
+
+Training picks the field of least Jacobian strain E||sym dv||_F^2 at a fixed scale, estimated
+from probe pairs (:func:`eqflow.models.exact_lowrank.pair_strain`). The score's Jacobian along a
+probe is computed once per step without a graph (the score model is fixed), so the U-Net's
+weights stay out of the flow's backward pass. One reason to expect more than a random D: the
+Jacobian of advection (a central difference on a periodic grid) is skew, so least strain
+favours moving a pattern rigidly over deforming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from eqflow.models.exact_lowrank import pair_strain
+from eqflow.models.flow import FlowBase
+from eqflow.models.optim import build_optimizer
+from eqflow.models.score import Score
+from eqflow.nets.blind_pairs import BlindPairNet
+
+
+def local_skew_apply(
+    coef: torch.Tensor, s: torch.Tensor, offsets: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """A s for the local skew operator of coefficients ``coef`` (B, K, C, C, H, W) (offset 0
+    first: its C x C matrices are made skew) applied to ``s`` (B, C, H, W), periodic."""
+    own = coef[:, 0] - coef[:, 0].transpose(1, 2)
+    out = torch.einsum("bijhw,bjhw->bihw", own, s)
+    for k, (dy, dx) in enumerate(offsets[1:], 1):
+        c = coef[:, k]
+        out = out + torch.einsum("bijhw,bjhw->bihw", c, torch.roll(s, (-dy, -dx), (-2, -1)))
+        behind = torch.roll(s, (dy, dx), (-2, -1))
+        out = out - torch.einsum("bijhw,bihw->bjhw", torch.roll(c, (dy, dx), (-2, -1)), behind)
+    return out
+
+
+def score_jacobian_products(score, x: torch.Tensor, directions: Sequence[torch.Tensor]) -> tuple:
+    """``(s(x), [J_s d for d in directions])``, all detached: the score's Jacobian along each
+    direction by reverse mode twice (J d = d/du <J^T u, d>), which any network supports."""
+    n = len(directions)
+    with torch.enable_grad():
+        xs = x.detach().repeat(n, *([1] * (x.ndim - 1))).requires_grad_(True)
+        s = score(xs)
+        u = torch.zeros_like(s, requires_grad=True)
+        (transposed,) = torch.autograd.grad(s, xs, u, create_graph=True)
+        (along,) = torch.autograd.grad(transposed, u, torch.cat(list(directions)))
+    return s[: len(x)].detach(), list(along.detach().chunk(n))
+
+
+def field_jvp(raw_field, x, s, dx, ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A(x) s, dv)`` with dv = A(x) ds + (d_x A dx) s: the field's derivative along ``dx``
+    when ``ds`` is the score's (forward mode, differentiable in the flow's weights)."""
+    with fwAD.dual_level():
+        out = fwAD.unpack_dual(raw_field(fwAD.make_dual(x, dx), fwAD.make_dual(s, ds)))
+    return out.primal, out.tangent
+
+
+class LocalExactFlow(FlowBase):
+    """v = c A(x) s on images (B, C, H, W): A(x) a learned local skew operator whose
+    coefficient for a pixel pair is blind to both pixels (exact: div(p v) = 0 for any weights),
+    c one scalar (rms |v| = ``speed`` rms |s|). Trained on the scale-free Jacobian strain."""
+
+    LOGGED = {"strain": "train/strain", "mean_sq": "train/raw_mean_sq_speed"}
+    images = True
+
+    def __init__(
+        self,
+        score: Score,
+        dim: int,
+        reach: int = 1,
+        radius: int = 2,
+        hidden: Sequence[int] = (32,),
+        n_probes: int = 1,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "cosine",
+        scale_penalty: float = 1e-2,
+        norm_momentum: float = 0.1,
+        calibration_points: int = 256,
+        speed: float = 0.5,
+        spatial: bool = True,
+    ):
+        super().__init__(score)
+        if speed <= 0:
+            raise ValueError(f"flow.model.speed={speed}: the rms |v| / rms |s|, a number > 0")
+        if not spatial:
+            raise ValueError(
+                "flow=exact_local acts on images (B, C, H, W); for vectors use "
+                "flow=exact_lowrank or flow=exact"
+            )
+        self.save_hyperparameters(ignore=["score"])
+        score.allow_second_derivatives()
+        self.net = BlindPairNet(dim, reach, radius, hidden)
+        self.register_buffer("running_sq", torch.ones(1))
+
+    def scale(self) -> torch.Tensor:
+        """c: rms |v| is ``speed`` times rms |s| on noised data (a random skew D of unit norm
+        on C = 3 channels gives about 0.58)."""
+        return self.hparams.speed / torch.sqrt(self.running_sq)
+
+    def raw_field(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """A(x) s, before the scale."""
+        return local_skew_apply(self.net(x), s, self.net.offsets)
+
+    def drift(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.raw_field(x, s) * self.scale().to(x)
+
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drift(x, self.score(x))
+
+    def strain_parts(self, x: torch.Tensor, generator=None) -> dict:
+        """``loss`` = d E||sym dv||^2 / E|v|^2 + scale_penalty log(E|v|^2 / E|s|^2)^2 at noised
+        images ``x``, and its parts (``mean_sq``: E|v|^2 / E|s|^2); dv r = A (J_s r) + (d_x A r) s
+        by forward mode through the coefficient network, the score's Jacobian products as the
+        tangents of s."""
+        estimates, v = [], None
+        for _ in range(self.hparams.n_probes):
+            r, q = (
+                torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+                for _ in range(2)
+            )
+            s, (jr, jq) = score_jacobian_products(self.score, x, (r, q))
+            v, a = field_jvp(self.raw_field, x, s, r, jr)
+            _, b = field_jvp(self.raw_field, x, s, q, jq)
+            estimates.append(pair_strain(r, q, a, b))
+        per_pixel_sq = v.pow(2).flatten(1).mean(-1).mean()  # E|v|^2 / d
+        strain = torch.stack(estimates).mean() / per_pixel_sq
+        ratio = v.pow(2).sum() / s.pow(2).sum()
+        loss = strain + self.hparams.scale_penalty * torch.log(ratio) ** 2
+        return {"loss": loss, "strain": strain, "mean_sq": ratio}
+
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = self.strain_parts(self.score_model.noise(x0))
+        if self.training:
+            with torch.no_grad():
+                self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
+        return parts
+
+    @torch.no_grad()
+    def calibrate(self, x0: torch.Tensor) -> None:
+        """Set the scale from many noised images: E|A s|^2 / E|s|^2."""
+        n = min(len(x0), self.hparams.calibration_points)
+        x = self.score_model.noise(x0[torch.randperm(len(x0))[:n]].to(self.device))
+        speed_sq, score_sq = 0.0, 0.0
+        for chunk in x.split(32):
+            s = self.score(chunk)
+            speed_sq += self.raw_field(chunk, s).pow(2).sum()
+            score_sq += s.pow(2).sum()
+        self.running_sq.copy_((speed_sq / score_sq)[None])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)

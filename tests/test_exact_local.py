@@ -1,0 +1,166 @@
+"""The image rung of exact flows: v = A(x) s with a local skew operator whose coefficient for
+a pixel pair is blind to both pixels (flow=exact_local)."""
+
+import pytest
+import torch
+
+from eqflow.models.exact_local import field_jvp, local_skew_apply, score_jacobian_products
+from eqflow.models.exact_lowrank import pair_strain
+from eqflow.nets.blind_pairs import BlindPairNet, half_stencil
+
+C, H, W = 2, 6, 7
+
+
+def _net(dtype=torch.float32, reach=1, radius=2):
+    torch.manual_seed(0)
+    net = BlindPairNet(C, reach=reach, radius=radius, hidden=(8, 8)).to(dtype)
+    with torch.no_grad():  # the last layer starts at zero bias; give the test a generic one
+        net.layers[-1].bias.normal_()
+    return net
+
+
+def _quartic_score(dtype):
+    """s = -grad E for E = x.P x / 2 + sum x^4 / 4 (a non-Gaussian density, Hessian varies)."""
+    g = torch.Generator().manual_seed(1)
+    d = C * H * W
+    m = torch.randn(d, d, generator=g, dtype=dtype) / d**0.5
+    prec = m @ m.T + 0.5 * torch.eye(d, dtype=dtype)
+    return lambda x: -((x.flatten(1) @ prec).view(x.shape) + x**3)
+
+
+def _field(net, score):
+    return lambda x: local_skew_apply(net(x), score(x), net.offsets)
+
+
+def test_the_half_stencil_holds_one_offset_of_each_pair():
+    offsets = half_stencil(1)
+    assert offsets[0] == (0, 0) and len(offsets) == 5
+    assert not any((-dy, -dx) in offsets for dy, dx in offsets[1:])
+
+
+def test_each_coefficient_is_blind_to_its_pair():
+    net = _net(torch.float64)
+    x = torch.randn(1, C, H, W, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda z: net(z)[0], x)[:, :, :, :, :, 0]
+    # jac: (K, C, C, H, W) output x (C, H, W) input
+    for k, (dy, dx) in enumerate(net.offsets):
+        for p in [(0, 0), (2, 3), (5, 6)]:
+            q = ((p[0] + dy) % H, (p[1] + dx) % W)
+            at_p = jac[k, :, :, p[0], p[1]]
+            assert at_p[..., :, p[0], p[1]].abs().max() == 0
+            assert at_p[..., :, q[0], q[1]].abs().max() == 0
+            assert at_p.abs().max() > 0  # it does see the rest of its window
+
+
+def test_the_operator_is_skew():
+    net = _net(torch.float64)
+    x = torch.randn(1, C, H, W, dtype=torch.float64)
+    coef = net(x)
+    basis = torch.eye(C * H * W, dtype=torch.float64).view(-1, C, H, W)
+    dense = torch.stack(
+        [local_skew_apply(coef, e[None], net.offsets)[0].flatten() for e in basis], 1
+    )
+    assert (dense + dense.T).abs().max() < 1e-12
+    assert dense.abs().max() > 0.1
+
+
+def _relative_residual(net, score, dtype):
+    """rms(div v + v.s) / rms(|v| |s|) at 8 random images, div v by autograd's full Jacobian."""
+    field = _field(net, score)
+    x = torch.randn(8, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    div = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi)
+            .reshape(C * H * W, C * H * W)
+            .trace()
+            for xi in x
+        ]
+    )
+    v, s = field(x), score(x)
+    residual = div + (v * s).flatten(1).sum(-1)
+    scale = (v.flatten(1).norm(dim=-1) * s.flatten(1).norm(dim=-1)).pow(2).mean().sqrt()
+    return float(residual.pow(2).mean().sqrt() / scale)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_div_p_v_vanishes_against_autograd(dtype, tol):
+    relative = _relative_residual(_net(dtype), _quartic_score(dtype), dtype)
+    assert relative < tol, relative
+
+
+def test_a_coefficient_that_sees_its_pair_breaks_the_equilibrium():
+    """The control: the same operator with the blind spots filled in is skew but not exact."""
+    net = _net(torch.float64)
+    net.mask.fill_(1.0)
+    assert _relative_residual(net, _quartic_score(torch.float64), torch.float64) > 1e-5
+
+
+def test_the_strain_estimate_matches_the_exact_strain_in_expectation():
+    dtype = torch.float64
+    net, score = _net(dtype), _quartic_score(dtype)
+    field = _field(net, score)
+    x = torch.randn(2, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    d = C * H * W
+    exact = []
+    for xi in x:
+        j = torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi).reshape(d, d)
+        exact.append((0.5 * (j + j.T)).pow(2).sum())
+    exact = torch.stack(exact)
+    g = torch.Generator().manual_seed(3)
+
+    def raw(y, t):
+        return local_skew_apply(net(y), t, net.offsets)
+
+    draws = []
+    for _ in range(600):
+        r, q = (torch.randn(x.shape, generator=g, dtype=dtype) for _ in range(2))
+        s, (jr, jq) = score_jacobian_products(score, x, (r, q))
+        a = field_jvp(raw, x, s, r, jr)[1]
+        b = field_jvp(raw, x, s, q, jq)[1]
+        draws.append(pair_strain(r, q, a, b).detach())
+    draws = torch.stack(draws)
+    mean, se = draws.mean(0), draws.std(0) / len(draws) ** 0.5
+    assert ((mean - exact).abs() < 5 * se).all(), (mean, exact, se)
+
+
+def test_a_tiny_alife_run_trains_the_exact_local_flow_and_tracks_its_creatures(tmp_path):
+    from helpers import compose_train
+
+    from eqflow import pipeline
+
+    cfg = compose_train(
+        [
+            "experiment=alife",
+            "flow=exact_local",
+            "icon=dot",
+            "logger=none",
+            "data.canvas=16",
+            "data.icon_size=8",
+            "data.n_samples=16",
+            "score.epochs=1",
+            "score.batch_size=8",
+            "flow.batch_size=8",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "measure.creatures.steps=20",
+            "measure.creatures.scale=2",
+            "measure.creatures.calibration=clean",
+            "measure.creatures.whole_reference_images=8",
+            "measure.creatures.frame_every=5",
+        ],
+        tmp_path,
+        tiny=False,
+    )
+    result = pipeline.train(cfg)
+    m = result.metrics
+    assert type(result.flow).__name__ == "LocalExactFlow"
+    assert m["creatures/whole_travel_bodies"] >= 0
+    assert (result.output_dir / "figures" / "creatures_travel.png").exists()
+    # the scale set from noised images: rms |v| = speed x rms |s| on them
+    flow = result.flow
+    x0 = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    flow.calibrate(x0)
+    with torch.no_grad():
+        x = flow.score_model.noise(x0)
+        ratio = flow.velocity(x).norm() / flow.score(x).norm()
+    assert float(ratio) == pytest.approx(cfg.flow.model.speed, rel=0.1)
