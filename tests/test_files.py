@@ -253,6 +253,7 @@ def test_training_free_flow_on_a_gaussian_file_keeps_its_distribution(tmp_path):
         tmp_path,
         points,
         "flow=training_free",
+        "score=mlp",
         "score.epochs=150",
         "score.batch_size=128",
         "measure.mmd.n_points=1024",

@@ -125,6 +125,22 @@ def _finite_mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def travel_statistics(
+    tracks: list[Track], ref: Reference, size: int, min_track_frames: int, late: np.ndarray
+) -> dict:
+    """Each whole creature's net travel over its track in body lengths (0 with no track), its
+    mean and median, and the sweep target: whole share late x mean travel (0 for still
+    creatures and for none whole)."""
+    bodies = travel(tracks, (size, size), ref.body, min_track_frames)
+    mean = float(np.mean(bodies)) if bodies else 0.0
+    return {
+        "whole_travel_bodies": mean,
+        "whole_travel_bodies_median": float(np.median(bodies)) if bodies else 0.0,
+        "whole_travel_per_track": bodies,
+        "whole_bodies_travelled": float(np.mean(late)) * mean if len(late) else float("nan"),
+    }
+
+
 def census_statistics(
     centres: list[np.ndarray],
     mean_integrity: list[float],
@@ -147,8 +163,6 @@ def census_statistics(
     late = share[-max(1, len(share) // 4) :]
     tracks = link(centres, (size, size), max_step)
     motion = motion_statistics(tracks, (size, size), dt, min_track_frames)
-    bodies = travel(tracks, (size, size), ref.body, min_track_frames)
-    mean_bodies = float(np.mean(bodies)) if bodies else 0.0
     order = order_parameters(
         [t for t in tracks if len(t.positions) >= min_track_frames], (size, size), rng
     )
@@ -175,12 +189,7 @@ def census_statistics(
         f"whole_survival_{survival_frames}": survival(tracks, survival_frames),
         "whole_tracks": motion["n_tracks"],
         "whole_mean_speed": motion["mean_speed"],
-        # net displacement of each whole creature's track in body lengths (0 with no track)
-        "whole_travel_bodies": mean_bodies,
-        "whole_travel_bodies_median": float(np.median(bodies)) if bodies else 0.0,
-        "whole_travel_per_track": bodies,
-        # the sweep target: whole and moving (0 for still creatures and for none whole)
-        "whole_bodies_travelled": float(np.mean(late)) * mean_bodies if len(late) else nan,
+        **travel_statistics(tracks, ref, size, min_track_frames, late),
         **{f"whole_{k}": v for k, v in order.items()},
         "whole_nn_distance": float(nn.mean()) if len(nn) else nan,
         "whole_nn_distance_training": float(nn_train.mean()) if len(nn_train) else nan,

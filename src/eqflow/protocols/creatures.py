@@ -355,12 +355,7 @@ class Creatures(Protocol):
                 figures / "creatures_whole.png",
                 f"whole creatures in the last frame ({len(last_whole)})",
             )
-            out.figures["figures/creatures_travel"] = plots.histogram(
-                {"whole creatures": whole["whole_travel_per_track"]},
-                figures / "creatures_travel.png",
-                "net travel over the track, body lengths",
-                ylabel="tracks",
-            )
+            out.figures["figures/creatures_travel"] = _travel_figure(whole, figures)
             out.figures["figures/creatures_pair_correlation"] = plots.curves(
                 {"simulation (last quarter)": whole["g"], "training scatters": whole["g_training"]},
                 figures / "creatures_pair_correlation.png",
@@ -380,6 +375,16 @@ class Creatures(Protocol):
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
             f"polarisation {stats['polarisation']:.2f}",
         )
+
+
+def _travel_figure(whole: dict, figures: Path) -> Path:
+    """A histogram of each whole creature's net travel, in body lengths."""
+    return plots.histogram(
+        {"whole creatures": whole["whole_travel_per_track"]},
+        figures / "creatures_travel.png",
+        "net travel over the track, body lengths",
+        ylabel="tracks",
+    )
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:
