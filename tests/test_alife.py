@@ -293,3 +293,22 @@ def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
     assert published.abs().max() <= 1 and published.std() > 0.4  # uniform noise in [-1, 1]
     with pytest.raises(ValueError, match="noise"):
         Creatures(start="zeros")
+
+
+def test_the_sampler_start_is_the_score_models_own_sample_at_the_flows_level():
+    from eqflow.models.image_score import ImageScoreModule
+    from eqflow.protocols import Creatures
+
+    kw = dict(channels=3, block_out_channels=[8, 16], norm_num_groups=4, timestep=10)
+    every_level = ImageScoreModule(**kw).eval()
+    x = Creatures.sampler_state(every_level, 16, torch.Generator().manual_seed(0))
+    assert x.shape == (1, 3, 16, 16) and torch.isfinite(x).all()
+    # the same stream, sampled on to the clean end, passes through that state: not clamped,
+    # and not the clean sample
+    clean = every_level.sample(1, 16, torch.Generator().manual_seed(0))
+    assert not torch.allclose(x, clean)
+    again = every_level.sample(1, 16, torch.Generator().manual_seed(0), stop_at=10)
+    assert torch.equal(x, again)
+    band_only = ImageScoreModule(**kw, train_timesteps=[0, 20]).eval()
+    with pytest.raises(ValueError, match="score.model.train_timesteps=null"):
+        Creatures.sampler_state(band_only, 16, torch.Generator())

@@ -155,9 +155,16 @@ class ImageScoreModule(Score, pl.LightningModule):
         return self.hparams.train_timesteps is None
 
     @torch.no_grad()
-    def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        size: int,
+        generator: torch.Generator | None = None,
+        stop_at: int | None = None,
+    ) -> torch.Tensor:
         """``n`` ancestral DDPM samples of ``size`` x ``size`` from pure noise, clamped to
-        [-1, 1]."""
+        [-1, 1]; with ``stop_at``, the noisy samples x_t at that timestep instead (e.g. the
+        level the flow reads: the model's own population, at the level its score describes)."""
         x = torch.randn(
             n,
             self.hparams.channels,
@@ -168,6 +175,8 @@ class ImageScoreModule(Score, pl.LightningModule):
         ).to(self.device)
         self.scheduler.set_timesteps(self.hparams.num_train_timesteps)
         for t in self.scheduler.timesteps:
+            if stop_at is not None and int(t) <= stop_at:
+                return x
             x = self.scheduler.step(
                 self.predict(x, int(t)), int(t), x, generator=generator
             ).prev_sample

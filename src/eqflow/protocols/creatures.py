@@ -52,7 +52,7 @@ class Creatures(Protocol):
     canvas: near 1 when the flow keeps a population of icons, near 0 when it turns them into
     something else."""
 
-    STARTS = ("noise", "scatter", "data")
+    STARTS = ("noise", "scatter", "data", "sampler")
     INTEGRITY_FRAMES = ("denoised", "smoothed")
     CALIBRATIONS = ("denoised", "clean")
     BACKGROUNDS = ("data", "frame")
@@ -74,7 +74,7 @@ class Creatures(Protocol):
         start: str = "noise",
         area_range: tuple[float, float] | None = (0.5, 2.0),
         reference_images: int = 32,
-        whole_reference_images: int = 128,
+        whole_reference_images: int = 256,
         integrity_frames: str = "denoised",
         calibration: str = "denoised",
         background: str = "data",
@@ -121,13 +121,17 @@ class Creatures(Protocol):
         alpha: torch.Tensor,
         g: torch.Generator,
         system=None,
+        score_model=None,
     ) -> torch.Tensor:
-        """The SDE's (1, C, size, size) start: uniform noise; a fresh scatter drawn by the data
+        """The SDE's (1, C, size, size) start: the score model's own samples at its level
+        (:meth:`sampler_state`); uniform noise; a fresh scatter drawn by the data
         ``system`` (:meth:`scatter_state`); or one training scatter of ``images`` tiled over
         the canvas and noised to the level ``alpha``. The scatters are periodic, so copies of
         one join without a seam; tiles of different scatters would cut every creature that
         crosses a tile's edge (most of them, for icons half the canvas wide)."""
         c, h, w = images.shape[1:]
+        if self.start == "sampler":
+            return self.sampler_state(score_model, size, g)
         if self.start == "noise":
             return torch.rand(1, c, size, size, generator=g) * 2 - 1
         if self.start == "scatter":
@@ -136,6 +140,21 @@ class Creatures(Protocol):
         reps = (-(-size // h), -(-size // w))
         mosaic = images[pick].float().cpu().repeat(1, *reps)[:, :size, :size]
         return noise_to_level(mosaic, alpha, g).unsqueeze(0)
+
+    @staticmethod
+    def sampler_state(score_model, size: int, g: torch.Generator) -> torch.Tensor:
+        """A (1, C, size, size) canvas drawn by the score model's ancestral sampler from pure
+        noise down to the level the flow reads: creatures formed by the model, at its density.
+        Needs a score trained on every noise level."""
+        if score_model is None or not getattr(score_model, "trains_every_level", False):
+            raise ValueError(
+                "measure.creatures.start=sampler draws the start with the score model's sampler "
+                "from pure noise, which needs a score trained on every noise level: set "
+                "score.model.train_timesteps=null (the CPU preset trains only the levels near "
+                "the flow's), or use start=scatter or start=noise"
+            )
+        level = int(score_model.hparams.timestep)
+        return score_model.sample(1, size, g, stop_at=level).cpu()
 
     @staticmethod
     def scatter_state(system, size: int, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -160,7 +179,9 @@ class Creatures(Protocol):
         same smoothed by the EMA (what the animation shows)."""
         size = int(data.system.canvas * self.scale)
         alpha = flow.score_model.alpha.cpu()
-        x0 = self.start_state(data.x, size, alpha, g, system=data.system).to(flow.device)
+        x0 = self.start_state(
+            data.x, size, alpha, g, system=data.system, score_model=flow.score_model
+        ).to(flow.device)
         decay = self.ema**self.frame_every
         smoothed, denoised, state = [], [], {"ema": None}
 
