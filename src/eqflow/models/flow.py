@@ -132,7 +132,7 @@ class EquilibriumFlowModule(FlowBase):
         n_freqs: int = 4,
         lr: float = 1e-2,
         weight_decay: float = 1e-5,
-        lr_schedule: str = "constant",
+        lr_schedule: str = "cosine",
         divergence: str = "exact",
         n_probes: int = 10,
         probe: str = "gaussian",
@@ -277,20 +277,20 @@ class EquilibriumFlowModule(FlowBase):
 def _check_loss_settings(divergence: str, probe: str, estimator: str, n_probes: int) -> None:
     """The divergence, probe and estimator names, and the combinations that work together."""
     if divergence not in METHODS:
-        raise ValueError(f"flow.divergence={divergence!r}: choose one of {METHODS}")
+        raise ValueError(f"flow.model.divergence={divergence!r}: choose one of {METHODS}")
     if probe not in PROBES:
-        raise ValueError(f"flow.probe={probe!r}: choose one of {PROBES}")
+        raise ValueError(f"flow.model.probe={probe!r}: choose one of {PROBES}")
     if estimator not in ESTIMATORS:
-        raise ValueError(f"flow.estimator={estimator!r}: choose one of {ESTIMATORS}")
+        raise ValueError(f"flow.model.estimator={estimator!r}: choose one of {ESTIMATORS}")
     if estimator == "product" and (divergence != "hutchinson" or n_probes < 2):
         raise ValueError(
-            "flow.estimator=product needs flow.divergence=hutchinson and "
-            "flow.n_probes >= 2 (two independent halves of the probes)"
+            "flow.model.estimator=product needs flow.model.divergence=hutchinson and "
+            "flow.model.n_probes >= 2 (two independent halves of the probes)"
         )
     if estimator == "expected" and divergence != "hutchinson":
         raise ValueError(
-            "flow.estimator=expected is the mean of the Hutchinson loss over its "
-            "probes; it needs flow.divergence=hutchinson"
+            "flow.model.estimator=expected is the mean of the Hutchinson loss over its "
+            "probes; it needs flow.model.divergence=hutchinson"
         )
 
 

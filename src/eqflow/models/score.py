@@ -110,9 +110,9 @@ class ScoreModule(Score, pl.LightningModule):
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
-            raise ValueError(f"score.prediction={prediction!r}: choose one of {PREDICTIONS}")
+            raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
         if not 0 <= t <= 1:
-            raise ValueError(f"score.t must lie in [0, 1], got {t}")
+            raise ValueError(f"score.model.t must lie in [0, 1], got {t}")
         self.save_hyperparameters()
         self.net = ScoreMLP(dim, hidden, activation)
         self.schedule = CosineSchedule(num_steps)

@@ -140,7 +140,7 @@ class FlowMLP(NormalisedField):
         super().__init__()
         if activation == "relu":
             raise ValueError(
-                "flow.activation=relu has a zero second derivative; the divergence "
+                "flow.model.activation=relu has a zero second derivative; the divergence "
                 "loss needs a smooth activation (silu, tanh, gelu)"
             )
         self.encoding = PositionalEncoding(n_freqs)
