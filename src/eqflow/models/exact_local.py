@@ -27,9 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from eqflow.models.exact_lowrank import pair_strain
-from eqflow.models.flow import FlowBase
-from eqflow.models.optim import build_optimizer
+from eqflow.models.exact_lowrank import StrainTrainedFlow, pair_strain
 from eqflow.models.score import Score
 from eqflow.nets.blind_pairs import BlindPairNet
 
@@ -70,7 +68,7 @@ def field_jvp(raw_field, x, s, dx, ds) -> tuple[torch.Tensor, torch.Tensor]:
     return out.primal, out.tangent
 
 
-class LocalExactFlow(FlowBase):
+class LocalExactFlow(StrainTrainedFlow):
     """v = c A(x) s on images (B, C, H, W): A(x) a learned local skew operator whose
     coefficient for a pixel pair is blind to both pixels (exact: div(p v) = 0 for any weights),
     c one scalar (rms |v| = ``speed`` rms |s|). Trained on the scale-free Jacobian strain."""
@@ -123,7 +121,7 @@ class LocalExactFlow(FlowBase):
     def velocity(self, x: torch.Tensor) -> torch.Tensor:
         return self.drift(x, self.score(x))
 
-    def strain_parts(self, x: torch.Tensor, generator=None) -> dict:
+    def strain(self, x: torch.Tensor, generator=None) -> dict:
         """``loss`` = d E||sym dv||^2 / E|v|^2 + scale_penalty log(E|v|^2 / E|s|^2)^2 at noised
         images ``x``, and its parts (``mean_sq``: E|v|^2 / E|s|^2); dv r = A (J_s r) + (d_x A r) s
         by forward mode through the coefficient network, the score's Jacobian products as the
@@ -144,25 +142,12 @@ class LocalExactFlow(FlowBase):
         loss = strain + self.hparams.scale_penalty * torch.log(ratio) ** 2
         return {"loss": loss, "strain": strain, "mean_sq": ratio}
 
-    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = self.strain_parts(self.score_model.noise(x0))
-        if self.training:
-            with torch.no_grad():
-                self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
-        return parts
-
     @torch.no_grad()
     def calibrate(self, x0: torch.Tensor) -> None:
         """Set the scale from many noised images: E|A s|^2 / E|s|^2."""
-        n = min(len(x0), self.hparams.calibration_points)
-        x = self.score_model.noise(x0[torch.randperm(len(x0))[:n]].to(self.device))
         speed_sq, score_sq = 0.0, 0.0
-        for chunk in x.split(32):
+        for chunk in self.calibration_sample(x0).split(32):
             s = self.score(chunk)
             speed_sq += self.raw_field(chunk, s).pow(2).sum()
             score_sq += s.pow(2).sum()
         self.running_sq.copy_((speed_sq / score_sq)[None])
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)

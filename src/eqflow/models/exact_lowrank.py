@@ -80,7 +80,31 @@ def pair_strain(r, q, a, b) -> torch.Tensor:
     return 0.5 * (frobenius + trace)
 
 
-class LowRankExactFlow(FlowBase):
+class StrainTrainedFlow(FlowBase):
+    """What flows trained on the scale-free strain share: a running mean ``running_sq`` of the
+    raw field's squared speed that sets the scale, updated from each training batch, and the
+    optimiser. Subclasses define ``strain(x)`` (the loss parts at noised points ``x``, with
+    ``mean_sq``) and the hyper-parameters lr, weight_decay, lr_schedule, norm_momentum and
+    calibration_points."""
+
+    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = self.strain(self.score_model.noise(x0))
+        if self.training:
+            with torch.no_grad():
+                self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
+        return parts
+
+    def calibration_sample(self, x0: torch.Tensor) -> torch.Tensor:
+        """Up to ``calibration_points`` of ``x0``, drawn at random and noised."""
+        n = min(len(x0), self.hparams.calibration_points)
+        return self.score_model.noise(x0[torch.randperm(len(x0))[:n]].to(self.device))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)
+
+
+class LowRankExactFlow(StrainTrainedFlow):
     """v = c (div A + A s) with A = sum_k (u_k w_k^T - w_k u_k^T) of rank ``2 * rank``, u and w
     from one hollow network; c = sqrt(d / E|v|^2) one scalar. Exact for any weights; trained on
     the scale-free Jacobian strain by Hutchinson probes. Cost about linear in d."""
@@ -136,21 +160,12 @@ class LowRankExactFlow(FlowBase):
         loss = strain + self.hparams.scale_penalty * torch.log(mean_sq / d) ** 2
         return {"loss": loss, "strain": strain, "mean_sq": mean_sq}
 
-    def loss_parts(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = self.strain_parts(self.net, self.score_model.noise(x0))
-        if self.training:
-            with torch.no_grad():
-                self.running_sq.lerp_(parts["mean_sq"].detach()[None], self.hparams.norm_momentum)
-        return parts
+    def strain(self, x: torch.Tensor) -> dict:
+        return self.strain_parts(self.net, x)
 
     @torch.no_grad()
     def calibrate(self, x0: torch.Tensor) -> None:
         """Set the scale from many noised points (more exact than the running mean)."""
-        n = min(len(x0), self.hparams.calibration_points)
-        x = self.score_model.noise(x0[torch.randperm(len(x0))[:n]].to(self.device))
+        x = self.calibration_sample(x0)
         total = sum(self.raw_field(chunk).pow(2).sum() for chunk in x.split(4096))
-        self.running_sq.copy_((total / n)[None])
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer(self, hp.lr, hp.weight_decay, hp.lr_schedule)
+        self.running_sq.copy_((total / len(x))[None])
