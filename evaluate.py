@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from eqflow.config import EVALUATE_RULES, renamed_override_message, validate
 from eqflow.errors import ConfigError, RunInterrupted
 from eqflow.evaluation import evaluate_run, evaluate_sweep
-from eqflow.interrupts import stage, stop_on_signals
+from eqflow.io.interrupts import stage, stop_on_signals
 from eqflow.runs import RunLoadError
 
 log = logging.getLogger("eqflow")

@@ -16,9 +16,9 @@ from eqflow.config import missing_plugin_message, renamed_override_message
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
 from eqflow.hydra_callbacks import ENDED_SWEEPS
-from eqflow.interrupts import stage, stop_on_signals
+from eqflow.io.interrupts import stage, stop_on_signals
+from eqflow.io.metrics_file import ensemble_member_metrics
 from eqflow.pipeline import train
-from eqflow.report import ensemble_member_metrics
 from eqflow.runs import RunLoadError
 from eqflow.sweep_jobs import FINISHED, JobRecord, sweep_summary
 

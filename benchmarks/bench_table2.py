@@ -26,9 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from eqflow.building import build_flow
 from eqflow.data import SnapshotData
-from eqflow.data_stage import load_data
 from eqflow.metrics.fidelity import abs_cosine
 from eqflow.models.baselines import (
     StackedNetworks,
@@ -40,7 +38,9 @@ from eqflow.models.baselines import (
 from eqflow.protocols.langevin import langevin_representation
 from eqflow.protocols.start_patterns import StartPatterns
 from eqflow.protocols.table2 import pattern_fidelity
-from eqflow.score_stage import load_score
+from eqflow.stages.building import build_flow
+from eqflow.stages.data import load_data
+from eqflow.stages.score import load_score
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 DEFAULT = [

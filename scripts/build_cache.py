@@ -10,8 +10,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from eqflow.data_stage import load_data
-from eqflow.score_stage import load_score
+from eqflow.stages.data import load_data
+from eqflow.stages.score import load_score
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from eqflow.data.alife import AlifeSystem, wrapped_indices
 from eqflow.data.icons import BUILTIN, load_icon
-from eqflow.data_stage import file_fingerprints
+from eqflow.stages.data import file_fingerprints
 
 
 @pytest.mark.parametrize("icon", BUILTIN)

@@ -177,15 +177,15 @@ def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
 
 
 def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout():
-    from eqflow.building import build_protocols
     from eqflow.protocols import Preservation
     from eqflow.runs import upgrade_config
+    from eqflow.stages.building import build_protocols
 
     old = OmegaConf.create(
         {
             "callbacks": {
                 "checkpoint": {
-                    "_target_": "eqflow.checkpointing.every_epoch_checkpoint",
+                    "_target_": "eqflow.io.checkpoints.every_epoch_checkpoint",
                     "folder": "ck",
                 },
                 "mmd": {"_target_": "eqflow.protocols.Preservation", "steps": 7},

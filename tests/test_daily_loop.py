@@ -88,7 +88,7 @@ def test_a_three_trial_search_ends_with_its_best_value(tmp_path):
 
 
 def _score_key(*overrides):
-    from eqflow.score_cache import score_key
+    from eqflow.stages.score_cache import score_key
 
     return score_key(compose_train(list(overrides)))
 

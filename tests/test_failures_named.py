@@ -18,10 +18,10 @@ from eqflow.data.files import PointsFromFile, read_points
 from eqflow.data.ode import Lorenz, ODESystem
 from eqflow.errors import RunInterrupted, StorageError
 from eqflow.hydra_callbacks import RunFolderGuard
-from eqflow.interrupts import stage, stop_on_signals
-from eqflow.run_folders import claim_run_dir
+from eqflow.io.interrupts import stage, stop_on_signals
+from eqflow.io.run_folders import claim_run_dir
+from eqflow.io.storage import atomic_write
 from eqflow.runs import RunLoadError, load_run, load_sweep
-from eqflow.storage import atomic_write
 from eqflow.sweep_jobs import unfinished_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ def test_torch_save_failing_on_a_full_disk_is_named(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64")
 
     monkeypatch.setattr(torch, "save", enforce_fail)
-    from eqflow.cache import atomic_torch_save
+    from eqflow.io.cache import atomic_torch_save
 
     with pytest.raises(StorageError, match=r"cannot write .*flow\.pt.*a full disk"):
         atomic_torch_save({}, tmp_path / "flow.pt", "hydra.run.dir=<another folder>")

@@ -14,7 +14,7 @@ from helpers import TINY_PATTERNS, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from eqflow import data_stage, pipeline, score_stage
+from eqflow import pipeline
 from eqflow.data import SnapshotDataModule
 from eqflow.data.augment import periodic_symmetry
 from eqflow.dynamics import sde_heun
@@ -22,6 +22,8 @@ from eqflow.models import ImageScoreModule, TrainingFreeFlow
 from eqflow.models.baselines import StackedNetworks, redrawn_network
 from eqflow.nets.unet import CircularUNet2DModel, padding_modes
 from eqflow.protocols.langevin import langevin_representation
+from eqflow.stages import data as data_stage
+from eqflow.stages import score as score_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -378,9 +380,9 @@ def test_score_precision_trains_in_bfloat16_keeps_float32_weights_and_keys_the_c
     float32, and a cache entry of its own (an unset precision keeps the key it had before)."""
     import numpy as np
 
-    from eqflow.data_stage import load_data
-    from eqflow.score_cache import score_key
-    from eqflow.score_stage import load_score
+    from eqflow.stages.data import load_data
+    from eqflow.stages.score import load_score
+    from eqflow.stages.score_cache import score_key
 
     plain = compose_train(TINY_PATTERNS, tmp_path, tiny=False)
     bf16 = compose_train([*TINY_PATTERNS, "score.precision=bf16-mixed"], tmp_path, tiny=False)

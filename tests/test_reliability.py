@@ -15,8 +15,8 @@ from helpers import compose_train, signal_train_when
 from omegaconf import OmegaConf
 
 from eqflow import pipeline
-from eqflow.cache import cached
 from eqflow.errors import ConfigError, NonFiniteLossError
+from eqflow.io.cache import cached
 from eqflow.models import EquilibriumFlowModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_run_folders_claimed_in_the_same_second_differ(tmp_path):
     """Defect 1: two processes asking for one run folder get two folders."""
     base = str(tmp_path / "runs" / "lorenz" / "2026-01-01_00-00-00_seed0")
     code = (
-        "import sys; from eqflow.run_folders import claim_run_dir; "
+        "import sys; from eqflow.io.run_folders import claim_run_dir; "
         "print(claim_run_dir(sys.argv[1]))"
     )
     got = [
@@ -247,8 +247,8 @@ def test_a_signal_during_a_file_write_stops_the_run_once_the_file_is_whole(tmp_p
     import signal
 
     from eqflow.errors import RunInterrupted
-    from eqflow.interrupts import stop_on_signals
-    from eqflow.storage import atomic_write
+    from eqflow.io.interrupts import stop_on_signals
+    from eqflow.io.storage import atomic_write
 
     target = tmp_path / "last.ckpt"
     sent = []

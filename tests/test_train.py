@@ -12,10 +12,12 @@ import torch
 from helpers import compose_train, cut_off_in_epoch
 from omegaconf import OmegaConf
 
-from eqflow import data_stage, pipeline, score_stage
+from eqflow import pipeline
 from eqflow.errors import NonFiniteLossError
 from eqflow.evaluation import evaluate_run
 from eqflow.runs import RunLoadError
+from eqflow.stages import data as data_stage
+from eqflow.stages import score as score_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORENZ = ["data.n_trajectories=2", "data.n_steps=400", "data.burn_in_steps=100"]

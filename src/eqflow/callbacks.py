@@ -12,9 +12,10 @@ import torch
 
 from eqflow import plots
 from eqflow.errors import NonFiniteLossError
+from eqflow.io.loggers import log_figure, log_to_loggers, log_video
+from eqflow.io.metrics_file import update_metrics
 from eqflow.progress import announced
 from eqflow.protocols.base import Measurement, Protocol
-from eqflow.report import log_figure, log_to_loggers, log_video, update_metrics
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eqflow.analysis import analyse
+from eqflow.analysis.report import Report, write_report
 from eqflow.analysis.uniqueness import csv_text
 from eqflow.config import EVALUATE_RULES, validate
-from eqflow.report import Report, read_metrics, write_report
+from eqflow.io.metrics_file import read_metrics
+from eqflow.io.storage import writable_folder
 from eqflow.runs import load_config, measure_run, named_run_dirs
-from eqflow.storage import writable_folder
 from eqflow.sweep_jobs import unfinished_jobs
 
 log = logging.getLogger(__name__)

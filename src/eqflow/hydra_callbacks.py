@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError
 
 from eqflow.errors import StorageError
-from eqflow.run_folders import existing_run_message, holds_a_run, runs_inside
-from eqflow.storage import writable_folder
+from eqflow.io.run_folders import existing_run_message, holds_a_run, runs_inside
+from eqflow.io.storage import writable_folder
 
 
 def refuse(message: str) -> None:

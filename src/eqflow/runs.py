@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from eqflow.building import build_flow, build_protocols
 from eqflow.callbacks import measure_and_record
 from eqflow.data import SnapshotData
-from eqflow.data_stage import load_data
-from eqflow.report import read_metrics
-from eqflow.run_folders import ENSEMBLE_MARKER
-from eqflow.score_cache import MissingScoreError, read_score, score_key
+from eqflow.io.metrics_file import read_metrics
+from eqflow.io.run_folders import ENSEMBLE_MARKER
+from eqflow.stages.building import build_flow, build_protocols
+from eqflow.stages.data import load_data
+from eqflow.stages.score_cache import MissingScoreError, read_score, score_key
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from eqflow.report import write_json_atomic
+from eqflow.io.metrics_file import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eqflow.analysis import creatures, patterns, systems, uniqueness
-from eqflow.report import Report
+from eqflow.analysis.report import Report
 from eqflow.runs import RunLoadError, load_config, run_dirs
 
 ANALYSES = {

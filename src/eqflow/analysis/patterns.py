@@ -19,8 +19,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from eqflow.analysis.report import Report, mean_std
 from eqflow.metrics.paired import VERDICT_RULE, paired_comparison
-from eqflow.report import Report, mean_std
 from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metrics
 
 log = logging.getLogger(__name__)

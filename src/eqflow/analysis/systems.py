@@ -20,9 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow.analysis import uniqueness
+from eqflow.analysis.report import Report, write_report
 from eqflow.data.dysts_systems import PUBLISHED_LYAPUNOV
 from eqflow.metrics.lyapunov import max_lyapunov
-from eqflow.report import Report, write_report
 from eqflow.runs import load_config, load_run, named_run_dirs
 
 log = logging.getLogger(__name__)

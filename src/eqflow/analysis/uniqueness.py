@@ -3,7 +3,7 @@ groups (training-free flows, untrained flow networks, the ground truth, the scor
 their representations (Table 1), their chaos, their distribution preservation and a UMAP.
 
 The building blocks work on plain objects (a :class:`~eqflow.runs.Sweep`); :func:`analyse`
-puts them together into a :class:`~eqflow.report.Report`.
+puts them together into a :class:`~eqflow.analysis.report.Report`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from eqflow import plots
+from eqflow.analysis.report import Report
 from eqflow.analysis.verdicts import study_verdicts, verdicts_markdown
 from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
@@ -39,7 +40,6 @@ from eqflow.protocols.chaos import (
     sustained_chaos_many,
 )
 from eqflow.protocols.preservation import mmd_curve
-from eqflow.report import Report
 from eqflow.runs import Sweep, load_sweep
 
 log = logging.getLogger(__name__)

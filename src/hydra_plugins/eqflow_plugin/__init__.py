@@ -4,6 +4,6 @@ the resolvers eqflow's configs use, ``${claim_run_dir:...}`` and ``${evaluated:.
 importing eqflow itself. The run-folder and sweep callbacks are named in conf/hydra/default.yaml
 (``eqflow.hydra_callbacks``); a new script gets them with ``- hydra: default`` in its defaults."""
 
-from eqflow.run_folders import register_resolvers
+from eqflow.io.run_folders import register_resolvers
 
 register_resolvers()

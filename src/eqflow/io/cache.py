@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from eqflow.storage import CACHE_FOLDER, atomic_write
+from eqflow.io.storage import CACHE_FOLDER, atomic_write
 
 log = logging.getLogger(__name__)
 

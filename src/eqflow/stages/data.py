@@ -13,9 +13,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from eqflow.cache import cached
 from eqflow.data import Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError
+from eqflow.io.cache import cached
 
 log = logging.getLogger(__name__)
 

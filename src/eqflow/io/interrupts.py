@@ -12,6 +12,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from eqflow.errors import RunInterrupted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -76,3 +78,19 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def fit_unless_stopped(trainer, model, datamodule, ckpt_path, doing: str, advice: str) -> None:
+    """``trainer.fit`` as the stage ``doing``; a SIGTERM that Lightning caught (its own exit is
+    a SystemExit with status 0) ends it with :class:`RunInterrupted` naming the epoch and
+    ``advice`` (how to resume), so the run exits non-zero."""
+    stopped = False
+    with stage(doing, advice):
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            stopped = True
+    if stopped or trainer.received_sigterm:
+        raise RunInterrupted(
+            f"{doing} was stopped (SIGTERM) in epoch {trainer.current_epoch + 1}; {advice}"
+        )

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from eqflow.cache import atomic_torch_save
 from eqflow.errors import ConfigError
-from eqflow.storage import RUN_FOLDER
+from eqflow.io.cache import atomic_torch_save
+from eqflow.io.storage import RUN_FOLDER
 
 log = logging.getLogger(__name__)
 

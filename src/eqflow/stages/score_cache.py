@@ -1,5 +1,5 @@
 """The score model's cache entry: its key, and reading it back without training (the path a
-finished run is read back by). Training and writing the entry is :mod:`eqflow.score_stage`."""
+finished run is read back by). Training and writing the entry is :mod:`eqflow.stages.score`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from eqflow.cache import CorruptCacheError, entry_path, load_entry
 from eqflow.data import Snapshots
-from eqflow.data_stage import data_key, plain_container
+from eqflow.io.cache import CorruptCacheError, entry_path, load_entry
 from eqflow.models.score import Score
+from eqflow.stages.data import data_key, plain_container
 
 
 class MissingScoreError(FileNotFoundError):
@@ -20,7 +20,7 @@ class MissingScoreError(FileNotFoundError):
 
 # trainer keys that leave what the score model learns unchanged: where it runs and what it
 # prints, or set by the score's own fit (max_epochs is score.epochs, gradient clipping is
-# score.gradient_clip_val; see eqflow.score_stage.train_score)
+# score.gradient_clip_val; see eqflow.stages.score.train_score)
 NEUTRAL_TRAINER_KEYS = frozenset(
     {
         "_target_",

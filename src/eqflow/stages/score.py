@@ -1,6 +1,6 @@
 """The score stage of a run: the score model for a data + score config, read from the cache or
 trained (resumably, file-locked) and cached. The entry's key and reading it back without
-training are :mod:`eqflow.score_cache`."""
+training are :mod:`eqflow.stages.score_cache`."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from eqflow.building import make_trainer
-from eqflow.cache import cached, entry_path
 from eqflow.callbacks import FiniteWeights, LossHistory, ScoreSamples, TrainingClock
-from eqflow.checkpointing import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
 from eqflow.data import SnapshotDataModule, Snapshots, SnapshotSystem
-from eqflow.errors import RunInterrupted
-from eqflow.interrupts import stage
+from eqflow.io.cache import cached, entry_path
+from eqflow.io.checkpoints import AtomicCheckpointIO, every_epoch_checkpoint, resumable_checkpoint
+from eqflow.io.interrupts import fit_unless_stopped
+from eqflow.io.storage import CACHE_FOLDER
 from eqflow.models.score import Score
-from eqflow.score_cache import make_score, score_from_record, score_key
-from eqflow.storage import CACHE_FOLDER
+from eqflow.stages.building import make_trainer
+from eqflow.stages.score_cache import make_score, score_from_record, score_key
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +106,8 @@ def fit_resumably(trainer, model, dm, resume_dir: Path) -> None:
         f"its last finished epoch is kept in {resume_dir}: run the same command "
         f"again to resume it (nothing else was written)"
     )
-    stopped = False
-    with stage("training the score model", advice):
-        try:
-            trainer.fit(model, datamodule=dm, ckpt_path=resumable_checkpoint(resume_dir))
-        except SIGTERMException:  # Lightning's is a SystemExit with status 0
-            stopped = True
-    if stopped or trainer.received_sigterm:
-        raise RunInterrupted(
-            f"the score model's training was stopped (SIGTERM) in epoch "
-            f"{trainer.current_epoch + 1}; {advice}"
-        )
+    checkpoint = resumable_checkpoint(resume_dir)
+    fit_unless_stopped(trainer, model, dm, checkpoint, "training the score model", advice)
 
 
 def sample_callbacks(cfg: DictConfig, model: Score, x, score_dir: Path) -> list:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from eqflow.errors import StorageError
-from eqflow.interrupts import signals_deferred
+from eqflow.io.interrupts import signals_deferred
 
 RUN_FOLDER = "hydra.run.dir=<another folder>"
 CACHE_FOLDER = "paths.cache_dir=<another folder>"
