@@ -7,6 +7,7 @@ from PIL import Image
 
 from eqflow.data.alife import AlifeSystem, wrapped_indices
 from eqflow.data.icons import BUILTIN, load_icon
+from eqflow.metrics.tracking import foreground
 from eqflow.stages.data import file_fingerprints
 
 
@@ -312,3 +313,60 @@ def test_the_sampler_start_is_the_score_models_own_sample_at_the_flows_level():
     band_only = ImageScoreModule(**kw, train_timesteps=[0, 20]).eval()
     with pytest.raises(ValueError, match="score.model.train_timesteps=null"):
         Creatures.sampler_state(band_only, 16, torch.Generator())
+
+
+class EmpiricalOracle:
+    """The exact v-prediction of a score model whose data are ``images`` (N, C, H, W), each with
+    equal weight: x0_hat is the posterior mean of the training images given x_t. A test score
+    with every noise level, free of training noise."""
+
+    def __init__(self, images: torch.Tensor, alphas_cumprod: torch.Tensor):
+        self.images, self.alphas = images.double(), alphas_cumprod.double()
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        a = self.alphas[int(t)]
+        d2 = ((x.double()[:, None] - a.sqrt() * self.images[None]) ** 2).flatten(2).sum(-1)
+        w = torch.softmax(-d2 / (2 * (1 - a)), dim=1)
+        x0_hat = torch.einsum("bn,nchw->bchw", w, self.images)
+        return ((a.sqrt() * x.double() - x0_hat) / (1 - a).sqrt()).to(x.dtype)
+
+
+def _blurred(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) in [0, 1], averaged over 3 x 3 periodic neighbours:
+    a view of a noisy frame that does not know the data (the oracle would project anything,
+    noise included, onto a training image)."""
+    mean = sum(torch.roll(x, (dy, dx), (-2, -1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+    return ((mean.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+
+
+def test_the_sampler_start_holds_creatures_at_the_training_density():
+    from eqflow.metrics import census
+    from eqflow.models.image_score import ImageScoreModule
+    from eqflow.protocols import Creatures
+
+    system = AlifeSystem("firefly", canvas=48, icon_size=12, progress=False)
+    rng = np.random.default_rng(0)
+    train = torch.stack(
+        [torch.from_numpy(system.place(rng)[0]).permute(2, 0, 1) for _ in range(64)]
+    )
+    score = ImageScoreModule(channels=3, block_out_channels=[8, 16], norm_num_groups=4, timestep=5)
+    score.predict = lambda x, t, network=None: oracle(x, t)
+    oracle = EmpiricalOracle(train.float() * 2 - 1, score.alphas_cumprod)
+    a = float(score.alpha)
+    g = torch.Generator().manual_seed(1)
+
+    def noised_view(image: np.ndarray) -> np.ndarray:  # a training scatter as the frames are seen
+        x0 = torch.from_numpy(image).permute(2, 0, 1).float() * 2 - 1
+        return _blurred(a**0.5 * x0 + (1 - a) ** 0.5 * torch.randn(x0.shape, generator=g))
+
+    ref = census.reference(system, 48, np.random.default_rng(1), 0.25, seen_as=noised_view)
+    starts = [Creatures.sampler_state(score.eval(), 48, g)[0] for _ in range(32)]
+    masks = [foreground(_blurred(x), system.background, 0.25) for x in starts]
+    found = np.mean([len(c) for c in census.whole_creatures(masks, ref)[0]])
+    expected = ref.whole_per_pixel * 48**2
+    assert expected > 3  # the check has creatures to count
+    assert found / expected == pytest.approx(1.0, abs=0.3)
+    # what it tells apart: the model's noise level itself, not yet denoised, holds none
+    noise = [torch.randn(3, 48, 48, generator=g) for _ in range(8)]
+    masks = [foreground(_blurred(x), system.background, 0.25) for x in noise]
+    assert np.mean([len(c) for c in census.whole_creatures(masks, ref)[0]]) < 0.2 * expected
