@@ -11,7 +11,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from eqflow.config import EVALUATE_RULES, renamed_override_message, validate
+from eqflow.compat import renamed_override_message
+from eqflow.config import EVALUATE_RULES, validate
 from eqflow.errors import ConfigError, RunInterrupted
 from eqflow.evaluation import evaluate_run, evaluate_sweep
 from eqflow.io.interrupts import stage, stop_on_signals

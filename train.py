@@ -12,7 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from eqflow.config import missing_plugin_message, renamed_override_message
+from eqflow.compat import renamed_override_message
+from eqflow.config import missing_plugin_message
 from eqflow.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from eqflow.evaluation import evaluate_sweep
 from eqflow.hydra_callbacks import ENDED_SWEEPS

@@ -160,7 +160,7 @@ def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
     import subprocess
     import sys
 
-    from eqflow.config import renamed_override_message
+    from eqflow.compat import renamed_override_message
 
     assert "measure.mmd.steps=5" in renamed_override_message(["seed=1", "callbacks.mmd.steps=5"])
     assert "measure=creatures" in renamed_override_message(["callbacks=creatures"])
@@ -177,8 +177,8 @@ def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
 
 
 def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout():
+    from eqflow.compat import upgrade_config
     from eqflow.protocols import Preservation
-    from eqflow.runs import upgrade_config
     from eqflow.stages.building import build_protocols
 
     old = OmegaConf.create(
@@ -195,3 +195,25 @@ def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout()
     protocols, callbacks = build_protocols(upgrade_config(old))
     assert [type(p) for p in protocols] == [Preservation] and protocols[0].steps == 7
     assert len(callbacks) == 1 and not isinstance(callbacks[0], Preservation)
+
+
+def test_a_table2_run_from_before_n_starts_reads_as_one_start_with_its_better_sign():
+    from eqflow.analysis.patterns import chosen_sign, starts_of_run
+
+    old = {
+        "table2/training_free_plus": 0.2,
+        "table2/training_free_minus": 0.3,
+        "table2/random_draws": [0.1, 0.05],
+    }
+    assert chosen_sign(old) == "-"
+    assert starts_of_run(old) == [
+        {"training-free": 0.3, "random": [0.1, 0.05], "random re-weight": []}
+    ]
+    new = {
+        **old,
+        "table2/sign": "+",
+        "table2/starts": [{**old, "plus": 0.4, "minus": 0.1, "random": [0.2], "reweight": [0.0]}],
+    }
+    assert starts_of_run(new) == [
+        {"training-free": 0.4, "random": [0.2], "random re-weight": [0.0]}
+    ]

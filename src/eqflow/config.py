@@ -256,32 +256,6 @@ def validate(cfg: DictConfig, rules: dict[str, Rule] = RULES) -> None:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
-# protocols that were entries of the ``callbacks`` group before it was split into ``measure``
-MOVED_TO_MEASURE = ("mmd", "lyapunov", "residual", "fidelity", "figures", "creatures", "patterns")
-
-
-def renamed_override_message(args: Sequence[str]) -> str | None:
-    """A message naming the new key for a command-line override written for the old layout
-    (``callbacks.mmd.steps=5`` is ``measure.mmd.steps=5``), else None."""
-    for arg in args:
-        body = arg.lstrip("+~")
-        key, _, value = body.partition("=")
-        head = key.split(".")
-        if head[0] != "callbacks":
-            continue
-        if len(head) > 1 and head[1] in MOVED_TO_MEASURE:
-            new = arg.replace("callbacks.", "measure.", 1)
-        elif len(head) == 1 and value in ("creatures", "patterns", "default"):
-            new = arg.replace("callbacks=", "measure=", 1)
-        else:
-            continue
-        return (
-            f"{arg}: the measurements moved from the callbacks group to the measure group "
-            f"(callbacks now holds the Lightning callbacks only); write {new}"
-        )
-    return None
-
-
 # the Hydra plugins an override needs and the extra of eqflow's that installs them
 PLUGIN_EXTRAS = {
     "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "search"),

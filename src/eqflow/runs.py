@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow.callbacks import measure_and_record
+from eqflow.compat import is_unmarked_ensemble, upgrade_config
 from eqflow.data import SnapshotData
 from eqflow.io.metrics_file import read_metrics
 from eqflow.io.run_folders import ENSEMBLE_MARKER
@@ -50,47 +51,6 @@ def load_config(run_dir: str | Path) -> DictConfig:
     cfg = upgrade_config(OmegaConf.load(path))
     # the run's own folder stands in for the Hydra-time interpolation of its output dir
     cfg.paths.output_dir = str(Path(run_dir))
-    return cfg
-
-
-# class paths that older run configs name, and where those classes live now (read-back only)
-MOVED_TARGETS = {
-    "eqflow.score.ScoreModule": "eqflow.models.ScoreModule",
-    "eqflow.image_score.ImageScoreModule": "eqflow.models.ImageScoreModule",
-    "eqflow.flow.EquilibriumFlowModule": "eqflow.models.EquilibriumFlowModule",
-    "eqflow.flow.TrainingFreeFlow": "eqflow.models.TrainingFreeFlow",
-    "eqflow.callbacks.MMDCallback": "eqflow.protocols.Preservation",
-    "eqflow.callbacks.LyapunovCallback": "eqflow.protocols.Chaos",
-    "eqflow.callbacks.FidelityCallback": "eqflow.protocols.Fidelity",
-    "eqflow.callbacks.FigureCallback": "eqflow.protocols.Figures",
-    "eqflow.callbacks.PatternFidelityCallback": "eqflow.protocols.Patterns",
-    "eqflow.callbacks.CreatureCallback": "eqflow.protocols.Creatures",
-}
-
-
-def upgrade_config(cfg: DictConfig) -> DictConfig:
-    """A run config from an older layout, with its classes' new names (protocols no longer take
-    ``output_dir`` and ``seed``: the run's folder and seed are passed when they measure)."""
-    for group in ("score.model", "flow.model"):
-        node = OmegaConf.select(cfg, group)
-        if node is not None and node.get("_target_") in MOVED_TARGETS:
-            node._target_ = MOVED_TARGETS[node._target_]
-    for node in (cfg.get("callbacks") or {}).values():
-        if node and node.get("_target_", "").startswith("eqflow.callbacks."):
-            if node._target_ in MOVED_TARGETS:
-                node._target_ = MOVED_TARGETS[node._target_]
-                for key in ("output_dir", "seed", "enabled"):
-                    node.pop(key, None)
-    with open_dict(cfg):  # protocols were once entries of the callbacks group
-        old = cfg.get("callbacks") or {}
-        moved = {
-            k: v
-            for k, v in old.items()
-            if v and str(v.get("_target_", "")).startswith("eqflow.protocols.")
-        }
-        if moved and cfg.get("measure") is None:
-            cfg.measure = moved
-            cfg.callbacks = {k: v for k, v in old.items() if k not in moved}
     return cfg
 
 
@@ -229,9 +189,7 @@ def _kind(path: Path) -> str:
         return "run"
     if "sweep" in cfg and "flow" not in cfg:
         return "other"
-    # an ensemble written before the marker existed
-    members = OmegaConf.select(cfg, "flow.ensemble", default=1)
-    return "ensemble" if isinstance(members, int) and members > 1 else "run"
+    return "ensemble" if is_unmarked_ensemble(cfg) else "run"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eqflow.analysis.report import Report, mean_std
+from eqflow.compat import upgrade_table2_metrics
 from eqflow.metrics.paired import VERDICT_RULE, paired_comparison
 from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metrics
 
@@ -40,35 +41,21 @@ DRAW_KEYS = {"random": "random", "random re-weight": "reweight"}
 
 
 def chosen_sign(metrics: dict) -> str:
-    """The sign of D a run chose (runs from before n_starts: the better of the two)."""
-    sign = metrics.get("table2/sign")
-    if sign is None:
-        sign = (
-            "+"
-            if metrics["table2/training_free_plus"] >= metrics["table2/training_free_minus"]
-            else "-"
-        )
-    return sign
+    """The sign of D a run chose."""
+    return upgrade_table2_metrics(metrics)["table2/sign"]
 
 
 def starts_of_run(metrics: dict) -> list[dict]:
     """A run's starts: ``{"training-free", "random", "random re-weight"}`` per start, the
-    training-free value with the run's chosen sign (runs from before n_starts: one start)."""
-    sign = chosen_sign(metrics)
-    starts = metrics.get("table2/starts") or [
-        {
-            "plus": metrics["table2/training_free_plus"],
-            "minus": metrics["table2/training_free_minus"],
-            "random": metrics["table2/random_draws"],
-            "reweight": metrics.get("table2/reweight_draws", []),
-        }
-    ]
+    training-free value with the run's chosen sign."""
+    metrics = upgrade_table2_metrics(metrics)
+    sign = metrics["table2/sign"]
     return [
         {
             "training-free": float(st["plus"] if sign == "+" else st["minus"]),
             **{row: [float(v) for v in st[key]] for row, key in DRAW_KEYS.items()},
         }
-        for st in starts
+        for st in metrics["table2/starts"]
     ]
 
 

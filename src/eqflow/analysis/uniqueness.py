@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from eqflow import plots
 from eqflow.analysis.report import Report
 from eqflow.analysis.verdicts import study_verdicts, verdicts_markdown
+from eqflow.compat import recorded_speed_normalised
 from eqflow.data.base import random_subset
 from eqflow.dynamics import integrate_ode
 from eqflow.metrics import mmd_over_time, representation, similarity_table
@@ -256,9 +257,7 @@ def _recorded_or_measured_chaos(
         m = run.metrics
         if not recompute and "lyapunov/max" in m:
             speed = float(m.get("lyapunov/mean_speed", math.nan))
-            normalised = float(m.get("lyapunov/speed_normalised", math.nan))
-            if speed < REST_SPEED:  # recorded before the rest floor existed
-                normalised = math.nan
+            normalised = recorded_speed_normalised(m, REST_SPEED)
             rows.append(
                 {
                     "run": name,

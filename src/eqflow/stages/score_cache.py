@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from eqflow.compat import BASELINE_TRAINER
 from eqflow.data import Snapshots
 from eqflow.io.cache import CorruptCacheError, entry_path, load_entry
 from eqflow.models.score import Score
@@ -37,9 +38,6 @@ NEUTRAL_TRAINER_KEYS = frozenset(
         "num_sanity_val_steps",
     }
 )
-# the values every score model cached before the trainer was in the key was fitted with: a
-# trainer left at them adds nothing to the key, so those entries stay valid
-BASELINE_TRAINER = {"devices": (1, "1"), "precision": (32, "32", "32-true"), "strategy": ("auto",)}
 
 
 def score_fit_settings(cfg: DictConfig) -> dict:
