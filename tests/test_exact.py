@@ -211,7 +211,7 @@ def test_exact_energy_gradient_equals_autograd():
 
 
 def test_a_group_of_exact_flows_is_integrated_as_one_for_mmd():
-    from eqflow.analysis.uniqueness import Groups, mmd_curves
+    from eqflow.analysis.study import Groups, mmd_curves
     from eqflow.protocols.chaos import stacked_field
 
     score = EnergyScoreModule(dim=3, hidden=[8]).double()

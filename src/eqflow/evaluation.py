@@ -9,8 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eqflow.analysis import analyse
-from eqflow.analysis.report import Report, write_report
-from eqflow.analysis.uniqueness import csv_text
+from eqflow.analysis.report import Report, csv_text, write_report
 from eqflow.config import EVALUATE_RULES, validate
 from eqflow.io.metrics_file import read_metrics
 from eqflow.io.storage import writable_folder

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from eqflow.analysis.report import Report, mean_std
+from eqflow.analysis.report import Report, mean_std, report_group
 from eqflow.metrics.paired import paired_comparison
 from eqflow.runs import load_config, named_run_dirs, runs_with_metrics
 
@@ -232,7 +232,7 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
     whole_verdicts = speed_verdicts(icons, key="whole_mean_speed")
     return Report(
         root=root,
-        group=str(run_cfg.get("name", "eqflow")),
+        group=report_group(run_cfg),
         headline="creatures.md",
         failed=failed,
         run_config=run_cfg,

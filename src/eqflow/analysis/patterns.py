@@ -11,15 +11,13 @@ share of pairs the training-free flow wins and a bootstrap interval of the mean 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from eqflow.analysis.report import Report, mean_std
+from eqflow.analysis.report import Report, csv_text, mean_std, report_group
 from eqflow.compat import upgrade_table2_metrics
 from eqflow.metrics.paired import VERDICT_RULE, paired_comparison
 from eqflow.runs import load_config, measure_run, named_run_dirs, runs_with_metrics
@@ -176,16 +174,18 @@ def markdown(table: dict, columns: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(table: dict) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["pattern", "row", "mean", "std", "n", "published_mean", "published_std"])
-    for p, rows in table.items():
+TABLE2_CSV_COLUMNS = ["pattern", "row", "mean", "std", "n", "published_mean", "published_std"]
+
+
+def table2_csv(table: dict) -> str:
+    rows = []
+    for p, by_row in table.items():
         for row in ROWS:
             pub = PUBLISHED.get(p, {}).get(row)
             pm, ps = (pub, "") if isinstance(pub, float) else (pub or ("", ""))
-            writer.writerow([p, row, *rows[row], pm, ps])
-    return buf.getvalue()
+            mean, std, n = by_row[row]
+            rows.append(dict(zip(TABLE2_CSV_COLUMNS, [p, row, mean, std, n, pm, ps])))
+    return csv_text(TABLE2_CSV_COLUMNS, rows)
 
 
 def beats_baselines(table: dict) -> dict[str, dict[str, bool]]:
@@ -254,7 +254,7 @@ def _table2_report(
     n_runs = sum(len(c["runs"]) for c in columns.values())
     return Report(
         root=root,
-        group=str(run_cfg.get("name", "eqflow")),
+        group=report_group(run_cfg),
         headline="table2.md",
         failed=failed,
         run_config=run_cfg,
@@ -269,7 +269,7 @@ def _table2_report(
             "verdict_rule": VERDICT_RULE,
             "timings": {"table2_s": seconds},
         },
-        files={"table2.md": md, "table2.csv": csv_text(table)},
+        files={"table2.md": md, "table2.csv": table2_csv(table)},
         sections=[
             (
                 "Table 2: fidelity to the Gray-Scott dynamics",

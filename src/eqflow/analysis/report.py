@@ -140,3 +140,21 @@ def log_report(report: Report, out: Path, cfg: DictConfig) -> None:
     report_files = [out / "report.md", out / "summary.json", *sorted(out.glob("*.csv"))]
     log_artifact(loggers, f"evaluation-{report.group}-{out.name}", "evaluation", report_files)
     finish_loggers(loggers)
+
+
+def report_group(run_cfg: DictConfig) -> str:
+    """The W&B group an evaluation logs into: its runs' (``logger.wandb.group``, else the
+    experiment's ``name``), so the evaluation sits beside the runs it read."""
+    wandb_cfg = (run_cfg.get("logger") or {}).get("wandb") or {}
+    return str(wandb_cfg.get("group") or run_cfg.get("name", "eqflow"))
+
+
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """``rows`` as CSV with a header (floats to 6 significant digits): every table's CSV."""
+
+    def cell(v) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    return "".join(
+        ",".join(line) + "\n" for line in [columns, *([cell(r[c]) for c in columns] for r in rows)]
+    )

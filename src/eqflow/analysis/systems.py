@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow.analysis import uniqueness
-from eqflow.analysis.report import Report, write_report
+from eqflow.analysis.report import Report, csv_text, report_group, write_report
 from eqflow.data.dysts_systems import PUBLISHED_LYAPUNOV
 from eqflow.metrics.lyapunov import max_lyapunov
 from eqflow.runs import load_config, load_run, named_run_dirs
@@ -161,12 +161,12 @@ def _systems_report(
     keys = list(rows[0])
     return Report(
         root=root,
-        group=str(first_cfg.get("name", "eqflow")),
+        group=report_group(first_cfg),
         headline="systems.md",
         failed=failed,
         run_config=first_cfg,
         summary={"kind": "systems", "systems": rows, "timings": timings},
-        files={"systems.md": md, "systems.csv": uniqueness.csv_text(keys, rows)},
+        files={"systems.md": md, "systems.csv": csv_text(keys, rows)},
         sections=[
             (
                 "One table across systems",
