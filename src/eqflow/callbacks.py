@@ -1,5 +1,6 @@
-"""Lightning callbacks: :class:`Measure` runs the measurement protocols when a fit ends; the
-others keep the training history (loss curve, fit time) and show score-model samples."""
+"""Lightning callbacks: :class:`Measure` runs the measurement protocols when a fit ends (through
+:func:`eqflow.protocols.runner.measure_and_record`, the one runner every fit and evaluate.py
+use); the others keep the training history (loss curve, fit time) and show score-model samples."""
 
 from __future__ import annotations
 
@@ -12,77 +13,10 @@ import torch
 
 from eqflow import plots
 from eqflow.errors import NonFiniteLossError
-from eqflow.io.loggers import log_figure, log_to_loggers, log_video
-from eqflow.io.metrics_file import update_metrics
-from eqflow.progress import announced
-from eqflow.protocols.base import Measurement, Protocol
+from eqflow.protocols.base import Protocol
+from eqflow.protocols.runner import measure_and_record
 
 log = logging.getLogger(__name__)
-
-
-def measure_and_record(
-    protocols: list[Protocol],
-    flow,
-    data,
-    seed: int,
-    output_dir: str | Path,
-    loggers: list = (),
-    step: int = 0,
-) -> dict:
-    """Run each protocol on ``flow`` in eval mode without gradients, every one with its own
-    generator seeded by ``seed``; merge its values (and ``time/<name>_s``) into
-    ``output_dir/metrics.json``, send them and its figures to the loggers. Returns the values."""
-    (measured,) = measure_flows(protocols, [flow], data, [seed], [output_dir])
-    send_to_loggers(loggers, measured, step)
-    return measured.values
-
-
-def measure_flows(
-    protocols: list[Protocol], flows: list, data, seeds: list[int], output_dirs: list[str | Path]
-) -> list[Measurement]:
-    """Each protocol on all ``flows`` at once (``Protocol.measure_many``: batched where the
-    protocol can), flow k with generators seeded by ``seeds[k]``, its values merged into
-    ``output_dirs[k]/metrics.json``. Returns one merged :class:`Measurement` per flow."""
-    dirs = [Path(d) for d in output_dirs]
-    merged = [Measurement() for _ in flows]
-    states = [f.training for f in flows]
-    for f in flows:
-        f.eval()
-    try:
-        for protocol in protocols:
-            timing: dict = {}
-            what = f"Measuring {protocol.name}" + (f" of {len(flows)} flows" if flows[1:] else "")
-            with announced(what, timing, "s"), torch.no_grad():
-                results = protocol.measure_many(
-                    flows,
-                    data,
-                    [torch.Generator().manual_seed(int(s)) for s in seeds],
-                    [d / "figures" for d in dirs],
-                )
-            seconds = timing["s"] / len(flows)  # per flow, batched or not
-            for result, total, folder in zip(results, merged, dirs):
-                if result.values:
-                    values = {**result.values, f"time/{protocol.name}_s": seconds}
-                    update_metrics(folder, values)
-                    total.values.update(values)
-                total.figures.update(result.figures)
-                total.videos.update(result.videos)
-    finally:
-        for f, state in zip(flows, states):
-            f.train(state)
-    return merged
-
-
-def send_to_loggers(loggers: list, measured: Measurement, step: int = 0) -> None:
-    """A measurement's values, figures and animations to every logger."""
-    if measured.values:
-        log_to_loggers(loggers, measured.values, step=step)
-    for key, path in measured.figures.items():
-        log_figure(loggers, key, path)
-        log.info("Figure %s written to %s", key, path)
-    for key, path in measured.videos.items():
-        log_video(loggers, key, path)
-        log.info("Animation written to %s", path)
 
 
 class Measure(pl.Callback):

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from eqflow.callbacks import measure_and_record
 from eqflow.compat import is_unmarked_ensemble, upgrade_config
 from eqflow.data import SnapshotData
 from eqflow.io.metrics_file import read_metrics
 from eqflow.io.run_folders import ENSEMBLE_MARKER
+from eqflow.protocols.runner import measure_and_record
 from eqflow.stages.building import build_flow, build_protocols
 from eqflow.stages.data import load_data
 from eqflow.stages.score_cache import MissingScoreError, read_score, score_key

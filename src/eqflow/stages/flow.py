@@ -10,14 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eqflow import plots
-from eqflow.callbacks import (
-    FiniteWeights,
-    LossHistory,
-    Measure,
-    measure_and_record,
-    measure_flows,
-    send_to_loggers,
-)
+from eqflow.callbacks import FiniteWeights, LossHistory, Measure
 from eqflow.data import SnapshotData, SnapshotDataModule, Snapshots, SnapshotSystem
 from eqflow.io.cache import atomic_torch_save
 from eqflow.io.checkpoints import AtomicCheckpointIO
@@ -35,6 +28,7 @@ from eqflow.io.storage import RUN_FOLDER
 from eqflow.io.wandb_runs import log_artifact, run_group
 from eqflow.models.ensemble import EnsembleDataModule, EnsembleMixin
 from eqflow.protocols.base import Protocol
+from eqflow.protocols.runner import measure_and_record, measure_flows, send_to_loggers
 from eqflow.stages.building import flow_device, make_trainer
 
 log = logging.getLogger(__name__)
