@@ -185,7 +185,7 @@ def test_a_run_config_with_protocols_under_callbacks_is_read_in_the_new_layout()
         {
             "callbacks": {
                 "checkpoint": {
-                    "_target_": "eqflow.io.checkpoints.every_epoch_checkpoint",
+                    "_target_": "eqflow.checkpointing.every_epoch_checkpoint",  # the old path
                     "folder": "ck",
                 },
                 "mmd": {"_target_": "eqflow.protocols.Preservation", "steps": 7},

@@ -5,7 +5,7 @@ the package knows about older layouts.
 
 | upgrade | applied by | kept until |
 |---|---|---|
-| run configs naming classes by their pre-package paths | runs.load_config | 2027-06-30 |
+| run configs naming classes by their earlier paths | runs.load_config | 2027-06-30 |
 | protocols as entries of the ``callbacks`` group | runs.load_config | 2027-06-30 |
 | ``callbacks.<protocol>...`` overrides on the command line | train.py, evaluate.py | 2027-06-30 |
 | ensembles written before ``members.json`` existed | runs.run_dirs | 2027-06-30 |
@@ -33,6 +33,8 @@ MOVED_TARGETS = {
     "eqflow.callbacks.FigureCallback": "eqflow.protocols.Figures",
     "eqflow.callbacks.PatternFidelityCallback": "eqflow.protocols.Patterns",
     "eqflow.callbacks.CreatureCallback": "eqflow.protocols.Creatures",
+    # the io/ and stages/ packages (2026-12-07)
+    "eqflow.checkpointing.every_epoch_checkpoint": "eqflow.io.checkpoints.every_epoch_checkpoint",
 }
 
 # protocols that were entries of the ``callbacks`` group before it was split into ``measure``
@@ -51,6 +53,8 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
         if node is not None and node.get("_target_") in MOVED_TARGETS:
             node._target_ = MOVED_TARGETS[node._target_]
     for node in (cfg.get("callbacks") or {}).values():
+        if node and node.get("_target_") == "eqflow.checkpointing.every_epoch_checkpoint":
+            node._target_ = MOVED_TARGETS[node._target_]
         if node and node.get("_target_", "").startswith("eqflow.callbacks."):
             if node._target_ in MOVED_TARGETS:
                 node._target_ = MOVED_TARGETS[node._target_]
