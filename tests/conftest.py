@@ -5,7 +5,8 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(2)
+# two threads (the CI machine's cores); fewer when the suite shares the machine with a run
+torch.set_num_threads(int(os.environ.get("EQFLOW_TEST_THREADS", "2")))
 
 
 class GaussianMixture:
