@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # A room is a subpackage or a top-level module of eqflow; the floors go from the bottom up.
 FLOORS = [
-    {"__init__", "errors", "progress", "compat"},
+    {"__init__", "errors", "progress", "compat", "settings"},
     {"io"},
     {"nets", "dynamics", "plots"},
     {"data", "metrics"},

@@ -16,7 +16,8 @@ NOT_KEYS = {"data.x", "data.system", "data.dim", "flow.pt"}
 
 
 def _message_strings() -> set[str]:
-    """String constants of every ``raise`` in src/ (f-strings' literal parts included)."""
+    """String constants of every ``raise`` in src/ (f-strings' literal parts included) and the
+    keys that ``check_setting`` calls name."""
     out = set()
     for path in (ROOT / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -24,6 +25,10 @@ def _message_strings() -> set[str]:
                 for sub in ast.walk(node.exc):
                     if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
                         out.add(sub.value)
+            called = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            if called and node.func.id == "check_setting" and node.args:  # the key it names
+                if isinstance(node.args[0], ast.Constant):
+                    out.add(node.args[0].value)
     return out
 
 
@@ -63,3 +68,22 @@ def test_every_key_an_error_message_names_exists():
     assert len(named) > 30  # the scan finds the messages
     missing = sorted(k for k in named if k not in composed)
     assert missing == [], f"error messages name keys no config has: {missing}"
+
+
+def test_a_shared_range_has_one_owner_used_at_start_up_and_by_each_constructor():
+    import pytest
+    import torch
+
+    from eqflow.config import RULES
+    from eqflow.models import EnergyScoreModule, ExactFlowModule, LowRankExactFlow
+    from eqflow.models.flow import NORM_MOMENTUM, SCALE_PENALTY
+
+    assert RULES["flow.model.norm_momentum"] is NORM_MOMENTUM
+    assert RULES["flow.model.scale_penalty"] is SCALE_PENALTY
+    score = EnergyScoreModule(dim=3, hidden=[4])
+    for flow in (ExactFlowModule, LowRankExactFlow):
+        with pytest.raises(ValueError, match=r"flow.model.norm_momentum=0.0: expected .*<= 1"):
+            flow(score, dim=3, norm_momentum=0.0)
+        with pytest.raises(ValueError, match=r"flow.model.scale_penalty=-1.0"):
+            flow(score, dim=3, scale_penalty=-1.0)
+    assert torch.isfinite(ExactFlowModule(score, dim=3, norm_momentum=1.0).running_sq).all()

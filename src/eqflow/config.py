@@ -7,21 +7,19 @@ a key that does not exist is refused and named; an unknown option of a group lis
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from eqflow.dynamics.divergence import METHODS, PROBES
 from eqflow.errors import ConfigError
-from eqflow.models.flow import ESTIMATORS
+from eqflow.models.flow import ESTIMATORS, NORM_MOMENTUM, SCALE_PENALTY
 from eqflow.models.optim import LR_SCHEDULES
 from eqflow.models.score import PREDICTIONS
 from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.nets.mlp import ACTIVATIONS
 from eqflow.protocols.creatures import Creatures
+from eqflow.settings import INT_NONNEG, INT_POS, NUM_NONNEG, NUM_POS, Rule
 
 _MISSING = object()
 # Lightning's precisions for the score model's fit (null: the trainer's); bf16-mixed runs the
@@ -32,76 +30,6 @@ TRAINER_PRECISIONS = ("64-true", "32-true", "bf16-mixed", "16-mixed", "bf16-true
 # where the trainer runs; Lightning's others (tpu, hpu) are not supported by eqflow
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
-
-@dataclass(frozen=True)
-class Rule:
-    kind: type | tuple[type, ...] | str
-    gt: float | None = None
-    ge: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: Sequence[Any] | None = None
-    nullable: bool = False
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
-        kind = {
-            "sizes": "a list of positive integers, e.g. [64, 64]",
-            "bandwidth": "a number > 0, or median (the start set's median distance)",
-            "box": "a number > 0, null (no box), or data (1.5 x the data's largest |x_i|)",
-            int: "an integer",
-            float: "a finite number",
-            bool: "true or false",
-            str: "a string",
-            (int, float): "a number",
-        }.get(self.kind, str(self.kind))
-        bounds = [
-            f"{op} {v}"
-            for op, v in [(">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt)]
-            if v is not None
-        ]
-        return kind + (" " + " and ".join(bounds) if bounds else "")
-
-    def ok(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if self.kind == "sizes":  # a list of positive integers (layer widths)
-            return (
-                isinstance(value, Sequence)
-                and not isinstance(value, str)
-                and len(value) > 0
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-            )
-        if self.kind == "bandwidth":
-            return value == "median" or Rule(float, gt=0).ok(value)
-        if self.kind == "box":
-            return value == "data" or Rule(float, gt=0).ok(value)
-        if self.choices is not None:
-            return value in self.choices
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            pass  # an integer is a fine number
-        elif isinstance(value, bool) and bool not in kinds:
-            return False
-        elif not isinstance(value, kinds):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        return (
-            (self.gt is None or value > self.gt)
-            and (self.ge is None or value >= self.ge)
-            and (self.le is None or value <= self.le)
-            and (self.lt is None or value < self.lt)
-        )
-
-
-INT_POS, INT_NONNEG, NUM_POS, NUM_NONNEG = (
-    Rule(int, gt=0),
-    Rule(int, ge=0),
-    Rule(float, gt=0),
-    Rule(float, ge=0),
-)
 
 # Checked where present; groups that lack a key (another dataset, another flow) skip it.
 RULES: dict[str, Rule] = {
@@ -184,12 +112,12 @@ RULES: dict[str, Rule] = {
     "flow.model.relax_lr": Rule(float, gt=0, nullable=True),
     "flow.model.n_freqs": INT_NONNEG,
     "flow.model.activation": Rule(str, choices=tuple(ACTIVATIONS)),
-    "flow.model.norm_momentum": Rule(float, gt=0, le=1),
+    "flow.model.norm_momentum": NORM_MOMENTUM,
     "flow.model.seed": INT_NONNEG,
     "flow.model.eta": NUM_NONNEG,
     "flow.model.kernel": Rule(str, choices=TrainingFreeFlow.KERNELS),
     "flow.model.radius": INT_NONNEG,
-    "flow.model.scale_penalty": NUM_NONNEG,
+    "flow.model.scale_penalty": SCALE_PENALTY,
     "flow.model.calibration_points": INT_POS,
     "measure.residual.n_points": Rule(int, ge=2),
     "measure.patterns.eta": NUM_NONNEG,

@@ -24,10 +24,11 @@ import torch
 
 from eqflow.dynamics.divergence import jacobian
 from eqflow.errors import check_finite_loss
-from eqflow.models.flow import FlowBase
+from eqflow.models.flow import NORM_MOMENTUM, SCALE_PENALTY, FlowBase
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
 from eqflow.nets.jet import JetMLP
+from eqflow.settings import check_setting
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -124,11 +125,8 @@ class ExactFlowModule(FlowBase):
         super().__init__(score)
         if dim < 2:
             raise ValueError(f"an exact flow needs dimension >= 2 (a skew matrix field), got {dim}")
-        if scale_penalty < 0 or not 0 < norm_momentum <= 1:
-            raise ValueError(
-                f"flow.model.scale_penalty={scale_penalty} must be >= 0 and "
-                f"flow.model.norm_momentum={norm_momentum} in (0, 1]"
-            )
+        check_setting("flow.model.scale_penalty", scale_penalty, SCALE_PENALTY)
+        check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
         self.save_hyperparameters(ignore=["score"])
         self.net = JetMLP(dim, dim * (dim - 1) // 2, hidden, activation, n_freqs, members=1)
         self.register_buffer("running_sq", torch.ones(1))

@@ -23,6 +23,7 @@ from eqflow.errors import check_finite_loss
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
 from eqflow.nets import FlowMLP
+from eqflow.settings import Rule, check_setting
 
 # How the Hutchinson residual enters the loss:
 # squared  (published) (mean of K estimates + v.s)^2, whose mean over probes is the exact
@@ -31,6 +32,9 @@ from eqflow.nets import FlowMLP
 # expected the squared loss averaged over the probes in closed form from the full Jacobian
 #          (d JVPs instead of K): the same objective without the probe noise.
 ESTIMATORS = ("squared", "product", "expected")
+# the rules of settings several flows share (checked at start-up and by each constructor)
+NORM_MOMENTUM = Rule(float, gt=0, le=1)  # flow.model.norm_momentum: a running average's step
+SCALE_PENALTY = Rule(float, ge=0)  # flow.model.scale_penalty
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -149,6 +153,7 @@ class EquilibriumFlowModule(FlowBase):
         _check_loss_settings(divergence, probe, estimator, n_probes)
         _check_relaxation(relax_epochs, relax_penalty, relax_lr, relax_anchor, lr_schedule)
         self.save_hyperparameters(ignore=["score"])
+        check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
         self.net = FlowMLP(dim, hidden, activation, n_freqs, norm_momentum)
         if relax_anchor > 0:  # the field as the relaxation begins; set by start_relaxation
             self.anchor = copy.deepcopy(self.net).requires_grad_(False)
