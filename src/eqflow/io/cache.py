@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
 
 from eqflow.io.storage import CACHE_FOLDER, atomic_write
 
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 class CorruptCacheError(RuntimeError):
     pass
+
+
+def plain_container(node) -> Any:
+    """A config node as plain Python containers (resolved): what cache keys are made of."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def config_hash(obj: Any, length: int = 16) -> str:

@@ -11,18 +11,13 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from eqflow.data import Snapshots, SnapshotSystem
 from eqflow.errors import ConfigError
-from eqflow.io.cache import cached
+from eqflow.io.cache import cached, plain_container
 
 log = logging.getLogger(__name__)
-
-
-def plain_container(node) -> Any:
-    """A config node as plain Python containers (resolved): what cache keys are made of."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def file_fingerprints(tree: Any) -> dict[str, str]:

@@ -10,9 +10,9 @@ from omegaconf import DictConfig
 
 from eqflow.compat import BASELINE_TRAINER
 from eqflow.data import Snapshots
-from eqflow.io.cache import CorruptCacheError, entry_path, load_entry
+from eqflow.io.cache import CorruptCacheError, entry_path, load_entry, plain_container
 from eqflow.models.score import Score
-from eqflow.stages.data import data_key, plain_container
+from eqflow.stages.data import data_key
 
 
 class MissingScoreError(FileNotFoundError):
