@@ -48,7 +48,7 @@ def score_fit_settings(cfg: DictConfig) -> dict:
     # resolved key by key: the neutral keys (paths among them) are never resolved
     fit = {k: plain_container(trainer[k]) for k in trainer if k not in NEUTRAL_TRAINER_KEYS}
     settings = {k: v for k, v in fit.items() if v not in BASELINE_TRAINER.get(k, ())}
-    if cfg.score.get("precision") is not None:  # the score's own precision wins (score_stage)
+    if cfg.score.get("precision") is not None:  # the score's own precision wins (stages.score)
         settings.pop("precision", None)
     return settings
 
