@@ -175,6 +175,7 @@ def test_only_blobs_of_a_creatures_size_are_detected():
         Creatures(area_range=(2.0, 0.5))
 
 
+@pytest.mark.slow
 def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     from helpers import compose_train
 
@@ -296,6 +297,7 @@ def test_creature_run_can_start_from_a_mosaic_of_training_scatters(tmp_path):
         Creatures(start="zeros")
 
 
+@pytest.mark.slow
 def test_the_sampler_start_is_the_score_models_own_sample_at_the_flows_level():
     from eqflow.models.image_score import ImageScoreModule
     from eqflow.protocols import Creatures
@@ -339,6 +341,7 @@ def _blurred(x: torch.Tensor) -> np.ndarray:
     return ((mean.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
 
 
+@pytest.mark.slow
 def test_the_sampler_start_holds_creatures_at_the_training_density():
     from eqflow.metrics import census
     from eqflow.models.image_score import ImageScoreModule

@@ -156,6 +156,7 @@ def test_slurm_launcher_config_composes_with_documented_keys():
     assert any("WANDB_MODE=offline" in line for line in launcher.setup)
 
 
+@pytest.mark.slow
 def test_an_override_of_the_old_callbacks_layout_names_the_new_key(tmp_path):
     import subprocess
     import sys

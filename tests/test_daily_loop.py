@@ -20,6 +20,7 @@ hydra:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
 def test_a_sweep_from_sweeper_params_runs_every_job_past_a_failed_first_one(tmp_path, launcher):
     """Seeds given in ``hydra.sweeper.params`` of a config of one's own (not on the command
@@ -55,6 +56,7 @@ def test_a_sweep_from_sweeper_params_runs_every_job_past_a_failed_first_one(tmp_
     assert all(isinstance(records[k]["objective"], float) for k in ("1", "2"))
 
 
+@pytest.mark.slow
 def test_a_three_trial_search_ends_with_its_best_value(tmp_path):
     sweep = tmp_path / "S"
     done = run_script(
@@ -93,6 +95,7 @@ def _score_key(*overrides):
     return score_key(compose_train(list(overrides)))
 
 
+@pytest.mark.slow
 def test_the_score_cache_key_holds_the_trainer_settings_that_change_the_fit():
     plain = _score_key()
     assert "trainer" not in plain  # the default trainer keeps the entries cached before
@@ -111,6 +114,7 @@ def test_the_score_cache_key_holds_the_trainer_settings_that_change_the_fit():
     )
 
 
+@pytest.mark.slow
 def test_a_debug_run_leaves_the_shared_cache_untouched(tmp_path, monkeypatch):
     from eqflow import pipeline
 
@@ -143,6 +147,7 @@ def test_an_unsupported_accelerator_names_the_key_and_the_choices():
         validate(compose_train(["trainer.precision=half"]))
 
 
+@pytest.mark.slow
 def test_remeasuring_a_run_with_a_corrupt_metrics_json_says_so(tmp_path, caplog):
     from omegaconf import OmegaConf
 
@@ -171,6 +176,7 @@ def _wandb_log(folder) -> bytes:
     return b"".join(f.read_bytes() for f in files)
 
 
+@pytest.mark.slow
 def test_a_sweep_and_its_evaluation_form_one_wandb_group_with_artifacts(tmp_path):
     sweep = tmp_path / "2026-12-06_10-00-00"
     done = run_script(
@@ -209,6 +215,7 @@ def test_a_sweep_and_its_evaluation_form_one_wandb_group_with_artifacts(tmp_path
     assert b"toy2d-2026-12-06_10-00-00" in record and b"evaluation" in record
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     from eqflow import pipeline
 
@@ -233,6 +240,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
 # ---- long work says what it does ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_measurement_is_announced_with_its_seconds(tmp_path, caplog):
     from eqflow import pipeline
 

@@ -101,6 +101,7 @@ def test_jacobian_matches_autograd(dim):
         torch.testing.assert_close(jac[b], dense)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
 def test_hutchinson_variance_matches_the_spread_of_the_estimates(probe):
     torch.manual_seed(0)
@@ -119,6 +120,7 @@ def test_hutchinson_variance_matches_the_spread_of_the_estimates(probe):
     )
 
 
+@pytest.mark.slow
 def test_expected_flow_loss_is_the_mean_of_the_squared_hutchinson_loss():
     torch.manual_seed(0)
     kw = dict(dim=3, divergence="hutchinson", n_probes=4)
@@ -147,6 +149,7 @@ def _relaxing(value: bool):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["squared", "expected"])
 def test_relaxation_stage_trains_on_the_exact_residual_with_a_scaled_penalty(estimator):
     torch.manual_seed(0)

@@ -25,6 +25,7 @@ def random_points(field: DystsField, n: int = 64) -> torch.Tensor:
 @pytest.mark.parametrize(
     "name", ["Lorenz", "Rossler", "Chen", "Halvorsen", "Thomas", "SprottB", "Chua", "NoseHoover"]
 )
+@pytest.mark.slow
 def test_the_field_is_dysts_right_hand_side_at_random_points(name):
     field = DystsField(name)
     x = random_points(field)
@@ -34,6 +35,7 @@ def test_the_field_is_dysts_right_hand_side_at_random_points(name):
     assert field(x.float()).dtype == torch.float32  # follows its input, batched
 
 
+@pytest.mark.slow
 def test_every_autonomous_continuous_system_builds_and_matches_dysts():
     native = refused = 0
     for name in continuous_systems():
@@ -90,6 +92,7 @@ def test_snapshots_are_standardised_and_the_truth_is_the_field_in_their_coordina
     assert torch.allclose(truth(z), system.vector_field(raw) / snaps.scale.double(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_lorenz_exponent_through_dysts_is_within_5_percent_of_0_906():
     system = DystsSystem("Lorenz", n_trajectories=8, n_steps=13)  # >= 100 snapshots
     g = torch.Generator().manual_seed(0)
@@ -101,6 +104,7 @@ def test_the_lorenz_exponent_through_dysts_is_within_5_percent_of_0_906():
     assert res["lyapunov"] == pytest.approx(published, rel=0.05)
 
 
+@pytest.mark.slow
 def test_a_multirun_over_systems_gives_one_cross_system_table(tmp_path):
     import json
     import subprocess

@@ -49,6 +49,7 @@ def test_batched_field_equals_each_members_field():
         ["flow.model.divergence=hutchinson", "flow.model.n_probes=4"],
     ],
 )
+@pytest.mark.slow
 def test_a_member_is_the_single_run_of_its_seed(flow_settings, tmp_path):
     """Same initial weights, batches, noise and probes: after three epochs member k's weights
     and measurements are those of a single run of seed + k."""
@@ -73,6 +74,7 @@ def test_a_member_is_the_single_run_of_its_seed(flow_settings, tmp_path):
         assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
 
 
+@pytest.mark.slow
 def test_ensemble_run_is_read_back_as_a_sweep_of_its_members(tmp_path):
     from omegaconf import OmegaConf
 
@@ -93,6 +95,7 @@ def test_ensemble_run_is_read_back_as_a_sweep_of_its_members(tmp_path):
     assert isinstance(run.flow, EquilibriumFlowModule)
 
 
+@pytest.mark.slow
 def test_an_interrupted_ensemble_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from helpers import cut_off_in_epoch
 

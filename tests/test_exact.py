@@ -74,6 +74,7 @@ def test_exact_flow_satisfies_the_equilibrium_equation(exact_flow, mixture):
     assert res["relative"] < 1e-10
 
 
+@pytest.mark.slow
 def test_exact_flow_keeps_the_density_at_the_noise_floor(exact_flow, mixture):
     """MMD^2 between the flowed points and a fresh draw stays within the spread MMD^2 has
     between independent draws; the same flow plus half the score (not an equilibrium flow)
@@ -169,6 +170,7 @@ TINY_LORENZ = [
 ]
 
 
+@pytest.mark.slow
 def test_an_exact_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
     def train(overrides, out):
         cfg = compose_train([*TINY_LORENZ, *overrides], tmp_path)

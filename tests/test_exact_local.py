@@ -95,6 +95,7 @@ def test_a_coefficient_that_sees_its_pair_breaks_the_equilibrium():
     assert _relative_residual(net, _quartic_score(torch.float64), torch.float64) > 1e-5
 
 
+@pytest.mark.slow
 def test_the_strain_estimate_matches_the_exact_strain_in_expectation():
     dtype = torch.float64
     net, score = _net(dtype), _quartic_score(dtype)
@@ -123,6 +124,7 @@ def test_the_strain_estimate_matches_the_exact_strain_in_expectation():
     assert ((mean - exact).abs() < 5 * se).all(), (mean, exact, se)
 
 
+@pytest.mark.slow
 def test_a_tiny_alife_run_trains_the_exact_local_flow_and_tracks_its_creatures(tmp_path):
     from helpers import compose_train
 

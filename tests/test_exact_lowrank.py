@@ -68,6 +68,7 @@ def test_div_p_v_vanishes_against_an_autograd_divergence(d, dtype, bound, scale_
     assert v_dot_s.abs().mean() > 1e-2  # a field that moves, not one at rest
 
 
+@pytest.mark.slow
 def test_the_hutchinson_strain_is_the_exact_strain_in_expectation():
     torch.manual_seed(2)
     d = 5
@@ -99,6 +100,7 @@ def test_the_strain_estimate_trains_the_network():
     assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
 
 
+@pytest.mark.slow
 def test_a_run_with_the_scalable_exact_flow_is_exact_and_moves(tmp_path):
     from helpers import compose_train
 
@@ -111,6 +113,7 @@ def test_a_run_with_the_scalable_exact_flow_is_exact_and_moves(tmp_path):
     assert metrics["lyapunov/mean_speed"] > 0.1
 
 
+@pytest.mark.slow
 def test_a_lowrank_ensemble_member_is_the_single_run_of_its_seed(tmp_path):
     from helpers import compose_train
     from test_exact import TINY_LORENZ

@@ -58,6 +58,7 @@ def _fake_run(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_named_run_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
     run = _fake_run(tmp_path / "R")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -76,6 +77,7 @@ def test_a_named_run_folder_holding_a_run_is_refused_and_left_untouched(tmp_path
     assert not (tmp_path / "cache").exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_a_multirun_into_a_folder_with_runs_is_refused(tmp_path):
     sweep = tmp_path / "S"
     _fake_run(sweep / "0")
@@ -143,6 +145,7 @@ def test_a_signal_inside_a_librarys_except_exception_still_stops_the_run():
     assert not swallowed and info.value.exit_code == 143
 
 
+@pytest.mark.slow
 def test_sigint_during_the_flow_fit_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     code, output = signal_train_when(
@@ -180,6 +183,7 @@ def sweep_with_a_failed_job(tmp_path_factory):
     return sweep, tmp / "cache", done
 
 
+@pytest.mark.slow
 def test_a_multirun_runs_every_job_and_names_the_failed_one(sweep_with_a_failed_job):
     sweep, _, done = sweep_with_a_failed_job
     assert done.returncode == 1, done.stderr[-3000:]
@@ -188,6 +192,7 @@ def test_a_multirun_runs_every_job_and_names_the_failed_one(sweep_with_a_failed_
     assert list(unfinished_jobs(sweep)) == ["job 1 (seed=-1)"]
 
 
+@pytest.mark.slow
 def test_evaluate_lists_failed_jobs_and_exits_non_zero_when_strict(sweep_with_a_failed_job):
     sweep, cache, _ = sweep_with_a_failed_job
     out = sweep.parent / "eval"
@@ -284,6 +289,7 @@ def test_ode_data_below_the_minimum_size_is_refused():
         ODESystem(Lorenz(), 3, n_trajectories=1, n_steps=5)
 
 
+@pytest.mark.slow
 def test_evaluate_checks_its_keys_in_run_mode_too(tmp_path):
     done = _cli("evaluate.py", f"run={tmp_path}", "n_points=-3", "logger=none", cwd=tmp_path)
     assert done.returncode == 2 and "n_points=-3" in done.output

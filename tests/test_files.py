@@ -179,6 +179,7 @@ def test_images_of_mixed_sizes_or_modes_are_refused(tmp_path):
         ImagesFromFiles(str(tmp_path / "wide.npy"))
 
 
+@pytest.mark.slow
 def test_a_bad_data_file_stops_train_py_before_it_writes_anything(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.run(
@@ -225,6 +226,7 @@ def tiny_points_run(tmp_path, points: np.ndarray, *overrides):
     return pipeline.train(cfg)
 
 
+@pytest.mark.slow
 def test_experiment_points_on_a_csv_writes_metrics_and_a_pair_plot(tmp_path):
     rng = np.random.default_rng(1)
     points = rng.normal(size=(2000, 4)) @ np.array(
@@ -237,6 +239,7 @@ def test_experiment_points_on_a_csv_writes_metrics_and_a_pair_plot(tmp_path):
     assert (result.output_dir / "figures" / "pairs.png").exists()
 
 
+@pytest.mark.slow
 def test_training_free_flow_on_a_gaussian_file_keeps_its_distribution(tmp_path):
     """A 2-D Gaussian: its score is linear (closed form), which the score MLP learns; the
     training-free flow v = D s then keeps the noised data's distribution to within the score
@@ -294,6 +297,7 @@ def test_experiment_images_trains_the_image_score_and_builds_the_training_free_f
     assert v.shape == x.shape and abs(float((v * s).sum())) < 1e-3 * float((s * s).sum())
 
 
+@pytest.mark.slow
 def test_scatters_from_a_file_are_tracked_as_creatures(tmp_path):
     from eqflow.data import AlifeSystem
 

@@ -270,6 +270,7 @@ def test_alife_score_is_augmented_without_mirrors():
     assert cfg.score.model.augment_mirror is False
 
 
+@pytest.mark.slow
 def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
     cfg = compose_train(
         [
@@ -292,6 +293,7 @@ def test_ddp_trains_the_image_score_on_two_cpu_processes(tmp_path):
     assert not info["score/cache_hit"]
 
 
+@pytest.mark.slow
 def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     cfg = compose_train([*TINY_PATTERNS, "logger=csv"], tmp_path, tiny=False)
     result = pipeline.train(cfg)
@@ -375,6 +377,7 @@ def test_beats_baselines_asks_each_baseline_with_draws():
     }
 
 
+@pytest.mark.slow
 def test_score_precision_trains_in_bfloat16_keeps_float32_weights_and_keys_the_cache(tmp_path):
     """score.precision=bf16-mixed: the fit's forward passes in bfloat16, the cached weights in
     float32, and a cache entry of its own (an unset precision keeps the key it had before)."""

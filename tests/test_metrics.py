@@ -30,6 +30,7 @@ def test_mmd_matches_hand_computation():
     torch.testing.assert_close(mmd2(x, y, 1.0), expected)
 
 
+@pytest.mark.slow
 def test_lyapunov_of_lorenz_is_0906_within_5_percent():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(16, 3, generator=g, dtype=torch.float64)
@@ -45,6 +46,7 @@ def test_lyapunov_of_linear_stable_system_is_its_leading_eigenvalue():
     assert abs(res["lyapunov"] + 1.0) < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("perturbation, renorm_every, burn_in", [(1e-8, 1, 500), (1e-5, 2500, 0)])
 def test_lyapunov_is_the_same_under_the_tangent_and_the_published_protocol(
     perturbation, renorm_every, burn_in
@@ -68,6 +70,7 @@ def test_lyapunov_is_the_same_under_the_tangent_and_the_published_protocol(
     assert abs(res["lyapunov_at_record"] + 0.2) < 1e-6
 
 
+@pytest.mark.slow
 def test_lyapunov_of_a_flow_that_comes_to_rest_has_no_speed_normalised_value():
     x0 = torch.randn(4, 2, dtype=torch.float64)
     res = max_lyapunov(lambda x: -x, x0, dt=0.1, steps=5000, burn_in=500)

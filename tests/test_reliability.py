@@ -42,6 +42,7 @@ def _cli(script, *args, cwd, env=None, **kw):
     )
 
 
+@pytest.mark.slow
 def test_run_folders_claimed_in_the_same_second_differ(tmp_path):
     """Defect 1: two processes asking for one run folder get two folders."""
     base = str(tmp_path / "runs" / "lorenz" / "2026-01-01_00-00-00_seed0")
@@ -59,6 +60,7 @@ def test_run_folders_claimed_in_the_same_second_differ(tmp_path):
     assert all(Path(p).is_dir() for p in got)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_score_model_is_refused(tmp_path):
     """Defect 2: resuming never swaps the configured score model for the checkpoint's."""
     first = _train([], tmp_path, "first")
@@ -87,6 +89,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_corrupt_or_foreign_checkpoints_are_refused_at_start_up(tmp_path):
     """Defect 4: a clear error before any data or score work, never unsafe-loading advice."""
     garbage = tmp_path / "garbage.ckpt"
@@ -146,6 +149,7 @@ def test_a_complete_cache_entry_is_read_without_a_lock(tmp_path, monkeypatch):
         cached("data", {"k": 3}, lambda: torch.zeros(3), root)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_beside_the_run_and_refuses_a_missing_sweep(tmp_path):
     """Defect 6: no ./None folder; a missing sweep is 'not a directory' and is not created."""
     cfg = compose_train(TINY_LORENZ, tmp_path)
@@ -167,6 +171,7 @@ def test_evaluate_writes_beside_the_run_and_refuses_a_missing_sweep(tmp_path):
     assert not missing.exists() and not (tmp_path / "None").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
     """Defect 7: a stopped run is not reported as a success."""
     out = tmp_path / "run"
@@ -190,6 +195,7 @@ def test_sigterm_mid_fit_exits_non_zero_and_marks_the_run_incomplete(tmp_path):
     assert not (out / "flow.pt").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_during_score_training_exits_non_zero_and_keeps_its_last_epoch(tmp_path):
     """Second audit, defect 2: the score stage's SIGTERM is not a success either."""
     out, cache = tmp_path / "run", tmp_path / "cache"

@@ -4,6 +4,7 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 from helpers import compose_train
 from omegaconf import OmegaConf
 
@@ -63,6 +64,7 @@ def _flatten(node, prefix=""):
             yield from _flatten(v, name)
 
 
+@pytest.mark.slow
 def test_every_key_an_error_message_names_exists():
     named, composed = _named_keys(), _composed_keys()
     assert len(named) > 30  # the scan finds the messages

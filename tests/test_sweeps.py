@@ -72,6 +72,7 @@ def joblib_sweep(tmp_path_factory):
     return _sweep(tmp, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
 
+@pytest.mark.slow
 def test_joblib_sweep_shares_one_score_model(joblib_sweep):
     jobs = _check_jobs(joblib_sweep)
     metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
@@ -81,6 +82,7 @@ def test_joblib_sweep_shares_one_score_model(joblib_sweep):
     assert metrics[0]["mmd/curve"] != metrics[1]["mmd/curve"]  # the seeds differ
 
 
+@pytest.mark.slow
 def test_basic_launcher_sweep_hands_the_optimized_metric_to_the_sweeper(tmp_path):
     sweep_dir = _sweep(tmp_path, "optimized_metric=lyapunov/max")
     for job in _check_jobs(sweep_dir):
@@ -116,12 +118,14 @@ def test_an_ensemble_run_optimizes_the_mean_of_its_members(tmp_path):
     assert optimized_value(top, "mmd/final", tmp_path) is None  # not an ensemble: not measured
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
     sweep_dir = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15")
     _check_jobs(sweep_dir)
     assert (sweep_dir / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
     out = tmp_path / "eval"
     done = _run(
@@ -169,6 +173,7 @@ def test_evaluate_sweep_writes_table1_chaos_mmd_umap(joblib_sweep, tmp_path):
     assert b"table1" in next(wb.glob("run-*.wandb")).read_bytes()
 
 
+@pytest.mark.slow
 def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep, tmp_path):
     broken = tmp_path / "sweep"
     # evaluate.py's own output folder (from the test above, if it ran) is not a run
@@ -215,6 +220,7 @@ def test_table1_on_sweep_flows(joblib_sweep):
     torch.testing.assert_close(again["random"], reps["random"])
 
 
+@pytest.mark.slow
 def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     """A sweep of training-free flows on data without a ground truth, run in-process."""
     from helpers import compose_train
@@ -367,6 +373,7 @@ def test_evaluate_settings_are_checked():
         validate(cfg, EVALUATE_RULES)
 
 
+@pytest.mark.slow
 def test_a_sweep_of_ensembles_on_submitit_is_evaluated_as_one_study(tmp_path):
     """Two jobs of two members each (seeds 0-1 and 2-3): four learned flows in one Table 1."""
     _run(

@@ -66,6 +66,7 @@ def one_start_in_sequence(flow, x0, g, eta, dt, steps, ema, ema_until, truth_ste
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_starts,start_batch", [(1, 8), (3, 2)])
 def test_batched_table2_equals_the_starts_run_one_trajectory_group_at_a_time(n_starts, start_batch):
     flow = tiny_flow()

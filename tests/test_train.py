@@ -35,6 +35,7 @@ def _numbers(metrics, prefix):
 @pytest.mark.parametrize(
     "data,extra", [("two_peaks", []), ("ring", []), ("two_moons", []), ("lorenz", TINY_LORENZ)]
 )
+@pytest.mark.slow
 def test_quick_run_on_each_dataset(data, extra, tmp_path):
     result = _train([f"data={data}", *extra], tmp_path)
     run = result.output_dir
@@ -52,6 +53,7 @@ def test_quick_run_on_each_dataset(data, extra, tmp_path):
         assert (run / "figures" / "quiver.png").exists()
 
 
+@pytest.mark.slow
 def test_training_free_flow_runs_without_training(tmp_path):
     result = _train(["flow=training_free", "data=lorenz", *TINY_LORENZ], tmp_path)
     m = result.metrics
@@ -64,6 +66,7 @@ def test_training_free_flow_runs_without_training(tmp_path):
     assert (v * s).sum(-1).abs().max() < 1e-5 * (v.norm() * s.norm())
 
 
+@pytest.mark.slow
 def test_seed_controls_every_draw(tmp_path):
     a = _train(["seed=3"], tmp_path / "a").metrics
     b = _train(["seed=3"], tmp_path / "b").metrics
@@ -88,6 +91,7 @@ def test_nan_loss_stops_the_run_with_a_message(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "flow.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint(tmp_path):
     first = _train(["trainer.max_epochs=2"], tmp_path / "first")
     last = first.output_dir / "checkpoints" / "last.ckpt"
@@ -101,6 +105,7 @@ def test_resume_from_last_checkpoint(tmp_path):
         _train([f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "third")
 
 
+@pytest.mark.slow
 def test_a_run_cut_off_mid_fit_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     cut_off_in_epoch(monkeypatch, 2, key="train/loss")
     with pytest.raises(RuntimeError, match="power cut"):
@@ -116,6 +121,7 @@ def test_a_run_cut_off_mid_fit_resumes_from_its_last_epoch(tmp_path, monkeypatch
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # one file, overwritten
 
 
+@pytest.mark.slow
 def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
     first = _train([], tmp_path)
     assert first.metrics["score/cache_hit"] is False
@@ -132,6 +138,7 @@ def test_score_cache_is_reused_and_a_corrupt_entry_rebuilt(tmp_path, caplog):
     )
 
 
+@pytest.mark.slow
 def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkeypatch, caplog):
     cfg = compose_train(["logger=none", "score.epochs=3"], tmp_path)
     system, snaps = data_stage.load_data(cfg)
@@ -157,6 +164,7 @@ def test_interrupted_score_training_resumes_from_its_last_epoch(tmp_path, monkey
     assert info["score/train_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_wandb_logs_offline_with_flattened_config(tmp_path):
     result = pipeline.train(compose_train(["logger=wandb"], tmp_path))
     runs = list((result.output_dir / "wandb").glob("offline-run-*"))
@@ -175,12 +183,14 @@ def test_wandb_logs_offline_with_flattened_config(tmp_path):
         assert key in blob, key
 
 
+@pytest.mark.slow
 def test_csv_logger_writes_metrics(tmp_path):
     result = pipeline.train(compose_train(["logger=csv"], tmp_path))
     files = list(result.output_dir.rglob("metrics.csv"))
     assert files and "train/loss" in files[0].read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_recomputes_a_finished_run(tmp_path):
     cfg = compose_train(["logger=none"], tmp_path)
     result = pipeline.train(cfg)
@@ -206,6 +216,7 @@ def _cli(script, *args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_command_line_train_then_evaluate(tmp_path):
     from helpers import TINY
 
@@ -224,6 +235,7 @@ def test_command_line_train_then_evaluate(tmp_path):
     assert bad.returncode != 0 and "lorentz" in bad.stdout + bad.stderr
 
 
+@pytest.mark.slow
 def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path, monkeypatch):
     from eqflow.models import EquilibriumFlowModule
 
@@ -250,6 +262,7 @@ def test_relaxation_stage_runs_in_the_last_epochs_at_its_learning_rate(tmp_path,
     assert seen == [(0, False, 0.01), (1, False, 0.01), (2, True, 0.001)]
 
 
+@pytest.mark.slow
 def test_an_anchored_relaxation_resumed_from_a_plain_checkpoint_anchors_to_that_field(tmp_path):
     base = _train(
         ["flow=mlp_paper", "flow.model.estimator=expected", "trainer.max_epochs=2"],

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from eqflow.dynamics import divergence, integrate_ode, sde_heun, skew_matrix
@@ -33,6 +34,7 @@ def _start_and_floor(mixture, g):
     return start, abs(float(mmd2(start, mixture.sample(400, g), 0.5)))
 
 
+@pytest.mark.slow
 def test_training_free_flow_preserves_gaussian_mixture(mixture):
     g = torch.Generator().manual_seed(0)
     d_mat = skew_matrix(2, g, dtype=torch.float64)
