@@ -114,6 +114,19 @@ def test_the_score_cache_key_holds_the_trainer_settings_that_change_the_fit():
     )
 
 
+def test_auto_precision_is_bfloat16_only_where_it_is_native_and_keys_the_cache_so(monkeypatch):
+    from eqflow.stages import score_cache
+
+    for native, expected in ((True, "bf16-mixed"), (False, None)):
+        monkeypatch.setattr(score_cache, "bfloat16_is_fast", lambda accelerator="cpu": native)
+        cfg = compose_train(["experiment=alife"], tiny=False)
+        assert cfg.score.precision == "auto"
+        assert score_cache.score_precision(cfg) == expected
+        explicit = "bf16-mixed" if native else "null"
+        same = compose_train(["experiment=alife", f"score.precision={explicit}"], tiny=False)
+        assert score_cache.score_key(cfg) == score_cache.score_key(same)
+
+
 @pytest.mark.slow
 def test_a_debug_run_leaves_the_shared_cache_untouched(tmp_path, monkeypatch):
     from eqflow import pipeline

@@ -24,7 +24,7 @@ from eqflow.settings import INT_NONNEG, INT_POS, NUM_NONNEG, NUM_POS, Rule
 _MISSING = object()
 # Lightning's precisions for the score model's fit (null: the trainer's); bf16-mixed runs the
 # convolutions in bfloat16 (weights and the cached model stay float32)
-SCORE_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+SCORE_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 # the trainer's: Lightning's names and its integer shorthands
 TRAINER_PRECISIONS = ("64-true", "32-true", "bf16-mixed", "16-mixed", "bf16-true", 64, 32)
 # where the trainer runs; Lightning's others (tpu, hpu) are not supported by eqflow

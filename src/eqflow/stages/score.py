@@ -19,7 +19,7 @@ from eqflow.io.interrupts import fit_unless_stopped
 from eqflow.io.storage import CACHE_FOLDER
 from eqflow.models.score import Score
 from eqflow.stages.building import make_trainer
-from eqflow.stages.score_cache import make_score, score_from_record, score_key
+from eqflow.stages.score_cache import make_score, score_from_record, score_key, score_precision
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def train_score(
         every_epoch_checkpoint(resume_dir),
         *sample_callbacks(cfg, model, snapshots.x, score_dir),
     ]
-    precision = cfg.score.get("precision")  # else the trainer's (both in the cache key)
+    precision = score_precision(cfg)  # else the trainer's (both in the cache key)
     trainer = make_trainer(
         cfg,
         **({"precision": precision} if precision else {}),
