@@ -44,7 +44,8 @@ NEUTRAL_TRAINER_KEYS = frozenset(
 def bfloat16_is_fast(accelerator: str = "cpu") -> bool:
     """Whether the machine computes in bfloat16 natively: a CUDA GPU that supports it, or a
     CPU with bfloat16 units (AVX-512 BF16, AMX). Elsewhere bfloat16 is emulated, about 10x
-    slower than float32 (a U-Net step on an AVX2 CPU: 7.3 s against 0.74 s)."""
+    slower than float32 (a U-Net step on an AVX2 CPU: 5.25 s against 0.56 s,
+    benchmarks/bench_unet_precision.py)."""
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
