@@ -53,11 +53,10 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
         if node is not None and node.get("_target_") in MOVED_TARGETS:
             node._target_ = MOVED_TARGETS[node._target_]
     for node in (cfg.get("callbacks") or {}).values():
-        if node and node.get("_target_") == "eqflow.checkpointing.every_epoch_checkpoint":
-            node._target_ = MOVED_TARGETS[node._target_]
-        if node and node.get("_target_", "").startswith("eqflow.callbacks."):
-            if node._target_ in MOVED_TARGETS:
-                node._target_ = MOVED_TARGETS[node._target_]
+        target = node.get("_target_", "") if node else ""
+        if target in MOVED_TARGETS:
+            node._target_ = MOVED_TARGETS[target]
+            if target.startswith("eqflow.callbacks."):  # a protocol: it no longer takes these
                 for key in ("output_dir", "seed", "enabled"):
                     node.pop(key, None)
     with open_dict(cfg):  # protocols were once entries of the callbacks group

@@ -24,11 +24,10 @@ import torch
 
 from eqflow.dynamics.divergence import jacobian
 from eqflow.errors import check_finite_loss
-from eqflow.models.flow import NORM_MOMENTUM, SCALE_PENALTY, FlowBase
+from eqflow.models.flow import FlowBase, check_scale_settings
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
 from eqflow.nets.jet import JetMLP
-from eqflow.settings import check_setting
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -125,8 +124,7 @@ class ExactFlowModule(FlowBase):
         super().__init__(score)
         if dim < 2:
             raise ValueError(f"an exact flow needs dimension >= 2 (a skew matrix field), got {dim}")
-        check_setting("flow.model.scale_penalty", scale_penalty, SCALE_PENALTY)
-        check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
+        check_scale_settings(scale_penalty, norm_momentum)
         self.save_hyperparameters(ignore=["score"])
         self.net = JetMLP(dim, dim * (dim - 1) // 2, hidden, activation, n_freqs, members=1)
         self.register_buffer("running_sq", torch.ones(1))

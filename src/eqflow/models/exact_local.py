@@ -28,10 +28,9 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from eqflow.models.exact_lowrank import StrainTrainedFlow, pair_strain
-from eqflow.models.flow import NORM_MOMENTUM, SCALE_PENALTY
+from eqflow.models.flow import check_scale_settings
 from eqflow.models.score import Score
 from eqflow.nets.blind_pairs import BlindPairNet
-from eqflow.settings import check_setting
 
 
 def local_skew_apply(
@@ -96,8 +95,7 @@ class LocalExactFlow(StrainTrainedFlow):
         spatial: bool = True,
     ):
         super().__init__(score)
-        check_setting("flow.model.scale_penalty", scale_penalty, SCALE_PENALTY)
-        check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
+        check_scale_settings(scale_penalty, norm_momentum)
         if speed <= 0:
             raise ValueError(f"flow.model.speed={speed}: the rms |v| / rms |s|, a number > 0")
         if not spatial:

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from eqflow.models.flow import NORM_MOMENTUM, SCALE_PENALTY, FlowBase
+from eqflow.models.flow import FlowBase, check_scale_settings
 from eqflow.models.optim import build_optimizer
 from eqflow.models.score import Score
 from eqflow.nets.hollow import HollowNet
-from eqflow.settings import check_setting
 
 
 def lowrank_exact_field(net: HollowNet, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -128,8 +127,7 @@ class LowRankExactFlow(StrainTrainedFlow):
         calibration_points: int = 16_384,
     ):
         super().__init__(score)
-        check_setting("flow.model.scale_penalty", scale_penalty, SCALE_PENALTY)
-        check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
+        check_scale_settings(scale_penalty, norm_momentum)
         if dim < 2:
             raise ValueError(f"an exact flow needs dimension >= 2 (a skew matrix field), got {dim}")
         self.save_hyperparameters(ignore=["score"])

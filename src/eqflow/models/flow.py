@@ -37,6 +37,12 @@ NORM_MOMENTUM = Rule(float, gt=0, le=1)  # flow.model.norm_momentum: a running a
 SCALE_PENALTY = Rule(float, ge=0)  # flow.model.scale_penalty
 
 
+def check_scale_settings(scale_penalty: float, norm_momentum: float) -> None:
+    """The settings of a flow whose speed is set by a running scale (the exact flows)."""
+    check_setting("flow.model.scale_penalty", scale_penalty, SCALE_PENALTY)
+    check_setting("flow.model.norm_momentum", norm_momentum, NORM_MOMENTUM)
+
+
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
