@@ -67,9 +67,10 @@ def test_image_paper_configs_keep_published_settings(tmp_path):
     assert cfg.score.epochs == 20 and cfg.measure.creatures.steps == 2000
     assert cfg.measure.creatures.scale == 2  # a 256-pixel canvas, twice the training one
     assert cfg.score.precision is None  # float32, not the CPU-quick bfloat16
-    assert cfg.measure.creatures.start == "noise"  # published; the CPU-quick one: a scatter
+    assert cfg.measure.creatures.start == "noise"  # published; the CPU-quick one: the sampler
     quick = compose_train(["experiment=alife"], tmp_path, tiny=False)
-    assert quick.measure.creatures.start == "scatter"
+    assert quick.measure.creatures.start == "sampler"
+    assert quick.score.model.every_level_share > 0  # which the sampler needs
     assert cfg.score.model.train_timesteps is None  # published: every noise level
 
 

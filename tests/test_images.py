@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from helpers import TINY_PATTERNS, compose_train
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from eqflow import pipeline
 from eqflow.data import SnapshotDataModule
@@ -115,6 +115,24 @@ def test_a_timestep_band_trains_only_those_levels_and_the_level_loss_uses_the_sc
     model.diffusion_loss(x0, timestep=10)
     assert (seen[-1] == 10).all()
     assert not model.trains_every_level and small_score().trains_every_level
+
+
+def test_a_share_of_draws_over_every_level_keeps_the_rest_in_the_band():
+    model = small_score(train_timesteps=[5, 12], timestep=10, every_level_share=0.25)
+    torch.manual_seed(0)
+    k = model.training_levels(40_000, "cpu")
+    outside = ((k < 5) | (k > 12)).float().mean().item()
+    # a quarter spread over 100 levels, of which 8 are in the band: 0.25 x 92/100 = 0.23 outside
+    assert abs(outside - 0.23) < 0.01  # binomial std 0.002
+    assert k.min() == 0 and k.max() == 99
+    assert model.trains_every_level
+    assert not small_score(train_timesteps=[5, 12], timestep=10).trains_every_level
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_share_outside_zero_one_is_refused_by_its_key(share):
+    with pytest.raises(ValueError, match="score.model.every_level_share"):
+        small_score(train_timesteps=[5, 12], timestep=10, every_level_share=share)
 
 
 @pytest.mark.parametrize("band", [[12, 30], [5], [-1, 20], [5, 100]])
@@ -356,6 +374,61 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     assert stats["n_units"] == 2 and stats["n_pairs"] == 6
 
 
+def test_a_learned_flow_pairs_with_the_training_free_flow_on_the_starts_both_met():
+    from eqflow.analysis.patterns import learned_against_training_free
+
+    def start(unit, value):
+        return {"unit": unit, "training-free": value, "random": [0.1], "random re-weight": []}
+
+    columns = {
+        "waves": {"starts": [start(f"s{i}", 0.2) for i in range(6)], "flow": "training-free"},
+        "waves [LocalExactFlow]": {
+            "pattern": "waves",
+            "flow": "LocalExactFlow",
+            # five shared starts, each 0.1 above; one start the training-free run did not meet
+            "starts": [start(f"s{i}", 0.3 + 0.01 * i) for i in range(5)] + [start("x", 0.0)],
+        },
+    }
+    stats = learned_against_training_free(columns)["waves [LocalExactFlow]"]
+    assert stats["n_units"] == 5 and stats["share_beaten"] == 1.0
+    assert stats["learned_mean"] == pytest.approx(0.32)
+    assert stats["training_free_mean"] == pytest.approx(0.2)
+    assert stats["mean_difference"] == pytest.approx(0.12) and stats["verdict"] == "above"
+    # a learned flow that equals the training-free one is not called better
+    columns["waves [LocalExactFlow]"]["starts"] = [start(f"s{i}", 0.2) for i in range(6)]
+    stats = learned_against_training_free(columns)["waves [LocalExactFlow]"]
+    assert stats["mean_difference"] == 0 and stats["verdict"] == "undecided"
+
+
+@pytest.mark.slow
+def test_table2_pairs_a_learned_exact_flow_with_the_training_free_run_of_its_starts(tmp_path):
+    from eqflow.analysis.patterns import collect, learned_against_training_free
+
+    tiny = [*TINY_PATTERNS, "logger=csv", "measure.patterns.n_starts=2"]
+    runs = {}
+    for flow in ("training_free_gamma", "exact_local"):
+        cfg = compose_train(
+            [*tiny, f"flow={flow}", "trainer.max_epochs=1", "flow.batch_size=8"],
+            tmp_path / flow,
+            tiny=False,
+        )
+        with open_dict(cfg):
+            cfg.paths.cache_dir = str(tmp_path / "cache")  # one score model for both
+        result = pipeline.train(cfg)
+        (result.output_dir / ".hydra").mkdir()
+        OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
+        runs[result.output_dir] = flow
+    columns, failed = collect(list(runs), runs, False, tmp_path / "scratch")
+    assert not failed and set(columns) == {"maze", "maze [LocalExactFlow]"}
+    units = [st["unit"] for st in columns["maze"]["starts"]]
+    assert units == [st["unit"] for st in columns["maze [LocalExactFlow]"]["starts"]]
+    # the same start patterns: the baselines' draws, which do not depend on the flow, agree
+    for a, b in zip(columns["maze"]["starts"], columns["maze [LocalExactFlow]"]["starts"]):
+        assert a["random"] == pytest.approx(b["random"], abs=1e-6)
+    stats = learned_against_training_free(columns)["maze [LocalExactFlow]"]
+    assert stats["n_units"] == 2
+
+
 def test_beats_baselines_asks_each_baseline_with_draws():
     from eqflow.analysis.patterns import beats_baselines
 
@@ -404,3 +477,21 @@ def test_score_precision_trains_in_bfloat16_keeps_float32_weights_and_keys_the_c
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert info["score/cache_hit"] is False and np.isfinite(info["score/final_loss"])
     assert score_key(plain) != score_key(bf16)
+
+
+def test_translation_share_is_one_for_rigid_motion_and_near_zero_for_an_unrelated_field():
+    from eqflow.metrics.advection import periodic_gradients, translation_share
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 24, 24, generator=g)
+    dh, dw = periodic_gradients(x)
+    rigid = -(0.7 * dh - 0.2 * dw)
+    assert torch.allclose(translation_share(rigid, x), torch.ones(3), atol=1e-5)
+    unrelated = torch.randn(x.shape, generator=g)
+    share = translation_share(unrelated, x)
+    # two directions among 2 x 24 x 24 = 1152: expected 2 / 1152 = 0.0017
+    assert (share < 0.02).all() and (share >= 0).all()
+    # a mix: the rigid part's share of the energy
+    per_image = rigid.flatten(1).norm(dim=1) / unrelated.flatten(1).norm(dim=1)
+    mixed = rigid + unrelated * per_image[:, None, None, None]
+    assert torch.allclose(translation_share(mixed, x), torch.full((3,), 0.5), atol=0.05)

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from eqflow.data.base import DATA_RULES
 from eqflow.dynamics.divergence import METHODS, PROBES
 from eqflow.errors import ConfigError
 from eqflow.models.flow import ESTIMATORS, NORM_MOMENTUM, SCALE_PENALTY
+from eqflow.models.image_score import EMA_DECAY, EVERY_LEVEL_SHARE
 from eqflow.models.optim import LR_SCHEDULES
-from eqflow.models.score import PREDICTIONS
+from eqflow.models.score import PREDICTION, SCORE_LEVEL
 from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.nets.mlp import ACTIVATIONS
 from eqflow.protocols.creatures import Creatures
@@ -33,28 +35,18 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 # Checked where present; groups that lack a key (another dataset, another flow) skip it.
 RULES: dict[str, Rule] = {
+    **{f"data.{name}": rule for name, rule in DATA_RULES.items()},
     "seed": INT_NONNEG,
     "trainer.max_epochs": INT_NONNEG,
     "trainer.accelerator": Rule(str, choices=ACCELERATORS),
     "trainer.precision": Rule(str, choices=TRAINER_PRECISIONS),
-    "data.n_samples": INT_POS,
-    "data.std": NUM_POS,
-    "data.noise": NUM_NONNEG,
-    "data.r_min": NUM_NONNEG,
-    "data.r_max": NUM_POS,
-    "data.dim": INT_POS,
-    "data.n_trajectories": INT_POS,
-    "data.n_steps": INT_POS,
-    "data.dt": NUM_POS,
-    "data.burn_in_steps": INT_NONNEG,
-    "data.init_std": NUM_POS,
     "data_seed": INT_NONNEG,
     "score.epochs": INT_NONNEG,
     "score.batch_size": INT_POS,
     "score.seed": INT_NONNEG,
-    "score.model.prediction": Rule(str, choices=PREDICTIONS),
+    "score.model.prediction": PREDICTION,
     "score.model.num_steps": Rule(int, ge=2),
-    "score.model.t": Rule(float, ge=0, le=1),
+    "score.model.t": SCORE_LEVEL,
     "score.model.lr": NUM_POS,
     "score.model.weight_decay": NUM_NONNEG,
     "score.model.lr_schedule": Rule(str, choices=LR_SCHEDULES),
@@ -66,20 +58,10 @@ RULES: dict[str, Rule] = {
     "score.model.layers_per_block": INT_POS,
     "score.model.norm_num_groups": INT_POS,
     "score.model.warmup_steps": INT_NONNEG,
-    "score.model.ema_decay": Rule(float, gt=0, lt=1, nullable=True),
+    "score.model.ema_decay": EMA_DECAY,
+    "score.model.every_level_share": EVERY_LEVEL_SHARE,
     "score.model.augment": Rule(bool),
     "score.model.augment_mirror": Rule(bool),
-    "data.size": Rule(int, ge=8, nullable=True),
-    "data.max_points": Rule(int, ge=2, nullable=True),
-    "data.drop_nonfinite": Rule(bool),
-    "data.steps_per_period": INT_POS,
-    "data.burn_in_periods": NUM_NONNEG,
-    "data.steps": INT_POS,
-    "data.chunk": INT_POS,
-    "data.canvas": INT_POS,
-    "data.icon_size": INT_POS,
-    "data.n_icons": INT_POS,
-    "data.attempts": INT_POS,
     "icon": Rule(str),
     "measure.creatures.scale": INT_POS,
     "measure.creatures.start": Rule(str, choices=Creatures.STARTS),

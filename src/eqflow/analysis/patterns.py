@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from eqflow.analysis.report import Report, csv_text, mean_std, report_group
 from eqflow.compat import upgrade_table2_metrics
@@ -91,11 +91,72 @@ def collect(
     )
     columns: dict[str, dict] = {}
     for name, cfg, metrics in runs:
-        col = columns.setdefault(pattern_name(cfg), {"starts": [], "runs": [], "sign": []})
-        col["starts"] += starts_of_run(metrics)
+        key = pattern_name(cfg)
+        kind = flow_kind(cfg)
+        if kind != "training-free":
+            key = f"{key} [{kind}]"
+        col = columns.setdefault(
+            key, {"starts": [], "runs": [], "sign": [], "pattern": pattern_name(cfg), "flow": kind}
+        )
+        col["starts"] += [
+            {**st, "unit": start_unit(cfg, i)} for i, st in enumerate(starts_of_run(metrics))
+        ]
         col["runs"].append(name)
         col["sign"].append(chosen_sign(metrics))
     return columns, failed
+
+
+def flow_kind(cfg: DictConfig) -> str:
+    """``training-free`` for the training-free flow, else the flow's class name."""
+    target = str(cfg.flow.model._target_)
+    return "training-free" if target.endswith("TrainingFreeFlow") else target.rsplit(".", 1)[-1]
+
+
+def start_unit(cfg: DictConfig, index: int) -> str:
+    """The identity of a run's ``index``-th start: runs of one pattern with the same data seed,
+    seed and baseline draws meet the same start patterns in the same order (the protocol's
+    random stream does not depend on the flow), so their values on it pair."""
+    draws = OmegaConf.select(cfg, "measure.patterns.n_draws", default=None)
+    return f"data_seed={cfg.data_seed},seed={cfg.seed},n_draws={draws},start={index}"
+
+
+def learned_against_training_free(columns: dict[str, dict]) -> dict[str, dict]:
+    """Per learned flow's column: the paired comparison of its value (its chosen sign) with the
+    training-free flow's on the starts both met (matched by :func:`start_unit`)."""
+    out: dict[str, dict] = {}
+    for key, col in columns.items():
+        reference = columns.get(col.get("pattern", key))
+        if col.get("flow", "training-free") == "training-free" or reference is None:
+            continue
+        tf = {st["unit"]: st["training-free"] for st in reference["starts"]}
+        shared = [st for st in col["starts"] if st["unit"] in tf]
+        if not shared:
+            continue
+        learned = [st["training-free"] for st in shared]
+        stats = paired_comparison(learned, [[tf[st["unit"]]] for st in shared]).as_dict()
+        out[key] = {
+            **stats,
+            "learned_mean": sum(learned) / len(learned),
+            "training_free_mean": sum(tf[st["unit"]] for st in shared) / len(shared),
+        }
+    return out
+
+
+def learned_markdown(stats: dict[str, dict]) -> str:
+    lines = [
+        "| pattern [learned flow] | starts | learned | training-free | starts won by learned "
+        "| mean difference [95 % bootstrap interval] | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, c in stats.items():
+        lines.append(
+            f"| {key} | {c['n_units']} | {c['learned_mean']:.3f} | {c['training_free_mean']:.3f} "
+            f"| {c['share_beaten']:.0%} | {c['mean_difference']:+.3f} [{c['ci_low']:+.3f}, "
+            f"{c['ci_high']:+.3f}] | {c['verdict']} |"
+        )
+    return (
+        "\n".join(lines) + "\n\nVerdict rule (learned minus training-free): " + VERDICT_RULE + "\n"
+    )
 
 
 def summarise(columns: dict[str, dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
@@ -249,7 +310,11 @@ def _table2_report(
     their verdicts, the CSV and the scalars for the loggers."""
     table = summarise(columns)
     stats = paired(columns)
+    learned = learned_against_training_free(columns)
     md = markdown(table, columns) + "\n" + paired_markdown(stats)
+    if learned:
+        md += "\nLearned flows against the training-free flow, start by start:\n\n"
+        md += learned_markdown(learned)
     verdicts = beats_baselines(table)
     n_runs = sum(len(c["runs"]) for c in columns.values())
     return Report(
@@ -266,6 +331,7 @@ def _table2_report(
             },
             "above_baseline_mean_plus_std": verdicts,
             "paired": stats,
+            "learned_against_training_free": learned,
             "verdict_rule": VERDICT_RULE,
             "timings": {"table2_s": seconds},
         },

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.ndimage import rotate
 
-from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.data.base import Snapshots, SnapshotSystem, check_data_settings
 from eqflow.data.icons import load_icon
 
 
@@ -37,15 +37,13 @@ class AlifeSystem(SnapshotSystem):
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         progress: bool = True,
     ):
-        for name, value in [
-            ("canvas", canvas),
-            ("icon_size", icon_size),
-            ("n_icons", n_icons),
-            ("attempts", attempts),
-            ("n_samples", n_samples),
-        ]:
-            if value <= 0:
-                raise ValueError(f"data.{name} must be > 0, got {value}")
+        check_data_settings(
+            canvas=canvas,
+            icon_size=icon_size,
+            n_icons=n_icons,
+            attempts=attempts,
+            n_samples=n_samples,
+        )
         if len(background) != 3 or not all(0 <= c <= 1 for c in background):
             raise ValueError(
                 f"data.background must be three numbers in [0, 1] (RGB), got {list(background)}"

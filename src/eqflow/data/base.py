@@ -8,10 +8,45 @@ from dataclasses import dataclass
 
 import torch
 
+from eqflow.settings import INT_NONNEG, INT_POS, NUM_NONNEG, NUM_POS, Rule, check_setting
+
 # the fewest points (snapshots, rows of a file) a score model and a flow are learned from
 MIN_POINTS = 100
 # beyond this magnitude a value's square overflows float32 arithmetic (~3e38)
 MAX_MAGNITUDE = 1e15
+
+# the rule of every data.<name> setting the systems take (eqflow.config checks a composed
+# config with these, each system's constructor its own arguments)
+DATA_RULES: dict[str, Rule] = {
+    "n_samples": INT_POS,
+    "std": NUM_POS,
+    "noise": NUM_NONNEG,
+    "r_min": NUM_NONNEG,
+    "r_max": NUM_POS,
+    "dim": INT_POS,
+    "n_trajectories": INT_POS,
+    "n_steps": INT_POS,
+    "dt": NUM_POS,
+    "burn_in_steps": INT_NONNEG,
+    "init_std": NUM_POS,
+    "size": Rule(int, ge=8, nullable=True),
+    "max_points": Rule(int, ge=2, nullable=True),
+    "drop_nonfinite": Rule(bool),
+    "steps_per_period": INT_POS,
+    "burn_in_periods": NUM_NONNEG,
+    "steps": INT_POS,
+    "chunk": INT_POS,
+    "canvas": INT_POS,
+    "icon_size": INT_POS,
+    "n_icons": INT_POS,
+    "attempts": INT_POS,
+}
+
+
+def check_data_settings(**values) -> None:
+    """Check each ``data.<name>=value`` against its rule in :data:`DATA_RULES`."""
+    for name, value in values.items():
+        check_setting(f"data.{name}", value, DATA_RULES[name])
 
 
 @dataclass

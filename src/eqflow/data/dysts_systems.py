@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from eqflow.data.base import check_data_settings
 from eqflow.data.ode import ODESystem
 
 log = logging.getLogger(__name__)
@@ -225,11 +226,7 @@ class DystsSystem(ODESystem):
         method: str = "rk4",
     ):
         field = DystsField(system, parameters)
-        if steps_per_period <= 0 or burn_in_periods < 0:
-            raise ValueError(
-                f"data.steps_per_period must be > 0 and data.burn_in_periods >= 0; "
-                f"got {steps_per_period}, {burn_in_periods}"
-            )
+        check_data_settings(steps_per_period=steps_per_period, burn_in_periods=burn_in_periods)
         self.period = float(field.system.period)
         super().__init__(
             field,

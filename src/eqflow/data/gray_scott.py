@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from eqflow.data.base import Snapshots, SnapshotSystem
+from eqflow.data.base import Snapshots, SnapshotSystem, check_data_settings
 
 PRESETS: dict[str, tuple[float, float]] = {  # (F, k), docs/method.md §5
     "life": (0.006, 0.045),
@@ -135,14 +135,7 @@ class GrayScottSystem(SnapshotSystem):
             self.field = GrayScott.preset(preset, du=du, dv=dv)
         else:
             self.field = GrayScott(feed, kill, du, dv)
-        for name, value in [
-            ("size", size),
-            ("n_samples", n_samples),
-            ("steps", steps),
-            ("chunk", chunk),
-        ]:
-            if value <= 0:
-                raise ValueError(f"data.{name} must be > 0, got {value}")
+        check_data_settings(size=size, n_samples=n_samples, steps=steps, chunk=chunk)
         self.size, self.n_samples, self.steps, self.dt = size, n_samples, steps, dt
         self.chunk, self.progress = chunk, progress
         self.device = (

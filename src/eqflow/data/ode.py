@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from eqflow.data.base import MIN_POINTS, Snapshots, SnapshotSystem
+from eqflow.data.base import MIN_POINTS, Snapshots, SnapshotSystem, check_data_settings
 from eqflow.dynamics.integrators import integrate_ode
 
 
@@ -72,16 +72,13 @@ class ODESystem(SnapshotSystem):
                 "data.vector_field must be a callable f(x) -> dx/dt; name it with "
                 "_target_ (and _partial_: true for a plain function with settings)"
             )
-        for name, value in [
-            ("dim", dim),
-            ("n_trajectories", n_trajectories),
-            ("n_steps", n_steps),
-            ("dt", dt),
-        ]:
-            if value <= 0:
-                raise ValueError(f"data.{name} must be > 0, got {value}")
-        if burn_in_steps < 0:
-            raise ValueError(f"data.burn_in_steps must be >= 0, got {burn_in_steps}")
+        check_data_settings(
+            dim=dim,
+            n_trajectories=n_trajectories,
+            n_steps=n_steps,
+            dt=dt,
+            burn_in_steps=burn_in_steps,
+        )
         if n_trajectories * n_steps < MIN_POINTS:
             raise ValueError(
                 f"data.n_trajectories x data.n_steps = {n_trajectories} x {n_steps} "

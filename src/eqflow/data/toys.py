@@ -7,12 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from eqflow.data.base import Snapshots, SnapshotSystem
-
-
-def _positive(name: str, value) -> None:
-    if value <= 0:
-        raise ValueError(f"data.{name} must be > 0, got {value}")
+from eqflow.data.base import Snapshots, SnapshotSystem, check_data_settings
 
 
 class TwoPeaks(SnapshotSystem):
@@ -26,8 +21,7 @@ class TwoPeaks(SnapshotSystem):
         centers: Sequence[Sequence[float]] = ((-1.0, -1.0), (1.0, 1.0)),
         std: float = 0.5,
     ):
-        _positive("n_samples", n_samples)
-        _positive("std", std)
+        check_data_settings(n_samples=n_samples, std=std)
         self.n_samples, self.std = int(n_samples), float(std)
         self.centers = torch.tensor([list(c) for c in centers], dtype=torch.float32)
         self.dim = self.centers.shape[1]
@@ -44,7 +38,7 @@ class Ring(SnapshotSystem):
     dim = 2
 
     def __init__(self, n_samples: int = 10_000, r_min: float = 1.0, r_max: float = 2.0):
-        _positive("n_samples", n_samples)
+        check_data_settings(n_samples=n_samples)
         if not 0 <= r_min < r_max:
             raise ValueError(f"data.r_min/r_max need 0 <= r_min < r_max, got {r_min}, {r_max}")
         self.n_samples, self.r_min, self.r_max = int(n_samples), float(r_min), float(r_max)
@@ -63,9 +57,7 @@ class TwoMoons(SnapshotSystem):
     dim = 2
 
     def __init__(self, n_samples: int = 5_000, noise: float = 0.1, standardise: bool = True):
-        _positive("n_samples", n_samples)
-        if noise < 0:
-            raise ValueError(f"data.noise must be >= 0, got {noise}")
+        check_data_settings(n_samples=n_samples, noise=noise)
         self.n_samples, self.noise, self.standardise = int(n_samples), float(noise), standardise
 
     def generate(self, generator: torch.Generator) -> Snapshots:

@@ -20,9 +20,13 @@ from torch.optim.swa_utils import AveragedModel
 
 from eqflow.data.augment import periodic_symmetry
 from eqflow.errors import check_finite_loss
-from eqflow.models.score import PREDICTIONS, Score, score_from_prediction, x0_from_prediction
+from eqflow.models.score import PREDICTION, Score, score_from_prediction, x0_from_prediction
 from eqflow.nets.unet import circular_unet
+from eqflow.settings import Rule, check_setting
 
+EMA_DECAY = Rule(float, gt=0, lt=1, nullable=True)  # score.model.ema_decay (null: no average)
+# score.model.every_level_share: the share of training draws spread over every noise level
+EVERY_LEVEL_SHARE = Rule(float, ge=0, le=1)
 _SCHEDULER_PREDICTION = {"eps": "epsilon", "v": "v_prediction"}
 
 
@@ -71,10 +75,10 @@ class ImageScoreModule(Score, pl.LightningModule):
         augment: bool = True,
         augment_mirror: bool = True,
         train_timesteps: Sequence[int] | None = None,
+        every_level_share: float = 0.0,
     ):
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
+        check_setting("score.model.prediction", prediction, PREDICTION)
         if not 0 <= timestep < num_train_timesteps:
             raise ValueError(
                 f"score.model.timestep must lie in [0, {num_train_timesteps}), got {timestep}"
@@ -87,10 +91,8 @@ class ImageScoreModule(Score, pl.LightningModule):
                     f"timestep {timestep}; widen the band or set it to null"
                 )
             train_timesteps = [lo, hi]
-        if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(
-                f"score.model.ema_decay must lie in (0, 1) or be null, got {ema_decay}"
-            )
+        check_setting("score.model.every_level_share", every_level_share, EVERY_LEVEL_SHARE)
+        check_setting("score.model.ema_decay", ema_decay, EMA_DECAY)
         self.save_hyperparameters()
         self.unet = circular_unet(channels, block_out_channels, layers_per_block, norm_num_groups)
         self.scheduler = DDPMScheduler(
@@ -151,8 +153,10 @@ class ImageScoreModule(Score, pl.LightningModule):
 
     @property
     def trains_every_level(self) -> bool:
-        """Whether training covers all noise levels (needed for ancestral sampling)."""
-        return self.hparams.train_timesteps is None
+        """Whether training covers all noise levels (needed for ancestral sampling): no band,
+        or a band with a share of draws over every level."""
+        hp = self.hparams
+        return hp.train_timesteps is None or hp.every_level_share > 0
 
     @torch.no_grad()
     def sample(
@@ -188,14 +192,27 @@ class ImageScoreModule(Score, pl.LightningModule):
         if timestep is not None:
             k = torch.full((x0.shape[0],), timestep, device=x0.device)
         else:
-            lo, hi = self.hparams.train_timesteps or (0, self.hparams.num_train_timesteps - 1)
-            k = torch.randint(lo, hi + 1, (x0.shape[0],), device=x0.device)
+            k = self.training_levels(x0.shape[0], x0.device)
         eps = torch.randn_like(x0)
         x_t = self.scheduler.add_noise(x0, eps, k)
         target = (
             eps if self.hparams.prediction == "eps" else self.scheduler.get_velocity(x0, eps, k)
         )
         return F.mse_loss(self.unet(x_t, k).sample, target)
+
+    def training_levels(self, n: int, device) -> torch.Tensor:
+        """``n`` training timesteps: uniform in ``train_timesteps`` (all levels when unset),
+        except a share ``every_level_share`` drawn over every level (what the sampler needs,
+        with most of the budget kept near the level the flow reads)."""
+        hp = self.hparams
+        top = hp.num_train_timesteps
+        lo, hi = hp.train_timesteps or (0, top - 1)
+        k = torch.randint(lo, hi + 1, (n,), device=device)
+        share = hp.every_level_share
+        if share > 0:
+            spread = torch.rand(n, device=device) < share
+            k = torch.where(spread, torch.randint(0, top, (n,), device=device), k)
+        return k
 
     def training_step(self, x0: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.hparams.augment:

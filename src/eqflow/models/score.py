@@ -15,8 +15,11 @@ from eqflow.models.optim import build_optimizer
 from eqflow.models.schedules import CosineSchedule
 from eqflow.nets import ScoreMLP
 from eqflow.nets.mlp import EnergyMLP
+from eqflow.settings import Rule, check_setting
 
 PREDICTIONS = ("eps", "v")
+PREDICTION = Rule(str, choices=PREDICTIONS)  # score.model.prediction
+SCORE_LEVEL = Rule(float, ge=0, le=1)  # score.model.t: the diffusion time the score is read at
 
 
 def score_from_prediction(
@@ -109,10 +112,8 @@ class ScoreModule(Score, pl.LightningModule):
         lr_schedule: str = "constant",
     ):
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"score.model.prediction={prediction!r}: choose one of {PREDICTIONS}")
-        if not 0 <= t <= 1:
-            raise ValueError(f"score.model.t must lie in [0, 1], got {t}")
+        check_setting("score.model.prediction", prediction, PREDICTION)
+        check_setting("score.model.t", t, SCORE_LEVEL)
         self.save_hyperparameters()
         self.net = ScoreMLP(dim, hidden, activation)
         self.schedule = CosineSchedule(num_steps)

@@ -24,10 +24,12 @@ from eqflow.metrics.tracking import (
 )
 from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
+from eqflow.protocols.langevin import flow_translation_share
 
 # The whole-creature reference (threshold, expected count) is drawn from a stream of its own,
 # the same in every run, so that runs of one score model share one denominator.
 REFERENCE_SEED = 20_261_207
+TRANSLATION_IMAGES = 32  # training scatters the flow's rigid-motion share is read on
 
 
 class Creatures(Protocol):
@@ -150,8 +152,9 @@ class Creatures(Protocol):
             raise ValueError(
                 "measure.creatures.start=sampler draws the start with the score model's sampler "
                 "from pure noise, which needs a score trained on every noise level: set "
-                "score.model.train_timesteps=null (the CPU preset trains only the levels near "
-                "the flow's), or use start=scatter or start=noise"
+                "score.model.train_timesteps=null, or keep the band and spread a share of the "
+                "draws over every level (score.model.every_level_share=0.25, as "
+                "experiment=alife does), or use start=scatter or start=noise"
             )
         level = int(score_model.hparams.timestep)
         return score_model.sample(1, size, g, stop_at=level).cpu()
@@ -329,6 +332,10 @@ class Creatures(Protocol):
                 "creatures/expected_count": expected,
                 "creatures/count_ratio": mean_count / expected if expected else float("nan"),
                 "creatures/reference_area": ref_area,
+                # the share of the field a rigid translation explains (training scatters)
+                "creatures/flow_translation_share": flow_translation_share(
+                    flow, data.x[:TRANSLATION_IMAGES], REFERENCE_SEED
+                ),
             }
         )
         if figures is not None:

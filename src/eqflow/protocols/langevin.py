@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from eqflow.dynamics.integrators import sde_heun
+from eqflow.metrics.advection import translation_share
+from eqflow.models.score import noise_to_level
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -85,3 +87,14 @@ def skip_draws(generator: torch.Generator, steps: int, shape: tuple, dtype: torc
     """Advance ``generator`` past ``steps`` normal draws of ``shape`` (what an SDE run takes)."""
     for _ in range(steps):
         torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+
+
+def flow_translation_share(flow, images: torch.Tensor, seed: int = 0) -> float:
+    """The mean share of the flow's field that a rigid translation of the image explains
+    (:func:`eqflow.metrics.advection.translation_share`), on ``images`` (N, C, H, W) noised to
+    the level the score reads, with noise of a fixed ``seed``: the same views for every flow."""
+    g = torch.Generator().manual_seed(seed)
+    x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
+    with torch.no_grad():
+        v = flow.drift(x, flow.score(x))
+    return float(translation_share(v, x).mean())
