@@ -214,9 +214,12 @@ def markdown(table: dict, columns: dict) -> str:
     patterns = list(table)
     head = "| | " + " | ".join(f"{p} (ours)" + " | " + f"{p} (published)" for p in patterns) + " |"
     lines = [head, "|---|" + "---|---|" * len(patterns)]
+    learned = any(columns[p].get("flow", "training-free") != "training-free" for p in patterns)
     for row in ROWS:
         cells = [f"{_cell(*table[p][row])} | {_published(p, row)}" for p in patterns]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        # a learned flow's column holds its own value in the flow's row
+        label = "the column's flow" if learned and row == ROWS[0] else row
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "|cos| between the change under the flow (EMA of the SDE trajectory at step 200, "
