@@ -381,7 +381,11 @@ def test_a_learned_flow_pairs_with_the_training_free_flow_on_the_starts_both_met
         return {"unit": unit, "training-free": value, "random": [0.1], "random re-weight": []}
 
     columns = {
-        "waves": {"starts": [start(f"s{i}", 0.2) for i in range(6)], "flow": "training-free"},
+        "waves": {
+            "pattern": "waves",
+            "flow": "training-free",
+            "starts": [start(f"s{i}", 0.2) for i in range(6)],
+        },
         "waves [LocalExactFlow]": {
             "pattern": "waves",
             "flow": "LocalExactFlow",

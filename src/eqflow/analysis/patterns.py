@@ -125,8 +125,8 @@ def learned_against_training_free(columns: dict[str, dict]) -> dict[str, dict]:
     training-free flow's on the starts both met (matched by :func:`start_unit`)."""
     out: dict[str, dict] = {}
     for key, col in columns.items():
-        reference = columns.get(col.get("pattern", key))
-        if col.get("flow", "training-free") == "training-free" or reference is None:
+        reference = columns.get(col["pattern"])
+        if col["flow"] == "training-free" or reference is None:
             continue
         tf = {st["unit"]: st["training-free"] for st in reference["starts"]}
         shared = [st for st in col["starts"] if st["unit"] in tf]
@@ -214,7 +214,7 @@ def markdown(table: dict, columns: dict) -> str:
     patterns = list(table)
     head = "| | " + " | ".join(f"{p} (ours)" + " | " + f"{p} (published)" for p in patterns) + " |"
     lines = [head, "|---|" + "---|---|" * len(patterns)]
-    learned = any(columns[p].get("flow", "training-free") != "training-free" for p in patterns)
+    learned = any(columns[p]["flow"] != "training-free" for p in patterns)
     for row in ROWS:
         cells = [f"{_cell(*table[p][row])} | {_published(p, row)}" for p in patterns]
         # a learned flow's column holds its own value in the flow's row
