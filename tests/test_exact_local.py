@@ -4,8 +4,13 @@ a pixel pair is blind to both pixels (flow=exact_local)."""
 import pytest
 import torch
 
-from eqflow.models.exact_local import field_jvp, local_skew_apply, score_jacobian_products
-from eqflow.models.exact_lowrank import pair_strain
+from eqflow.models.exact_local import (
+    LocalExactFlow,
+    content_motion,
+    local_skew_apply,
+    probe_pair_strain,
+)
+from eqflow.models.score import Score
 from eqflow.nets.blind_pairs import BlindPairNet, half_stencil
 
 C, H, W = 2, 6, 7
@@ -95,33 +100,99 @@ def test_a_coefficient_that_sees_its_pair_breaks_the_equilibrium():
     assert _relative_residual(net, _quartic_score(torch.float64), torch.float64) > 1e-5
 
 
-@pytest.mark.slow
-def test_the_strain_estimate_matches_the_exact_strain_in_expectation():
-    dtype = torch.float64
-    net, score = _net(dtype), _quartic_score(dtype)
-    field = _field(net, score)
-    x = torch.randn(2, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(4))
-    d = C * H * W
+def _exact_strain(field, x):
+    """||sym dv||_F^2 per image, from autograd's full Jacobian."""
+    d = x[0].numel()
     exact = []
     for xi in x:
         j = torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi).reshape(d, d)
         exact.append((0.5 * (j + j.T)).pow(2).sum())
-    exact = torch.stack(exact)
+    return torch.stack(exact)
+
+
+def _strain_draws(net, score, x, n, shift):
+    """``n`` probe-pair estimates of ||sym dv||^2 per image (n, B)."""
     g = torch.Generator().manual_seed(3)
 
     def raw(y, t):
         return local_skew_apply(net(y), t, net.offsets)
 
     draws = []
-    for _ in range(600):
-        r, q = (torch.randn(x.shape, generator=g, dtype=dtype) for _ in range(2))
-        s, (jr, jq) = score_jacobian_products(score, x, (r, q))
-        a = field_jvp(raw, x, s, r, jr)[1]
-        b = field_jvp(raw, x, s, q, jq)[1]
-        draws.append(pair_strain(r, q, a, b).detach())
-    draws = torch.stack(draws)
+    for _ in range(n):
+        r, q = (torch.randn(x.shape, generator=g, dtype=x.dtype) for _ in range(2))
+        draws.append(probe_pair_strain(raw, score, x, r, q, shift)[2].detach())
+    return torch.stack(draws)
+
+
+@pytest.mark.slow
+def test_the_strain_estimate_matches_the_exact_strain_in_expectation():
+    dtype = torch.float64
+    net, score = _net(dtype), _quartic_score(dtype)
+    x = torch.randn(2, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    exact = _exact_strain(_field(net, score), x)
+    draws = _strain_draws(net, score, x, 600, 0.0)
     mean, se = draws.mean(0), draws.std(0) / len(draws) ** 0.5
     assert ((mean - exact).abs() < 5 * se).all(), (mean, exact, se)
+
+
+def test_the_skew_shift_keeps_the_strain_and_cuts_the_probes_spread():
+    """A score at a small noise level, J_s = -c I + a small rest: dv + c A has the strain of dv
+    (A skew) and is far smaller, so the probes' estimates agree with the exact strain and
+    spread much less than without the shift."""
+    dtype, c = torch.float64, 20.0
+    net, quartic = _net(dtype), _quartic_score(dtype)
+
+    def score(y):
+        return -c * y + quartic(y)
+
+    x = torch.randn(2, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    exact = _exact_strain(_field(net, score), x)
+    shifted, raw = _strain_draws(net, score, x, 100, c), _strain_draws(net, score, x, 100, 0.0)
+    mean, se = shifted.mean(0), shifted.std(0) / len(shifted) ** 0.5
+    assert ((mean - exact).abs() < 5 * se).all(), (mean, exact, se)
+    assert (shifted.std(0) < 0.3 * raw.std(0)).all(), (shifted.std(0), raw.std(0))
+
+
+def test_content_motion_is_the_clean_images_speed_for_gaussian_data():
+    """Data N(0, w I) noised to level a: s = -x / (a w + 1 - a), so Tweedie's clean image moves
+    at sqrt(a) w / (a w + 1 - a) times v; a single clean image (w = 0) never moves."""
+    a = 0.9
+    x = torch.randn(3, C, H, W, dtype=torch.float64)
+    v = torch.randn(3, C, H, W, dtype=torch.float64, requires_grad=True)
+    for w in (0.0, 0.5, 2.0):
+        variance = a * w + 1 - a
+
+        def score(y, variance=variance):
+            return -y / variance
+
+        moved = content_motion(score, x, v, a)
+        assert torch.allclose(moved, a**0.5 * w / variance * v, atol=1e-12)
+    moved.pow(2).sum().backward()  # differentiable in v, for the flow's weights
+    assert v.grad is not None and v.grad.abs().max() > 0
+
+
+class _GaussianScore(Score, torch.nn.Module):
+    """Data N(0, w I) read at the level a: s = -x / (a w + 1 - a)."""
+
+    def __init__(self, a: float, w: float):
+        torch.nn.Module.__init__(self)
+        self.alpha, self.variance = torch.tensor(a), a * w + 1 - a
+
+    def score(self, x):
+        return -x / self.variance
+
+
+def test_the_content_strain_reads_how_much_of_the_field_moves_the_clean_image():
+    a, w = 0.9, 0.5
+    flow = LocalExactFlow(_GaussianScore(a, w), C, hidden=(8,), strain_per="content")
+    x = torch.randn(4, C, H, W)
+    parts = flow.strain(x, generator=torch.Generator().manual_seed(0))
+    expected = a * w**2 / (a * w + 1 - a) ** 2  # |dx0_hat|^2 / |v|^2 for this Gaussian
+    assert float(parts["content_share"]) == pytest.approx(expected, rel=1e-4)
+    field = LocalExactFlow(_GaussianScore(a, w), C, hidden=(8,)).strain(x)
+    assert "content_share" not in field
+    with pytest.raises(ValueError, match="strain_per"):
+        LocalExactFlow(_GaussianScore(a, w), C, strain_per="pixels")
 
 
 @pytest.mark.slow

@@ -61,6 +61,33 @@ def score_jacobian_products(score, x: torch.Tensor, directions: Sequence[torch.T
     return s[: len(x)].detach(), list(along.detach().chunk(n))
 
 
+def probe_pair_strain(raw_field, score, x, r, q, skew_shift: float = 0.0) -> tuple:
+    """``(s, v, estimate)``: the score and the raw field at ``x`` and one unbiased estimate per
+    image of ||sym dv||_F^2 from the probe pair ``r``, ``q`` (:func:`pair_strain`).
+
+    The estimate reads the Jacobian dv + c A with c = ``skew_shift``: A is skew, so the added
+    term leaves sym dv, and the estimate's mean, unchanged. For a score at noise level 1 - a,
+    J_s = -I / (1 - a) + (a / (1 - a)^2) Cov[x0 | x], and c = 1 / (1 - a) removes the skew part
+    -A / (1 - a) that would otherwise dominate |dv| and the probes' variance."""
+    s, (jr, jq) = score_jacobian_products(score, x, (r, q))
+    v, a = field_jvp(raw_field, x, s, r, jr + skew_shift * r)
+    _, b = field_jvp(raw_field, x, s, q, jq + skew_shift * q)
+    return s, v, pair_strain(r, q, a, b)
+
+
+def content_motion(score, x: torch.Tensor, v: torch.Tensor, alpha: float) -> torch.Tensor:
+    """How fast the clean content the score sees in ``x`` moves along ``v``: the derivative of
+    Tweedie's x0_hat = (x + (1 - a) s(x)) / sqrt(a), (v + (1 - a) J_s v) / sqrt(a), by reverse
+    mode twice and differentiable in ``v``. Near zero where v only stirs the noise."""
+    with torch.enable_grad():
+        xs = x.detach().requires_grad_(True)
+        s = score(xs)
+        u = torch.zeros_like(s, requires_grad=True)
+        (transposed,) = torch.autograd.grad(s, xs, u, create_graph=True)
+        (along,) = torch.autograd.grad(transposed, u, v, create_graph=True)
+    return (v + (1.0 - alpha) * along) / alpha**0.5
+
+
 def field_jvp(raw_field, x, s, dx, ds) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A(x) s, dv)`` with dv = A(x) ds + (d_x A dx) s: the field's derivative along ``dx``
     when ``ds`` is the score's (forward mode, differentiable in the flow's weights)."""
@@ -69,12 +96,19 @@ def field_jvp(raw_field, x, s, dx, ds) -> tuple[torch.Tensor, torch.Tensor]:
     return out.primal, out.tangent
 
 
+STRAIN_PER = ("field", "content")
+
+
 class LocalExactFlow(StrainTrainedFlow):
     """v = c A(x) s on images (B, C, H, W): A(x) a learned local skew operator whose
     coefficient for a pixel pair is blind to both pixels (exact: div(p v) = 0 for any weights),
     c one scalar (rms |v| = ``speed`` rms |s|). Trained on the scale-free Jacobian strain."""
 
-    LOGGED = {"strain": "train/strain", "mean_sq": "train/raw_mean_sq_speed"}
+    LOGGED = {
+        "strain": "train/strain",
+        "mean_sq": "train/raw_mean_sq_speed",
+        "content_share": "train/content_share",
+    }
     images = True
 
     def __init__(
@@ -92,12 +126,19 @@ class LocalExactFlow(StrainTrainedFlow):
         norm_momentum: float = 0.1,
         calibration_points: int = 256,
         speed: float = 0.5,
+        skew_shift: bool = True,
+        strain_per: str = "field",
         spatial: bool = True,
     ):
         super().__init__(score)
         check_scale_settings(scale_penalty, norm_momentum)
         if speed <= 0:
             raise ValueError(f"flow.model.speed={speed}: the rms |v| / rms |s|, a number > 0")
+        if strain_per not in STRAIN_PER:
+            raise ValueError(
+                f"flow.model.strain_per={strain_per!r}: choose one of {STRAIN_PER} (the strain "
+                f"per unit of the field's speed, or of the motion of the clean content)"
+            )
         if not spatial:
             raise ValueError(
                 "flow=exact_local acts on images (B, C, H, W); for vectors use "
@@ -124,25 +165,32 @@ class LocalExactFlow(StrainTrainedFlow):
         return self.drift(x, self.score(x))
 
     def strain(self, x: torch.Tensor, generator=None) -> dict:
-        """``loss`` = d E||sym dv||^2 / E|v|^2 + scale_penalty log(E|v|^2 / E|s|^2)^2 at noised
-        images ``x``, and its parts (``mean_sq``: E|v|^2 / E|s|^2); dv r = A (J_s r) + (d_x A r) s
-        by forward mode through the coefficient network, the score's Jacobian products as the
-        tangents of s."""
+        """``loss`` = d E||sym dv||^2 / E|m|^2 + scale_penalty log(E|v|^2 / E|s|^2)^2 at noised
+        images ``x``, and its parts (``mean_sq``: E|v|^2 / E|s|^2), with m = v (``strain_per``
+        field) or the clean content's motion (content: :func:`content_motion`); dv r =
+        A (J_s r) + (d_x A r) s by forward mode through the coefficient network, the score's
+        Jacobian products as the tangents of s (shifted by 1 / (1 - a) where ``skew_shift``:
+        :func:`probe_pair_strain`)."""
+        shift = 1.0 / (1.0 - float(self.alpha)) if self.hparams.skew_shift else 0.0
         estimates, v = [], None
         for _ in range(self.hparams.n_probes):
             r, q = (
                 torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
                 for _ in range(2)
             )
-            s, (jr, jq) = score_jacobian_products(self.score, x, (r, q))
-            v, a = field_jvp(self.raw_field, x, s, r, jr)
-            _, b = field_jvp(self.raw_field, x, s, q, jq)
-            estimates.append(pair_strain(r, q, a, b))
-        per_pixel_sq = v.pow(2).flatten(1).mean(-1).mean()  # E|v|^2 / d
+            s, v, estimate = probe_pair_strain(self.raw_field, self.score, x, r, q, shift)
+            estimates.append(estimate)
+        moved = v
+        if self.hparams.strain_per == "content":
+            moved = content_motion(self.score, x, v, float(self.alpha))
+        per_pixel_sq = moved.pow(2).flatten(1).mean(-1).mean()  # E|v|^2 / d (or the content's)
         strain = torch.stack(estimates).mean() / per_pixel_sq
         ratio = v.pow(2).sum() / s.pow(2).sum()
         loss = strain + self.hparams.scale_penalty * torch.log(ratio) ** 2
-        return {"loss": loss, "strain": strain, "mean_sq": ratio}
+        parts = {"loss": loss, "strain": strain, "mean_sq": ratio}
+        if moved is not v:  # E|m|^2 / E|v|^2: how much of the field moves the content
+            parts["content_share"] = (moved.pow(2).sum() / v.pow(2).sum()).detach()
+        return parts
 
     @torch.no_grad()
     def calibrate(self, x0: torch.Tensor) -> None:
