@@ -12,6 +12,7 @@ from eqflow.models.exact_local import (
 )
 from eqflow.models.score import Score
 from eqflow.nets.blind_pairs import BlindPairNet, half_stencil
+from eqflow.protocols.langevin import flow_content_share
 
 C, H, W = 2, 6, 7
 
@@ -193,6 +194,9 @@ def test_the_content_strain_reads_how_much_of_the_field_moves_the_clean_image():
     assert "content_share" not in field
     with pytest.raises(ValueError, match="strain_per"):
         LocalExactFlow(_GaussianScore(a, w), C, strain_per="pixels")
+    # the runs' metric reads the same share from the flow's own field
+    images = torch.randn(8, C, H, W, generator=torch.Generator().manual_seed(1))
+    assert flow_content_share(flow, images) == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -228,6 +232,7 @@ def test_a_tiny_alife_run_trains_the_exact_local_flow_and_tracks_its_creatures(t
     m = result.metrics
     assert type(result.flow).__name__ == "LocalExactFlow"
     assert m["creatures/whole_travel_bodies"] >= 0
+    assert 0 < m["creatures/flow_content_share"] < 10
     assert (result.output_dir / "figures" / "creatures_travel.png").exists()
     # the scale set from noised images: rms |v| = speed x rms |s| on them
     flow = result.flow

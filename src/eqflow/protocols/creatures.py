@@ -24,7 +24,7 @@ from eqflow.metrics.tracking import (
 )
 from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
-from eqflow.protocols.langevin import flow_translation_share
+from eqflow.protocols.langevin import flow_content_share, flow_translation_share
 
 # The whole-creature reference (threshold, expected count) is drawn from a stream of its own,
 # the same in every run, so that runs of one score model share one denominator.
@@ -334,6 +334,10 @@ class Creatures(Protocol):
                 "creatures/reference_area": ref_area,
                 # the share of the field a rigid translation explains (training scatters)
                 "creatures/flow_translation_share": flow_translation_share(
+                    flow, data.x[:TRANSLATION_IMAGES], REFERENCE_SEED
+                ),
+                # the share of its |v|^2 that moves the clean creatures (the rest stirs noise)
+                "creatures/flow_content_share": flow_content_share(
                     flow, data.x[:TRANSLATION_IMAGES], REFERENCE_SEED
                 ),
             }

@@ -11,6 +11,7 @@ import torch
 
 from eqflow.dynamics.integrators import sde_heun
 from eqflow.metrics.advection import translation_share
+from eqflow.models.exact_local import content_motion
 from eqflow.models.score import noise_to_level
 
 Field = Callable[[torch.Tensor], torch.Tensor]
@@ -98,3 +99,16 @@ def flow_translation_share(flow, images: torch.Tensor, seed: int = 0) -> float:
     with torch.no_grad():
         v = flow.drift(x, flow.score(x))
     return float(translation_share(v, x).mean())
+
+
+def flow_content_share(flow, images: torch.Tensor, seed: int = 0) -> float:
+    """The share of the flow's |v|^2 that moves the clean content: E|d x0_hat|^2 / E|v|^2 with
+    d x0_hat Tweedie's clean image's change along v (:func:`content_motion`), on ``images``
+    noised as in :func:`flow_translation_share`. Near 0 for a field that only stirs the noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
+    flow.score_model.allow_second_derivatives()
+    with torch.no_grad():
+        v = flow.drift(x, flow.score(x))
+    moved = content_motion(flow.score, x, v, float(flow.score_model.alpha)).detach()
+    return float(moved.pow(2).sum() / v.pow(2).sum())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eqflow import plots
 from eqflow.protocols.base import Measurement, Protocol
-from eqflow.protocols.langevin import flow_translation_share
+from eqflow.protocols.langevin import flow_content_share, flow_translation_share
 from eqflow.protocols.start_patterns import StartPatterns
 from eqflow.protocols.table2 import pattern_fidelity
 
@@ -74,6 +74,7 @@ class Patterns(Protocol):
         out = Measurement(res.summary())
         # the share of the field a rigid translation explains, on training patterns
         out.values["table2/flow_translation_share"] = flow_translation_share(flow, data.x[:16])
+        out.values["table2/flow_content_share"] = flow_content_share(flow, data.x[:16])
         if figures is None:
             return out
         evolved = res.record.frames[-1][0] if res.record.frames else res.record.final[0]
