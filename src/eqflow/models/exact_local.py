@@ -61,17 +61,17 @@ def score_jacobian_products(score, x: torch.Tensor, directions: Sequence[torch.T
     return s[: len(x)].detach(), list(along.detach().chunk(n))
 
 
-def probe_pair_strain(raw_field, score, x, r, q, skew_shift: float = 0.0) -> tuple:
+def probe_pair_strain(raw_field, score, x, r, q, shift: float = 0.0) -> tuple:
     """``(s, v, estimate)``: the score and the raw field at ``x`` and one unbiased estimate per
     image of ||sym dv||_F^2 from the probe pair ``r``, ``q`` (:func:`pair_strain`).
 
-    The estimate reads the Jacobian dv + c A with c = ``skew_shift``: A is skew, so the added
+    The estimate reads the Jacobian dv + c A with c = ``shift``: A is skew, so the added
     term leaves sym dv, and the estimate's mean, unchanged. For a score at noise level 1 - a,
     J_s = -I / (1 - a) + (a / (1 - a)^2) Cov[x0 | x], and c = 1 / (1 - a) removes the skew part
     -A / (1 - a) that would otherwise dominate |dv| and the probes' variance."""
     s, (jr, jq) = score_jacobian_products(score, x, (r, q))
-    v, a = field_jvp(raw_field, x, s, r, jr + skew_shift * r)
-    _, b = field_jvp(raw_field, x, s, q, jq + skew_shift * q)
+    v, a = field_jvp(raw_field, x, s, r, jr + shift * r)
+    _, b = field_jvp(raw_field, x, s, q, jq + shift * q)
     return s, v, pair_strain(r, q, a, b)
 
 
@@ -102,7 +102,8 @@ STRAIN_PER = ("field", "content")
 class LocalExactFlow(StrainTrainedFlow):
     """v = c A(x) s on images (B, C, H, W): A(x) a learned local skew operator whose
     coefficient for a pixel pair is blind to both pixels (exact: div(p v) = 0 for any weights),
-    c one scalar (rms |v| = ``speed`` rms |s|). Trained on the scale-free Jacobian strain."""
+    c one scalar (rms |v| = ``speed`` rms |s|). Trained on the scale-free Jacobian strain, per
+    unit of |v| or of the clean content's motion (``strain_per``)."""
 
     LOGGED = {
         "strain": "train/strain",
