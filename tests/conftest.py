@@ -5,8 +5,10 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# two threads (the CI machine's cores); fewer when the suite shares the machine with a run
-torch.set_num_threads(int(os.environ.get("EQFLOW_TEST_THREADS", "2")))
+# two threads (the CI machine's cores), one per worker under pytest-xdist (-n 2); fewer when the
+# suite shares the machine with a run
+_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(int(os.environ.get("EQFLOW_TEST_THREADS", _THREADS)))
 
 
 class GaussianMixture:

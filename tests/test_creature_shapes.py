@@ -12,7 +12,7 @@ from eqflow.metrics.collective import (
     pair_correlation,
 )
 from eqflow.metrics.shape import blob_patch, frame_integrity
-from eqflow.metrics.tracking import Track, blob_pixels, foreground
+from eqflow.metrics.tracking import Track, blob_pixels, foreground, relative_travel, travel
 
 
 @pytest.fixture(scope="module", params=["firefly", "taiji"])
@@ -233,6 +233,30 @@ def test_travel_is_zero_for_a_still_scatter(calibrated):
     assert stats["whole_tracks"] >= 1
     assert stats["whole_travel_bodies"] == 0.0
     assert stats["whole_bodies_travelled"] == 0.0  # the sweep target: whole but still scores 0
+
+
+def _straight_track(start_xy, step_xy, frames: int) -> Track:
+    start, step = np.asarray(start_xy, float), np.asarray(step_xy, float)
+    return Track(0, [(start + k * step) % 64 for k in range(frames)])
+
+
+def test_relative_travel_is_zero_for_a_rigid_motion_of_the_whole_canvas():
+    # a rigid translation carries every creature whole: travel counts it, relative travel not
+    tracks = [_straight_track(p, (0.0, 2.0), 41) for p in ((5, 5), (30, 40), (50, 20))]
+    assert travel(tracks, (64, 64), 16.0) == pytest.approx([5.0] * 3)
+    assert relative_travel(tracks, (64, 64), 16.0) == pytest.approx([0.0] * 3, abs=1e-12)
+
+
+def test_relative_travel_of_one_swimmer_among_still_creatures():
+    # one creature carried 5 body lengths (across the edge) among two still ones: its own
+    # travel is 5 - 5/3 against the common drift of 5/3, the still ones' 5/3 each
+    swimmer = _straight_track((5, 5), (2.0, 0.0), 41)
+    still = [_straight_track(p, (0.0, 0.0), 41) for p in ((30, 40), (50, 20))]
+    relative = relative_travel([swimmer, *still], (64, 64), 16.0)
+    assert relative == pytest.approx([10 / 3, 5 / 3, 5 / 3])
+    # a track that lives in part of the run is measured against the drift of its own frames
+    late = Track(20, _straight_track((9, 9), (0.0, 0.0), 21).positions)
+    assert relative_travel([swimmer, late], (64, 64), 16.0)[1] == pytest.approx(20 * 1 / 16)
 
 
 @pytest.mark.parametrize("bodies", [1, 3])

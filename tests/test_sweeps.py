@@ -194,6 +194,7 @@ def test_evaluate_sweep_reports_a_broken_run_and_evaluates_the_rest(joblib_sweep
     cfg.sweep, cfg.logger, cfg.n_points, cfg.n_baselines = str(broken), None, 64, 3
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
     cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
+    cfg.umap.enabled = False  # nor is the UMAP figure (numba compiles it for ~20-50 s)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
     from eqflow.evaluation import evaluate_sweep
 
@@ -243,8 +244,10 @@ def test_training_free_sweep_on_a_toy_dataset(tmp_path):
     cfg.sweep, cfg.logger, cfg.n_points, cfg.n_baselines = str(tmp_path / "sweep"), None, 64, 2
     cfg.mmd.steps, cfg.mmd.n_points = 3, 32
     cfg.chaos.long_horizon = 0  # not what this test is about (20 000 RK4 steps per flow)
+    cfg.umap.enabled = False  # nor is the UMAP figure (numba compiles it for ~20-50 s)
     cfg.paths = {"output_dir": str(tmp_path / "out"), "cache_dir": None}
     summary = evaluate_sweep(cfg)
+    assert not (tmp_path / "out" / "umap.png").exists()  # umap.enabled=false
     assert summary["group_sizes"] == {"training-free": 2, "random": 2, "score": 1}
     assert summary["table1"]["training-free | score"]["mean"] < 1e-5  # v = D s is orthogonal to s
     # in 2-D every skew matrix is +-(rotation by 90 deg): the flows agree up to sign, |cos| = 1
@@ -405,6 +408,7 @@ def test_a_sweep_of_ensembles_on_submitit_is_evaluated_as_one_study(tmp_path):
         "chaos.settings.steps=20",
         "chaos.settings.burn_in=0",
         "chaos.long_horizon=2",
+        "umap.enabled=false",
         "logger=none",
         f"hydra.run.dir={out}",
         cwd=tmp_path,

@@ -143,6 +143,7 @@ EVALUATE_RULES: dict[str, Rule] = {
     "mmd.steps": INT_POS,
     "mmd.dt": NUM_POS,
     "mmd.bandwidth": Rule("bandwidth"),
+    "umap.enabled": Rule(bool),
     "umap.n_neighbors": Rule(int, ge=2),
     "patterns.recompute": Rule(bool),
     "systems.true_exponent_periods": NUM_POS,

@@ -62,6 +62,7 @@ WHOLE = (
     "whole_share_late",
     "whole_mean_speed",
     "whole_travel_bodies",
+    "whole_travel_bodies_relative",
     "whole_polarisation",
     "whole_polarisation_null_q95",
     "whole_milling",
@@ -84,7 +85,8 @@ def _beyond_null(values, nulls) -> str:
 def whole_markdown(icons: dict[str, dict]) -> str:
     lines = [
         "| icon | whole creatures / expected, last quarter | speed of whole creatures | "
-        "travel of whole creatures (body lengths) | polarisation (runs above null q95) | "
+        "travel of whole creatures (body lengths): net / less the common drift | "
+        "polarisation (runs above null q95) | "
         "milling (runs above null q95) | "
         "g(r) at contact: runs / training |",
         "|---|---|---|---|---|---|---|",
@@ -94,7 +96,8 @@ def whole_markdown(icons: dict[str, dict]) -> str:
         milling = _beyond_null(row["whole_milling"], row["whole_milling_null_q95"])
         lines.append(
             f"| {icon} | {_ms(row['whole_share_late'])} | {_ms(row['whole_mean_speed'])} | "
-            f"{_ms(row['whole_travel_bodies'])} | {_ms(row['whole_polarisation'])} ({polar}) | "
+            f"{_ms(row['whole_travel_bodies'])} / {_ms(row['whole_travel_bodies_relative'])} | "
+            f"{_ms(row['whole_polarisation'])} ({polar}) | "
             f"{_ms(row['whole_milling'])} ({milling}) | "
             f"{_ms(row['whole_g_short'])} / {_ms(row['whole_g_short_training'])} |"
         )

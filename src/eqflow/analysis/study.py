@@ -380,7 +380,11 @@ def measure_study(root: Path, cfg: DictConfig, out: Path) -> StudyMeasurements:
 
 
 def umap_figure(groups: Groups, reps: dict[str, torch.Tensor], cfg: DictConfig, path: Path) -> bool:
-    """The UMAP of every representation; False (with a warning) when there are too few."""
+    """The UMAP of every representation; False when ``umap.enabled`` is off, and (with a
+    warning) when there are too few."""
+    if not cfg.umap.get("enabled", True):
+        log.info("No UMAP: umap.enabled=false")
+        return False
     try:
         labels = [grp for grp, m in groups.members.items() for _ in m]
         plots.embedding(

@@ -128,7 +128,9 @@ class DystsField:
         self._torch_rhs = self._torch_form()
 
     def _torch_form(self) -> Callable | None:
-        fn = getattr(type(self.system)._rhs, "py_func", None)
+        rhs = type(self.system)._rhs
+        # numba's dispatcher keeps the Python function; with NUMBA_DISABLE_JIT=1 it is one
+        fn = getattr(rhs, "py_func", rhs if isinstance(rhs, types.FunctionType) else None)
         if fn is None:
             return None
         shimmed = types.FunctionType(

@@ -27,6 +27,7 @@ from eqflow.metrics.tracking import (
     foreground,
     link,
     motion_statistics,
+    relative_travel,
     travel,
 )
 
@@ -129,12 +130,15 @@ def travel_statistics(
     tracks: list[Track], ref: Reference, size: int, min_track_frames: int, late: np.ndarray
 ) -> dict:
     """Each whole creature's net travel over its track in body lengths (0 with no track), its
-    mean and median, and the sweep target: whole share late x mean travel (0 for still
-    creatures and for none whole)."""
+    mean and median, the mean net of the frames' common drift (a rigid motion of the whole
+    canvas travels 0 by it: :func:`relative_travel`), and the sweep target: whole share late x
+    mean travel (0 for still creatures and for none whole)."""
     bodies = travel(tracks, (size, size), ref.body, min_track_frames)
+    relative = relative_travel(tracks, (size, size), ref.body, min_track_frames)
     mean = float(np.mean(bodies)) if bodies else 0.0
     return {
         "whole_travel_bodies": mean,
+        "whole_travel_bodies_relative": float(np.mean(relative)) if relative else 0.0,
         "whole_travel_bodies_median": float(np.median(bodies)) if bodies else 0.0,
         "whole_travel_per_track": bodies,
         "whole_bodies_travelled": float(np.mean(late)) * mean if len(late) else float("nan"),

@@ -149,6 +149,19 @@ def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -
     return tracks
 
 
+def _long_tracks_steps(
+    tracks: list[Track], size: tuple[int, int], min_length: int
+) -> list[tuple[int, np.ndarray]]:
+    """``(start frame, frame-to-frame steps unwrapped across the periodic edges)`` of the
+    tracks at least ``min_length`` frames long."""
+    out = []
+    for track in tracks:
+        if len(track.positions) >= min_length:
+            pos = np.asarray(track.positions, dtype=np.float64)
+            out.append((track.start, periodic_delta(pos[:-1], pos[1:], size)))
+    return out
+
+
 def travel(
     tracks: list[Track], size: tuple[int, int], body: float, min_length: int = 5
 ) -> list[float]:
@@ -156,12 +169,27 @@ def travel(
     periodic edges, so a creature that crosses an edge keeps its way) in body lengths ``body``
     (pixels), for tracks at least ``min_length`` frames long: 0 for a still creature, k for one
     carried k body lengths."""
+    steps = _long_tracks_steps(tracks, size, min_length)
+    return [float(np.linalg.norm(s.sum(0)) / body) for _, s in steps]
+
+
+def relative_travel(
+    tracks: list[Track], size: tuple[int, int], body: float, min_length: int = 5
+) -> list[float]:
+    """Like :func:`travel`, but each step less the frame's common drift (the mean step of the
+    tracks alive in that frame): 0 when the whole canvas moves rigidly (an exact equilibrium
+    flow of any translation-invariant density, which carries every creature whole), and for a
+    lone track; (1 - 1/n) k for one creature carried k body lengths among n - 1 still ones."""
+    steps = _long_tracks_steps(tracks, size, min_length)
+    total, count = {}, {}
+    for start, s in steps:
+        for k, step in enumerate(s, start):
+            total[k] = total.get(k, 0.0) + step
+            count[k] = count.get(k, 0) + 1
     out = []
-    for track in tracks:
-        if len(track.positions) < min_length:
-            continue
-        pos = np.asarray(track.positions, dtype=np.float64)
-        out.append(float(np.linalg.norm(periodic_delta(pos[:-1], pos[1:], size).sum(0)) / body))
+    for start, s in steps:
+        drift = np.array([total[k] / count[k] for k in range(start, start + len(s))])
+        out.append(float(np.linalg.norm((s - drift).sum(0)) / body))
     return out
 
 

@@ -48,17 +48,23 @@ def local_skew_apply(
     return out
 
 
-def score_jacobian_products(score, x: torch.Tensor, directions: Sequence[torch.Tensor]) -> tuple:
-    """``(s(x), [J_s d for d in directions])``, all detached: the score's Jacobian along each
-    direction by reverse mode twice (J d = d/du <J^T u, d>), which any network supports."""
+def score_jacobian_products(
+    score, x: torch.Tensor, directions: Sequence[torch.Tensor], differentiable: bool = False
+) -> tuple:
+    """``(s(x), [J_s d for d in directions])``: the score's Jacobian along each direction by
+    reverse mode twice (J d = d/du <J^T u, d>), which any network supports. The score is
+    detached; the products are too unless ``differentiable`` (then they keep their graph to
+    the directions, for a loss through them)."""
     n = len(directions)
     with torch.enable_grad():
         xs = x.detach().repeat(n, *([1] * (x.ndim - 1))).requires_grad_(True)
         s = score(xs)
         u = torch.zeros_like(s, requires_grad=True)
         (transposed,) = torch.autograd.grad(s, xs, u, create_graph=True)
-        (along,) = torch.autograd.grad(transposed, u, torch.cat(list(directions)))
-    return s[: len(x)].detach(), list(along.detach().chunk(n))
+        directions = torch.cat(list(directions))
+        (along,) = torch.autograd.grad(transposed, u, directions, create_graph=differentiable)
+    along = along if differentiable else along.detach()
+    return s[: len(x)].detach(), list(along.chunk(n))
 
 
 def probe_pair_strain(raw_field, score, x, r, q, shift: float = 0.0) -> tuple:
@@ -79,12 +85,7 @@ def content_motion(score, x: torch.Tensor, v: torch.Tensor, alpha: float) -> tor
     """How fast the clean content the score sees in ``x`` moves along ``v``: the derivative of
     Tweedie's x0_hat = (x + (1 - a) s(x)) / sqrt(a), (v + (1 - a) J_s v) / sqrt(a), by reverse
     mode twice and differentiable in ``v``. Near zero where v only stirs the noise."""
-    with torch.enable_grad():
-        xs = x.detach().requires_grad_(True)
-        s = score(xs)
-        u = torch.zeros_like(s, requires_grad=True)
-        (transposed,) = torch.autograd.grad(s, xs, u, create_graph=True)
-        (along,) = torch.autograd.grad(transposed, u, v, create_graph=True)
+    _, (along,) = score_jacobian_products(score, x, (v,), differentiable=True)
     return (v + (1.0 - alpha) * along) / alpha**0.5
 
 
