@@ -204,17 +204,13 @@ def motion_statistics(
     - ``polarisation``: per frame, |mean of the unit step directions| over tracks, averaged.
     """
     speeds, path_speeds, per_frame = [], [], {}
-    for track in tracks:
-        if len(track.positions) < min_length:
-            continue
-        pos = np.asarray(track.positions)
-        steps = periodic_delta(pos[:-1], pos[1:], size)
+    for start, steps in _long_tracks_steps(tracks, size, min_length):
         speeds.append(float(np.linalg.norm(steps.sum(0)) / (len(steps) * dt)))
         path_speeds.append(float(np.linalg.norm(steps, axis=1).mean() / dt))
-        for k, step in enumerate(steps):
+        for k, step in enumerate(steps, start):
             norm = np.linalg.norm(step)
             if norm > 0:
-                per_frame.setdefault(track.start + k, []).append(step / norm)
+                per_frame.setdefault(k, []).append(step / norm)
     polarisation = [
         float(np.linalg.norm(np.mean(v, axis=0))) for v in per_frame.values() if len(v) > 1
     ]
