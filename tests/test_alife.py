@@ -216,6 +216,12 @@ def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
     ).exists()
     assert (figs / "creatures_whole.png").exists()
     assert 0 < m["creatures/whole_threshold"] <= 1 and m["creatures/whole_share_late"] >= 0
+    # the whole creatures' centres of every frame, kept to relink without a new run
+    with np.load(figs / "creatures_whole_centres.npz") as saved:
+        counts = [len(saved[f"frame_{k}"]) for k in range(int(saved["frames"]))]
+        assert int(saved["canvas"]) == 64 and float(saved["body"]) == 12.0
+    expected = m["creatures/whole_expected"]
+    assert counts == [round(s * expected) for s in m["creatures/whole_share_curve"]]
     assert isinstance(m[cfg.optimized_metric], float)  # what a sweeper is given
     # evaluate.py on it: the speed table by icon
     import subprocess

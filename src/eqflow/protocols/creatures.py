@@ -12,6 +12,7 @@ import torch
 
 from eqflow import plots
 from eqflow.dynamics.integrators import sde_heun
+from eqflow.io.storage import atomic_write
 from eqflow.metrics import census
 from eqflow.metrics.tracking import (
     detect,
@@ -237,12 +238,12 @@ class Creatures(Protocol):
         max_step: float,
         g: torch.Generator,
         seen_as=None,
-    ) -> tuple[dict, np.ndarray]:
+    ) -> tuple[dict, list[np.ndarray]]:
         """Shape integrity, survival and collective behaviour of the whole creatures
-        (:mod:`eqflow.metrics.census`), and the whole creatures' centres in the last frame;
+        (:mod:`eqflow.metrics.census`), and the whole creatures' centres in every frame;
         empty for scatters read from files (no icon to match)."""
         if getattr(system, "icon", None) is None or not hasattr(system, "place"):
-            return {}, np.empty((0, 2))
+            return {}, []
         ref = census.reference(
             system,
             self.whole_reference_images,
@@ -263,7 +264,7 @@ class Creatures(Protocol):
             self.min_track_frames,
             rng,
         )
-        return stats, centres[-1] if centres else np.empty((0, 2))
+        return stats, centres
 
     def creature_blobs(self, data, frames, background) -> tuple[list, float, float]:
         """Blobs of a creature's size in each frame (``area_range`` times the typical blob of
@@ -307,7 +308,7 @@ class Creatures(Protocol):
             tracks, (size, size), self.dt * self.frame_every, self.min_track_frames
         )
         mean_count = float(np.mean([len(d) for d in detections]))
-        whole, last_whole = self.whole_creatures(
+        whole, whole_centres = self.whole_creatures(
             system,
             denoised if self.integrity_frames == "denoised" else frames,
             background,
@@ -343,9 +344,12 @@ class Creatures(Protocol):
             }
         )
         if figures is not None:
+            last_whole = whole_centres[-1] if whole_centres else np.empty((0, 2))
             self.draw(
                 out, system, data, frames, denoised, tracks, stats, whole, last_whole, figures
             )
+            if whole_centres:
+                save_centres(whole_centres, size, system, self.dt * self.frame_every, figures)
         return out
 
     def draw(
@@ -407,6 +411,20 @@ class Creatures(Protocol):
             f"{system.icon_name}: mean speed {stats['mean_speed']:.3g} px per unit time, "
             f"polarisation {stats['polarisation']:.2f}",
         )
+
+
+def save_centres(centres: list, size: int, system, frame_dt: float, figures: Path) -> Path:
+    """The whole creatures' centres of every frame, ``figures/creatures_whole_centres.npz``
+    (``frame_<k>``: (n, 2) row, col; ``canvas``, ``body`` in pixels, ``frame_dt``), so the
+    tracks and travel can be read again with other linking settings without a new run."""
+    frames = {f"frame_{k}": np.asarray(c, dtype=np.float64) for k, c in enumerate(centres)}
+    body = float(max(system.icon.shape[:2]))
+    return atomic_write(
+        figures / "creatures_whole_centres.npz",
+        lambda f: np.savez_compressed(
+            f, canvas=size, body=body, frame_dt=frame_dt, frames=len(centres), **frames
+        ),
+    )
 
 
 def _travel_figure(whole: dict, figures: Path) -> Path:
