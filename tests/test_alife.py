@@ -127,6 +127,26 @@ def test_tracker_recovers_a_disc_that_moves_across_the_edge():
     assert motion_statistics(tracks, (size, size), dt)["polarisation"] < 0.3
 
 
+def test_linking_memory_bridges_missed_frames_across_the_periodic_edge():
+    from eqflow.metrics.tracking import link, travel
+
+    size = 40
+    true = [np.array([10.0, (34.0 + 1.0 * k) % size]) for k in range(12)]  # crosses the edge
+    seen = [p[None] if k not in (5, 6) else np.empty((0, 2)) for k, p in enumerate(true)]
+    assert len(link(seen, (size, size), max_step=5)) == 2  # a track ends at its first miss
+    assert len(link(seen, (size, size), max_step=5, memory=1)) == 2  # two misses: too many
+    (track,) = link(seen, (size, size), max_step=5, memory=2)
+    assert track.start == 0 and track.end == 11 and track.bridged == 2
+    np.testing.assert_allclose(np.array(track.positions), np.array(true), atol=1e-9)
+    assert travel([track], (size, size), body=5.5) == pytest.approx([2.0])
+    # the gate does not widen over a gap: a creature 6 pixels on after two misses is another
+    jump = [*seen[:5], np.empty((0, 2)), np.empty((0, 2)), *(p[None] + 5 for p in true[7:])]
+    assert len(link(jump, (size, size), max_step=5, memory=2)) == 2
+    # a track that finds nothing more is not padded at the end
+    (short,) = link(seen[:7], (size, size), max_step=5, memory=2)
+    assert short.end == 4 and short.bridged == 0
+
+
 def test_only_blobs_of_a_creatures_size_are_detected():
     from eqflow.metrics.tracking import blobs, detect, foreground, reference_blobs, typical_area
     from eqflow.protocols import Creatures
@@ -379,3 +399,36 @@ def test_the_sampler_start_holds_creatures_at_the_training_density():
     noise = [torch.randn(3, 48, 48, generator=g) for _ in range(8)]
     masks = [foreground(_blurred(x), system.background, 0.25) for x in noise]
     assert np.mean([len(c) for c in census.whole_creatures(masks, ref)[0]]) < 0.2 * expected
+
+
+def test_relink_script_reads_a_runs_saved_centres(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "relink_creatures.py"
+    spec = importlib.util.spec_from_file_location("relink_creatures", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    size, body = 40, 8.0
+    frames = {
+        f"frame_{k}": np.array([[10.0, (34.0 + 1.0 * k) % size]])
+        if k not in (5, 6)
+        else np.empty((0, 2))
+        for k in range(12)
+    }
+    (tmp_path / "figures").mkdir()
+    np.savez(
+        tmp_path / "figures" / "creatures_whole_centres.npz",
+        canvas=size,
+        body=body,
+        frame_dt=0.5,
+        frames=12,
+        **frames,
+    )
+    (tmp_path / "metrics.json").write_text(json.dumps({"creatures/whole_share_late": 0.5}))
+    strict, bridged = (script.relink(tmp_path, memory, 5) for memory in (0, 2))
+    assert strict["tracks"] == 2 and bridged["tracks"] == 1
+    assert bridged["travel"] == pytest.approx(11 / body)
+    assert bridged["bodies_travelled"] == pytest.approx(0.5 * 11 / body)
+    assert bridged["speed"] == pytest.approx(1.0 / 0.5)

@@ -212,7 +212,7 @@ def test_the_denoised_view_noises_to_the_score_level_and_denoises():
         Creatures(integrity_frames="both")
 
 
-def _census(frames, ref, size):
+def _census(frames, ref, size, memory=0):
     centres, integrity = census.whole_creatures(frames, ref)
     return census.census_statistics(
         centres,
@@ -223,6 +223,7 @@ def _census(frames, ref, size):
         max_step=ref.body / 2,
         min_track_frames=5,
         rng=np.random.default_rng(0),
+        memory=memory,
     )
 
 
@@ -273,3 +274,19 @@ def test_travel_counts_body_lengths_across_the_periodic_edge(calibrated, bodies)
     expected = np.hypot(n * step // 3, n * step) / ref.body  # the net shift, wrapped k times
     assert stats["whole_travel_bodies"] == pytest.approx(expected, abs=0.02)
     assert stats["whole_travel_bodies"] >= bodies
+
+
+def test_a_creature_broken_for_a_frame_travels_on_one_track_with_link_memory(calibrated):
+    system, ref = calibrated
+    seen, masks = _placed(system, np.random.default_rng(2))
+    alone = masks[0] & seen
+    step, n = 2, 24
+    frames = [np.roll(alone, k * step, axis=1) for k in range(n + 1)]
+    rows = np.flatnonzero(frames[12].any(axis=1))
+    frames[12] = frames[12].copy()
+    frames[12][rows[len(rows) // 2] :] = False  # half a creature in one frame: not whole
+    strict, bridged = _census(frames, ref, system.canvas), _census(frames, ref, system.canvas, 2)
+    assert strict["whole_tracks"] == 2 and bridged["whole_tracks"] == 1
+    assert bridged["whole_travel_bodies"] == pytest.approx(n * step / ref.body, abs=0.02)
+    assert strict["whole_travel_bodies"] < 0.6 * bridged["whole_travel_bodies"]
+    assert bridged["whole_survival_10"] == 1.0  # 24 detections on a track of 25 frames

@@ -74,6 +74,7 @@ RULES: dict[str, Rule] = {
     "measure.creatures.ema": Rule(float, ge=0, lt=1),
     "measure.creatures.frame_every": INT_POS,
     "measure.creatures.min_track_frames": Rule(int, ge=2),
+    "measure.creatures.link_memory": Rule(int, ge=0),
     "measure.creatures.reference_images": INT_POS,
     "flow.batch_size": INT_POS,
     "flow.ensemble": INT_POS,

@@ -114,9 +114,10 @@ def whole_creatures(
 
 
 def survival(tracks: list[Track], frames: int) -> float:
-    """The share of whole-creature detections whose track lasts at least ``frames`` frames."""
-    total = sum(len(t.positions) for t in tracks)
-    kept = sum(len(t.positions) for t in tracks if len(t.positions) >= frames)
+    """The share of whole-creature detections whose track spans at least ``frames`` frames
+    (bridged frames count towards the span, not as detections)."""
+    total = sum(len(t.positions) - t.bridged for t in tracks)
+    kept = sum(len(t.positions) - t.bridged for t in tracks if len(t.positions) >= frames)
     return kept / total if total else float("nan")
 
 
@@ -155,9 +156,11 @@ def census_statistics(
     min_track_frames: int,
     rng: np.random.Generator,
     survival_frames: int = 10,
+    memory: int = 0,
 ) -> dict:
     """The whole-creature numbers of a run (names as they go into metrics.json, without the
-    ``creatures/`` prefix) and the curves for the figures."""
+    ``creatures/`` prefix) and the curves for the figures; tracks bridge up to ``memory``
+    frames where a creature is not whole (:func:`eqflow.metrics.tracking.link`)."""
     expected = ref.whole_per_pixel * size * size
     share = (
         np.asarray([len(c) for c in centres], dtype=np.float64) / expected
@@ -165,7 +168,7 @@ def census_statistics(
         else (np.full(len(centres), np.nan))
     )
     late = share[-max(1, len(share) // 4) :]
-    tracks = link(centres, (size, size), max_step)
+    tracks = link(centres, (size, size), max_step, memory)
     motion = motion_statistics(tracks, (size, size), dt, min_track_frames)
     order = order_parameters(
         [t for t in tracks if len(t.positions) >= min_track_frames], (size, size), rng

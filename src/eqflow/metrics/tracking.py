@@ -4,9 +4,9 @@ Detection: pixels farther than ``threshold`` from the background colour, connect
 by scikit-image, merged across the periodic edges, with circular-mean centroids; optionally
 only blobs of a creature's size (an area range set from the training scatters). Linking:
 optimal frame-to-frame assignment (scipy's Hungarian solver) on periodic distances, gated by
-``max_step``. Statistics: per-track drift speed (net displacement per unit time) and path speed,
-the group's means and the polarisation |mean of unit velocity vectors| (1: all move the same
-way, ~0: no common direction).
+``max_step``, bridging up to ``memory`` frames without a detection. Statistics: per-track drift
+speed (net displacement per unit time) and path speed, the group's means and the polarisation
+|mean of unit velocity vectors| (1: all move the same way, ~0: no common direction).
 """
 
 from __future__ import annotations
@@ -118,16 +118,37 @@ def periodic_delta(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.nd
 @dataclass
 class Track:
     start: int  # frame index of the first position
-    positions: list = field(default_factory=list)
+    positions: list = field(default_factory=list)  # one per frame from start on
+    bridged: int = 0  # positions filled in across frames where the creature was not detected
+    missed: int = field(default=0, repr=False)  # frames missed since the last detection
 
     @property
     def end(self) -> int:
         return self.start + len(self.positions) - 1
 
+    def extend(self, point: np.ndarray, size: tuple[int, int]) -> None:
+        """Append ``point``, first bridging the ``missed`` frames before it by positions on
+        the straight (periodic) way from the last detection to it."""
+        last = np.asarray(self.positions[-1], dtype=np.float64)
+        delta = periodic_delta(last, np.asarray(point, dtype=np.float64), size)
+        period = np.asarray(size, dtype=np.float64)
+        for k in range(1, self.missed + 1):
+            self.positions.append((last + delta * k / (self.missed + 1)) % period)
+        self.bridged += self.missed
+        self.missed = 0
+        self.positions.append(point)
 
-def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -> list[Track]:
-    """Tracks through consecutive frames; a detection farther than ``max_step`` from every
-    open track starts a new one."""
+
+def link(
+    detections: list[np.ndarray], size: tuple[int, int], max_step: float, memory: int = 0
+) -> list[Track]:
+    """Tracks through the frames; a detection farther than ``max_step`` from every open track
+    starts a new one (after missed frames too: the gate does not widen with the gap, so a track
+    does not jump to a neighbour). A track that finds no detection stays open for ``memory`` frames (gap
+    closing: a creature not detected for a frame or two, say a shape that dipped below the
+    whole threshold, is still the same creature); the frames it missed are filled in on the
+    straight way from its last detection to its next, so every track holds one position a
+    frame (``Track.bridged`` counts the filled ones)."""
     tracks: list[Track] = []
     open_tracks: list[Track] = []
     for t, points in enumerate(detections):
@@ -137,10 +158,13 @@ def link(detections: list[np.ndarray], size: tuple[int, int], max_step: float) -
             cost = np.linalg.norm(periodic_delta(last[:, None], points[None], size), axis=-1)
             for i, j in zip(*linear_sum_assignment(cost)):
                 if cost[i, j] <= max_step:
-                    open_tracks[i].positions.append(points[j])
+                    open_tracks[i].extend(points[j], size)
                     matched_tracks.add(i)
                     matched_points.add(j)
-        open_tracks = [tr for i, tr in enumerate(open_tracks) if i in matched_tracks]
+        for i, tr in enumerate(open_tracks):
+            if i not in matched_tracks:
+                tr.missed += 1
+        open_tracks = [tr for tr in open_tracks if tr.missed <= memory]
         for j, p in enumerate(points):
             if j not in matched_points:
                 track = Track(t, [p])

@@ -74,6 +74,7 @@ class Creatures(Protocol):
         min_area: int = 4,
         max_step: float | None = None,
         min_track_frames: int = 5,
+        link_memory: int = 0,
         start: str = "noise",
         area_range: tuple[float, float] | None = (0.5, 2.0),
         reference_images: int = 32,
@@ -107,6 +108,7 @@ class Creatures(Protocol):
         self.scale, self.steps, self.dt, self.eta, self.ema = scale, steps, dt, eta, ema
         self.frame_every, self.threshold, self.min_area = frame_every, threshold, min_area
         self.max_step, self.min_track_frames = max_step, min_track_frames
+        self.link_memory = link_memory
         self.integrity_frames, self.calibration = integrity_frames, calibration
         self.background = background
 
@@ -263,6 +265,7 @@ class Creatures(Protocol):
             max_step,
             self.min_track_frames,
             rng,
+            memory=self.link_memory,
         )
         return stats, centres
 
@@ -303,7 +306,7 @@ class Creatures(Protocol):
         background = tuple(float(c) for c in system.background)
         detections, ref_area, expected = self.creature_blobs(data, frames, background)
         max_step = self.link_distance(system, ref_area)
-        tracks = link(detections, (size, size), max_step)
+        tracks = link(detections, (size, size), max_step, self.link_memory)
         stats = motion_statistics(
             tracks, (size, size), self.dt * self.frame_every, self.min_track_frames
         )
