@@ -143,12 +143,12 @@ def link(
     detections: list[np.ndarray], size: tuple[int, int], max_step: float, memory: int = 0
 ) -> list[Track]:
     """Tracks through the frames; a detection farther than ``max_step`` from every open track
-    starts a new one (after missed frames too: the gate does not widen with the gap, so a track
-    does not jump to a neighbour). A track that finds no detection stays open for ``memory`` frames (gap
+    starts a new one. A track that finds no detection stays open for ``memory`` frames (gap
     closing: a creature not detected for a frame or two, say a shape that dipped below the
-    whole threshold, is still the same creature); the frames it missed are filled in on the
-    straight way from its last detection to its next, so every track holds one position a
-    frame (``Track.bridged`` counts the filled ones)."""
+    whole threshold, is still the same creature); the gate does not widen with the gap, so a
+    track does not jump to a neighbour. The frames a track missed are filled in on the straight
+    way from its last detection to its next, so every track holds one position a frame
+    (``Track.bridged`` counts the filled ones)."""
     tracks: list[Track] = []
     open_tracks: list[Track] = []
     for t, points in enumerate(detections):
