@@ -290,3 +290,42 @@ def test_a_creature_broken_for_a_frame_travels_on_one_track_with_link_memory(cal
     assert bridged["whole_travel_bodies"] == pytest.approx(n * step / ref.body, abs=0.02)
     assert strict["whole_travel_bodies"] < 0.6 * bridged["whole_travel_bodies"]
     assert bridged["whole_survival_10"] == 1.0  # 24 detections on a track of 25 frames
+
+
+def test_runs_of_one_icon_under_two_flows_are_grouped_by_flow_and_paired_by_seed(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from eqflow.analysis.creatures import collect, speed_verdicts
+
+    flows = {"ds": "eqflow.models.TrainingFreeFlow", "exact": "eqflow.models.LocalExactFlow"}
+    dirs = {}
+    for label, target in flows.items():
+        for seed in range(4):
+            run = tmp_path / label / str(seed)
+            (run / ".hydra").mkdir(parents=True)
+            cfg = {
+                "seed": seed,
+                "data": {"icon": "firefly"},
+                "flow": {"model": {"_target_": target}},
+                "paths": {"output_dir": str(run)},
+            }
+            OmegaConf.save(OmegaConf.create(cfg), run / ".hydra" / "config.yaml")
+            share = 0.3 + 0.05 * seed + (0.2 if label == "exact" else 0.0)
+            metrics = {
+                "creatures/mean_speed": 0.4,
+                "creatures/polarisation": 0.3,
+                "creatures/n_tracks": 10,
+                "creatures/whole_share_late": share,
+            }
+            (run / "metrics.json").write_text(json.dumps(metrics))
+            dirs[run] = f"{label}/{seed}"
+    groups, failed = collect(list(dirs), dirs)
+    assert not failed
+    assert sorted(groups) == ["firefly (LocalExactFlow)", "firefly (TrainingFreeFlow)"]
+    (row,) = speed_verdicts(groups, key="whole_share_late", more="higher")
+    assert row["n_units"] == 4 and row["mean_difference"] == pytest.approx(0.2)
+    assert row["verdict"] == "firefly (LocalExactFlow) higher"
+    one_flow = {d: n for d, n in dirs.items() if n.startswith("ds")}
+    assert list(collect(list(one_flow), one_flow)[0]) == ["firefly"]  # one flow: by icon

@@ -2,12 +2,13 @@
 run or an icon x seed sweep).
 
 Each run records ``creatures/*`` in metrics.json (:class:`eqflow.protocols.Creatures`).
-Runs are grouped by icon; per icon: the mean tracked speed and polarisation, mean (std) over
-runs (seeds), the number of tracks, the creatures found per frame against the number the
-training density predicts, and for whole creatures (integrity above the calibrated threshold):
-their share in the last quarter of the frames, their speed, polarisation and milling against
-the shuffled-heading null, and g(r) at contact range against the training scatters'. Speeds are
-compared between icons seed by seed (a seed draws the flow's D, shared by the icons: paired).
+Runs are grouped by icon (by icon and flow where the runs hold several flows); per group: the
+mean tracked speed and polarisation, mean (std) over runs (seeds), the number of tracks, the
+creatures found per frame against the number the training density predicts, and for whole
+creatures (integrity above the calibrated threshold): their share in the last quarter of the
+frames, their speed, travel, polarisation and milling against the shuffled-heading null, and
+g(r) at contact range against the training scatters'. Speeds, whole shares and travel are
+compared between groups seed by seed (a seed draws the flow's D and the SDE's noise: paired).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
         run_dirs, names, "creatures/mean_speed", "the run did not finish its simulation"
     )
     icons: dict[str, dict] = {}
+    several_flows = len({flow_name(cfg) for _, cfg, _ in runs}) > 1
     for name, cfg, metrics in runs:
         icon = cfg.data.get("icon") or Path(str(cfg.data.get("path", "images"))).stem  # files
+        group = f"{icon} ({flow_name(cfg)})" if several_flows else str(icon)
         row = icons.setdefault(
-            str(icon),
+            group,
             {
                 "speed": [],
                 "polarisation": [],
@@ -55,6 +58,13 @@ def collect(run_dirs: list[Path], names: dict[Path, str]) -> tuple[dict[str, dic
         for key in WHOLE:
             row.setdefault(key, []).append(float(metrics.get(f"creatures/{key}", float("nan"))))
     return icons, failed
+
+
+def flow_name(cfg: DictConfig) -> str:
+    """The flow's class (``TrainingFreeFlow``, ``LocalExactFlow``, ...): runs of one icon under
+    several flows are grouped by icon and flow."""
+    target = str(cfg.get("flow", {}).get("model", {}).get("_target_", "flow"))
+    return target.rsplit(".", 1)[-1]
 
 
 # the whole-creature numbers of each run (runs from before shape integrity have NaN)
@@ -109,9 +119,10 @@ def whole_markdown(icons: dict[str, dict]) -> str:
 MIN_VERDICT_SEEDS = 4
 
 
-def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
-    """Every ordered pair of icons on the seeds both have: A's speed minus B's, seed by seed;
-    no verdict on fewer than ``MIN_VERDICT_SEEDS`` shared seeds."""
+def speed_verdicts(icons: dict[str, dict], key: str = "speed", more: str = "faster") -> list[dict]:
+    """Every pair of icons on the seeds both have: A's ``key`` (a speed by default) minus B's,
+    seed by seed; the verdict says which is ``more`` (higher); none on fewer than
+    ``MIN_VERDICT_SEEDS`` shared seeds."""
     out = []
     for a, b in itertools.permutations(sorted(icons), 2):
         sa = dict(zip(icons[a]["seeds"], icons[a][key]))
@@ -120,7 +131,7 @@ def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
         if len(seeds) < 2 or a > b:  # one row per unordered pair, A before B by name
             continue
         c = paired_comparison([sa[s] for s in seeds], [[sb[s]] for s in seeds])
-        labels = {"above": f"{a} faster", "below": f"{b} faster", "undecided": "undecided"}
+        labels = {"above": f"{a} {more}", "below": f"{b} {more}", "undecided": "undecided"}
         verdict = labels[c.verdict]
         if len(seeds) < MIN_VERDICT_SEEDS:
             verdict = f"too few seeds (< {MIN_VERDICT_SEEDS})"
@@ -128,12 +139,13 @@ def speed_verdicts(icons: dict[str, dict], key: str = "speed") -> list[dict]:
     return out
 
 
-def verdicts_markdown(rows: list[dict], what: str = "speed") -> str:
-    """The verdict table; ``what`` names the speed compared (tracked blobs' or whole creatures')."""
+def verdicts_markdown(rows: list[dict], what: str = "speed", more: str = "faster") -> str:
+    """The verdict table; ``what`` names the number compared (tracked blobs' speed, whole
+    creatures' speed, share or travel), ``more`` what a higher one is called."""
     if not rows:
         return f"No pair of icons shares two or more seeds with a {what}: no comparison.\n"
     lines = [
-        f"| icons | seeds | mean {what} difference (A - B) [95 % interval] | A faster in "
+        f"| icons | seeds | mean {what} difference (A - B) [95 % interval] | A {more} in "
         "| verdict |",
         "|---|---|---|---|---|",
     ]
@@ -145,7 +157,7 @@ def verdicts_markdown(rows: list[dict], what: str = "speed") -> str:
         )
     return "\n".join(lines) + (
         "\n\nRule: a bootstrap 95 % interval of the mean paired difference "
-        "(seeds resampled) above 0 means A is faster; below 0, B; else "
+        f"(seeds resampled) above 0 means A is {more}; below 0, B; else "
         f"undecided; no verdict on fewer than {MIN_VERDICT_SEEDS} paired seeds.\n"
     )
 
@@ -233,6 +245,10 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
     # the same paired comparison on whole creatures only: what the paper's claim is about
     # (tracked blobs include parts of creatures that fell apart)
     whole_verdicts = speed_verdicts(icons, key="whole_mean_speed")
+    share_verdicts = speed_verdicts(icons, key="whole_share_late", more="higher")
+    travel_verdicts = speed_verdicts(icons, key="whole_travel_bodies", more="farther")
+    share_md = verdicts_markdown(share_verdicts, "whole share (last quarter)", "higher")
+    travel_md = verdicts_markdown(travel_verdicts, "travel of whole creatures", "farther")
     return Report(
         root=root,
         group=report_group(run_cfg),
@@ -244,12 +260,16 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
             "icons": icons,
             "speed_verdicts": verdicts,
             "whole_speed_verdicts": whole_verdicts,
+            "whole_share_verdicts": share_verdicts,
+            "whole_travel_verdicts": travel_verdicts,
         },
         files={
             "creatures.md": md,
             "whole_creatures.md": whole,
             "speed_verdicts.md": verdicts_markdown(verdicts),
             "whole_speed_verdicts.md": verdicts_markdown(whole_verdicts, "whole creatures' speed"),
+            "whole_share_verdicts.md": share_md,
+            "whole_travel_verdicts.md": travel_md,
         },
         sections=[
             ("Creature motion per icon (mean ± std over runs)", md),
@@ -262,6 +282,8 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
                 "Speed of whole creatures by icon, seed by seed",
                 verdicts_markdown(whole_verdicts, "whole creatures' speed"),
             ),
+            ("Whole share (last quarter), seed by seed", share_md),
+            ("Travel of whole creatures (body lengths), seed by seed", travel_md),
             (
                 "Per run",
                 runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
