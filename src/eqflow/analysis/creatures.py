@@ -236,19 +236,55 @@ RUN_COLUMNS = {
 }
 
 
+# the paired comparisons of the report: (summary key, file, section title, statistic, what
+# it is called in the table, what a higher one is called)
+VERDICTS = (
+    (
+        "speed_verdicts",
+        "speed_verdicts.md",
+        "Speed by icon, seed by seed (tracked blobs)",
+        "speed",
+        "speed",
+        "faster",
+    ),
+    # on whole creatures only: what the paper's claim is about (tracked blobs include parts of
+    # creatures that fell apart)
+    (
+        "whole_speed_verdicts",
+        "whole_speed_verdicts.md",
+        "Speed of whole creatures by icon, seed by seed",
+        "whole_mean_speed",
+        "whole creatures' speed",
+        "faster",
+    ),
+    (
+        "whole_share_verdicts",
+        "whole_share_verdicts.md",
+        "Whole share (last quarter), seed by seed",
+        "whole_share_late",
+        "whole share (last quarter)",
+        "higher",
+    ),
+    (
+        "whole_travel_verdicts",
+        "whole_travel_verdicts.md",
+        "Travel of whole creatures (body lengths), seed by seed",
+        "whole_travel_bodies",
+        "travel of whole creatures",
+        "farther",
+    ),
+)
+
+
 def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict) -> Report:
-    """The report of the icons' statistics: motion, whole creatures, the speed verdicts and
-    one row per run."""
+    """The report of the icons' statistics: motion, whole creatures, the paired verdicts
+    (:data:`VERDICTS`) and one row per run."""
     md = markdown(icons)
     whole = whole_markdown(icons)
-    verdicts = speed_verdicts(icons)
-    # the same paired comparison on whole creatures only: what the paper's claim is about
-    # (tracked blobs include parts of creatures that fell apart)
-    whole_verdicts = speed_verdicts(icons, key="whole_mean_speed")
-    share_verdicts = speed_verdicts(icons, key="whole_share_late", more="higher")
-    travel_verdicts = speed_verdicts(icons, key="whole_travel_bodies", more="farther")
-    share_md = verdicts_markdown(share_verdicts, "whole share (last quarter)", "higher")
-    travel_md = verdicts_markdown(travel_verdicts, "travel of whole creatures", "farther")
+    verdicts = {}
+    for name, file, title, key, what, more in VERDICTS:
+        rows = speed_verdicts(icons, key=key, more=more)
+        verdicts[name] = (file, title, rows, verdicts_markdown(rows, what, more))
     return Report(
         root=root,
         group=report_group(run_cfg),
@@ -258,18 +294,12 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
         summary={
             "kind": "creatures",
             "icons": icons,
-            "speed_verdicts": verdicts,
-            "whole_speed_verdicts": whole_verdicts,
-            "whole_share_verdicts": share_verdicts,
-            "whole_travel_verdicts": travel_verdicts,
+            **{name: rows for name, (_, _, rows, _) in verdicts.items()},
         },
         files={
             "creatures.md": md,
             "whole_creatures.md": whole,
-            "speed_verdicts.md": verdicts_markdown(verdicts),
-            "whole_speed_verdicts.md": verdicts_markdown(whole_verdicts, "whole creatures' speed"),
-            "whole_share_verdicts.md": share_md,
-            "whole_travel_verdicts.md": travel_md,
+            **{file: table for file, _, _, table in verdicts.values()},
         },
         sections=[
             ("Creature motion per icon (mean ± std over runs)", md),
@@ -277,13 +307,7 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
                 "Whole creatures and collective behaviour (mean ± std over runs)",
                 whole + WHOLE_LEGEND,
             ),
-            ("Speed by icon, seed by seed (tracked blobs)", verdicts_markdown(verdicts)),
-            (
-                "Speed of whole creatures by icon, seed by seed",
-                verdicts_markdown(whole_verdicts, "whole creatures' speed"),
-            ),
-            ("Whole share (last quarter), seed by seed", share_md),
-            ("Travel of whole creatures (body lengths), seed by seed", travel_md),
+            *((title, table) for _, title, _, table in verdicts.values()),
             (
                 "Per run",
                 runs_markdown(icons) + "\nEach run's animation and Figure 5 panels "
