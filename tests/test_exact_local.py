@@ -183,6 +183,13 @@ class _GaussianScore(Score, torch.nn.Module):
         return -x / self.variance
 
 
+class _BentScore(_GaussianScore):
+    """A score whose Jacobian changes with x: the content share differs from image to image."""
+
+    def score(self, x):
+        return -x / self.variance - 0.3 * x**3
+
+
 def test_the_content_strain_reads_how_much_of_the_field_moves_the_clean_image():
     a, w = 0.9, 0.5
     flow = LocalExactFlow(_GaussianScore(a, w), C, hidden=(8,), strain_per="content")
@@ -197,6 +204,12 @@ def test_the_content_strain_reads_how_much_of_the_field_moves_the_clean_image():
     # the runs' metric reads the same share from the flow's own field
     images = torch.randn(8, C, H, W, generator=torch.Generator().manual_seed(1))
     assert flow_content_share(flow, images) == pytest.approx(expected, rel=1e-4)
+    # a few images at a time (memory) gives the share of the whole set, not of the last chunk
+    bent = LocalExactFlow(_BentScore(a, w), C, hidden=(8,))
+    images[:3] *= 3.0  # images whose share differs from the rest's
+    whole = flow_content_share(bent, images, chunk=len(images))
+    assert flow_content_share(bent, images, chunk=3) == pytest.approx(whole, rel=1e-5)
+    assert flow_content_share(bent, images[6:], chunk=2) != pytest.approx(whole, rel=1e-2)
 
 
 @pytest.mark.slow

@@ -101,14 +101,18 @@ def flow_translation_share(flow, images: torch.Tensor, seed: int = 0) -> float:
     return float(translation_share(v, x).mean())
 
 
-def flow_content_share(flow, images: torch.Tensor, seed: int = 0) -> float:
+def flow_content_share(flow, images: torch.Tensor, seed: int = 0, chunk: int = 8) -> float:
     """The share of the flow's |v|^2 that moves the clean content: E|d x0_hat|^2 / E|v|^2 with
     d x0_hat Tweedie's clean image's change along v (:func:`content_motion`), on ``images``
-    noised as in :func:`flow_translation_share`. Near 0 for a field that only stirs the noise."""
+    noised as in :func:`flow_translation_share`. Near 0 for a field that only stirs the noise.
+    The second derivatives through the score go ``chunk`` images at a time (memory)."""
     g = torch.Generator().manual_seed(seed)
     x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
     flow.score_model.allow_second_derivatives()
-    with torch.no_grad():
-        v = flow.drift(x, flow.score(x))
-    moved = content_motion(flow.score, x, v, float(flow.score_model.alpha)).detach()
-    return float(moved.pow(2).sum() / v.pow(2).sum())
+    moved_sq, v_sq = 0.0, 0.0
+    for part in x.split(chunk):
+        with torch.no_grad():
+            v = flow.drift(part, flow.score(part))
+        moved = content_motion(flow.score, part, v, float(flow.score_model.alpha)).detach()
+        moved_sq, v_sq = moved_sq + float(moved.pow(2).sum()), v_sq + float(v.pow(2).sum())
+    return moved_sq / v_sq
