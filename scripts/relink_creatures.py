@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eqflow.metrics.census import survival
-from eqflow.metrics.tracking import link, motion_statistics, relative_travel, travel
+from eqflow.metrics.census import survival, travel_statistics
+from eqflow.metrics.tracking import link, motion_statistics
 
 COLUMNS = ("run", "memory", "tracks", "survival_10", "travel", "median", "relative", "speed")
 
@@ -23,24 +23,25 @@ def relink(run: Path, memory: int, min_track_frames: int) -> dict:
     with np.load(run / "figures" / "creatures_whole_centres.npz") as saved:
         centres = [saved[f"frame_{k}"] for k in range(int(saved["frames"]))]
         size, body, frame_dt = int(saved["canvas"]), float(saved["body"]), float(saved["frame_dt"])
-    shape = (size, size)
-    tracks = link(centres, shape, body / 2, memory)  # the run's linking distance: half a body
-    bodies = travel(tracks, shape, body, min_track_frames)
-    relative = relative_travel(tracks, shape, body, min_track_frames)
-    motion = motion_statistics(tracks, shape, frame_dt, min_track_frames)
+        # the run's own linking distance (files from before it was kept: half a body, the default)
+        max_step = float(saved["max_step"]) if "max_step" in saved.files else body / 2
+    tracks = link(centres, (size, size), max_step, memory)
     late = json.loads((run / "metrics.json").read_text()).get("creatures/whole_share_late")
-    mean = float(np.mean(bodies)) if bodies else 0.0
+    moved = travel_statistics(
+        tracks, body, size, min_track_frames, np.asarray([] if late is None else [late])
+    )
+    motion = motion_statistics(tracks, (size, size), frame_dt, min_track_frames)
     return {
         "run": str(run),
         "memory": memory,
-        "tracks": len(bodies),
+        "tracks": len(moved["whole_travel_per_track"]),
         "survival_10": survival(tracks, 10),
-        "travel": mean,
-        "median": float(np.median(bodies)) if bodies else 0.0,
-        "relative": float(np.mean(relative)) if relative else 0.0,
+        "travel": moved["whole_travel_bodies"],
+        "median": moved["whole_travel_bodies_median"],
+        "relative": moved["whole_travel_bodies_relative"],
         "speed": motion["mean_speed"],
         "whole_share_late": late,
-        "bodies_travelled": late * mean if late is not None else float("nan"),
+        "bodies_travelled": moved["whole_bodies_travelled"],
     }
 
 

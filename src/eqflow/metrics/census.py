@@ -128,14 +128,14 @@ def _finite_mean(values: np.ndarray) -> float:
 
 
 def travel_statistics(
-    tracks: list[Track], ref: Reference, size: int, min_track_frames: int, late: np.ndarray
+    tracks: list[Track], body: float, size: int, min_track_frames: int, late: np.ndarray
 ) -> dict:
     """Each whole creature's net travel over its track in body lengths (0 with no track), its
     mean and median, the mean net of the frames' common drift (a rigid motion of the whole
     canvas travels 0 by it: :func:`relative_travel`), and the sweep target: whole share late x
     mean travel (0 for still creatures and for none whole)."""
-    bodies = travel(tracks, (size, size), ref.body, min_track_frames)
-    relative = relative_travel(tracks, (size, size), ref.body, min_track_frames)
+    bodies = travel(tracks, (size, size), body, min_track_frames)
+    relative = relative_travel(tracks, (size, size), body, min_track_frames)
     mean = float(np.mean(bodies)) if bodies else 0.0
     return {
         "whole_travel_bodies": mean,
@@ -196,7 +196,7 @@ def census_statistics(
         f"whole_survival_{survival_frames}": survival(tracks, survival_frames),
         "whole_tracks": motion["n_tracks"],
         "whole_mean_speed": motion["mean_speed"],
-        **travel_statistics(tracks, ref, size, min_track_frames, late),
+        **travel_statistics(tracks, ref.body, size, min_track_frames, late),
         **{f"whole_{k}": v for k, v in order.items()},
         "whole_nn_distance": float(nn.mean()) if len(nn) else nan,
         "whole_nn_distance_training": float(nn_train.mean()) if len(nn_train) else nan,

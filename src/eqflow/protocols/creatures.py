@@ -352,7 +352,8 @@ class Creatures(Protocol):
                 out, system, data, frames, denoised, tracks, stats, whole, last_whole, figures
             )
             if whole_centres:
-                save_centres(whole_centres, size, system, self.dt * self.frame_every, figures)
+                frame_dt = self.dt * self.frame_every
+                save_centres(whole_centres, size, system, frame_dt, max_step, figures)
         return out
 
     def draw(
@@ -416,16 +417,25 @@ class Creatures(Protocol):
         )
 
 
-def save_centres(centres: list, size: int, system, frame_dt: float, figures: Path) -> Path:
+def save_centres(
+    centres: list, size: int, system, frame_dt: float, max_step: float, figures: Path
+) -> Path:
     """The whole creatures' centres of every frame, ``figures/creatures_whole_centres.npz``
-    (``frame_<k>``: (n, 2) row, col; ``canvas``, ``body`` in pixels, ``frame_dt``), so the
-    tracks and travel can be read again with other linking settings without a new run."""
+    (``frame_<k>``: (n, 2) row, col; ``canvas``, ``body`` and the run's linking distance
+    ``max_step`` in pixels, ``frame_dt``), so the tracks and travel can be read again with
+    other linking settings without a new run."""
     frames = {f"frame_{k}": np.asarray(c, dtype=np.float64) for k, c in enumerate(centres)}
     body = float(max(system.icon.shape[:2]))
     return atomic_write(
         figures / "creatures_whole_centres.npz",
         lambda f: np.savez_compressed(
-            f, canvas=size, body=body, frame_dt=frame_dt, frames=len(centres), **frames
+            f,
+            canvas=size,
+            body=body,
+            max_step=max_step,
+            frame_dt=frame_dt,
+            frames=len(centres),
+            **frames,
         ),
     )
 
