@@ -246,6 +246,9 @@ def test_a_tiny_alife_run_trains_the_exact_local_flow_and_tracks_its_creatures(t
     assert type(result.flow).__name__ == "LocalExactFlow"
     assert m["creatures/whole_travel_bodies"] >= 0
     assert 0 < m["creatures/flow_content_share"] < 10
+    # the SDE took the Heun substeps that keep it within 1 % of its own damping
+    assert m["creatures/heun_substeps"] >= 1
+    assert 1 - 0.05 < m["creatures/heun_excess"] <= 1.01
     assert (result.output_dir / "figures" / "creatures_travel.png").exists()
     # the scale set from noised images: rms |v| = speed x rms |s| on them
     flow = result.flow

@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "measure.creatures.frame_every": INT_POS,
     "measure.creatures.min_track_frames": Rule(int, ge=2),
     "measure.creatures.link_memory": Rule(int, ge=0),
+    "measure.creatures.substeps": Creatures.SUBSTEPS,
     "measure.creatures.reference_images": INT_POS,
     "flow.batch_size": INT_POS,
     "flow.ensemble": INT_POS,

@@ -27,6 +27,7 @@ class Rule:
             "sizes": "a list of positive integers, e.g. [64, 64]",
             "bandwidth": "a number > 0, or median (the start set's median distance)",
             "box": "a number > 0, null (no box), or data (1.5 x the data's largest |x_i|)",
+            "count_or_auto": "an integer >= 1, or auto",
             int: "an integer",
             float: "a finite number",
             bool: "true or false",
@@ -54,6 +55,8 @@ class Rule:
             return value == "median" or Rule(float, gt=0).ok(value)
         if self.kind == "box":
             return value == "data" or Rule(float, gt=0).ok(value)
+        if self.kind == "count_or_auto":
+            return value == "auto" or Rule(int, ge=1).ok(value)
         if self.choices is not None:
             return value in self.choices
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)

@@ -12,6 +12,12 @@ import torch
 
 from eqflow import plots
 from eqflow.dynamics.integrators import sde_heun
+from eqflow.dynamics.stiffness import (
+    drift_is_skew_in_score,
+    skew_operator_norm,
+    stable_substeps,
+    step_excess,
+)
 from eqflow.io.storage import atomic_write
 from eqflow.metrics import census
 from eqflow.metrics.tracking import (
@@ -26,11 +32,13 @@ from eqflow.metrics.tracking import (
 from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
 from eqflow.protocols.langevin import flow_content_share, flow_translation_share
+from eqflow.settings import Rule, check_setting
 
 # The whole-creature reference (threshold, expected count) is drawn from a stream of its own,
 # the same in every run, so that runs of one score model share one denominator.
 REFERENCE_SEED = 20_261_207
 TRANSLATION_IMAGES = 32  # training scatters the flow's rigid-motion share is read on
+STIFFNESS_IMAGES = 16  # and its stiffness
 
 
 class Creatures(Protocol):
@@ -56,6 +64,7 @@ class Creatures(Protocol):
     something else."""
 
     STARTS = ("noise", "scatter", "data", "sampler")
+    SUBSTEPS = Rule("count_or_auto")
     INTEGRITY_FRAMES = ("denoised", "smoothed")
     CALIBRATIONS = ("denoised", "clean")
     BACKGROUNDS = ("data", "frame")
@@ -82,7 +91,9 @@ class Creatures(Protocol):
         integrity_frames: str = "denoised",
         calibration: str = "denoised",
         background: str = "data",
+        substeps: int | str = "auto",
     ):
+        check_setting("measure.creatures.substeps", substeps, self.SUBSTEPS)
         if start not in self.STARTS:
             raise ValueError(f"measure.creatures.start={start!r}: choose one of {self.STARTS}")
         if background not in self.BACKGROUNDS:
@@ -110,7 +121,7 @@ class Creatures(Protocol):
         self.max_step, self.min_track_frames = max_step, min_track_frames
         self.link_memory = link_memory
         self.integrity_frames, self.calibration = integrity_frames, calibration
-        self.background = background
+        self.background, self.substeps = background, substeps
 
     def mask(self, frame: np.ndarray, data_background: tuple) -> np.ndarray:
         """Creature pixels of ``frame`` (H, W, 3): those farther than ``threshold`` from the
@@ -180,9 +191,33 @@ class Creatures(Protocol):
         x0 = torch.from_numpy(big.place(rng)[0].transpose(2, 0, 1).copy()).float() * 2 - 1
         return noise_to_level(x0, alpha, g).unsqueeze(0)
 
-    def simulate(self, flow, data, g: torch.Generator) -> tuple[list, list]:
-        """The SDE from the start: every ``frame_every`` steps the denoised state x0_hat, and the
-        same smoothed by the EMA (what the animation shows)."""
+    def stiffness(self, flow, images: torch.Tensor) -> dict:
+        """How stiff the drift is where the denoiser is sure, read on noised training ``images``
+        from the reference stream (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
+        spectral radius of A in v = A(x) s; ``heun_substeps``, the Heun substeps a step takes
+        (``substeps``; auto: the fewest that keep the scheme within 1 % of the SDE's own
+        damping); ``heun_excess``, Heun's amplification of the stiffest mode over that damping
+        per step at those substeps (1: exact; above 1 the scheme, not the flow, breaks the
+        density). A drift not skew-linear in the score runs ``substeps`` (auto: 1)."""
+        alpha = flow.score_model.alpha
+        noise_var = float(1 - alpha)
+        g = torch.Generator().manual_seed(REFERENCE_SEED)
+        x = noise_to_level(images.float().cpu(), alpha.cpu(), g).to(flow.device)
+        u, w = (torch.randn(x.shape, generator=g).to(x) for _ in range(2))
+        with torch.no_grad():
+            if not drift_is_skew_in_score(flow.drift, x, u, w):
+                return {"heun_substeps": 1 if self.substeps == "auto" else int(self.substeps)}
+            norms = skew_operator_norm(lambda d: flow.drift(x, d.to(x)).cpu(), tuple(x.shape), g)
+        rho = float(norms.max())
+        k = self.substeps
+        k = stable_substeps(rho, self.eta, self.dt, noise_var) if k == "auto" else int(k)
+        excess = step_excess(rho, self.eta, self.dt, noise_var, k)
+        return {"drift_stiffness": rho, "heun_substeps": k, "heun_excess": excess}
+
+    def simulate(self, flow, data, g: torch.Generator, substeps: int = 1) -> tuple[list, list]:
+        """The SDE from the start, ``substeps`` Heun steps of dt / substeps a step: every
+        ``frame_every`` steps the denoised state x0_hat, and the same smoothed by the EMA (what
+        the animation shows)."""
         size = int(data.system.canvas * self.scale)
         alpha = flow.score_model.alpha.cpu()
         x0 = self.start_state(
@@ -192,7 +227,7 @@ class Creatures(Protocol):
         smoothed, denoised, state = [], [], {"ema": None}
 
         def keep(k: int, x: torch.Tensor) -> None:
-            if k % self.frame_every:
+            if k % (self.frame_every * substeps):
                 return
             x0_hat = flow.score_model.denoise(x).clamp(-1, 1)
             state["ema"] = (
@@ -205,8 +240,8 @@ class Creatures(Protocol):
             flow.drift,
             flow.score,
             x0,
-            self.dt,
-            self.steps,
+            self.dt / substeps,
+            self.steps * substeps,
             self.eta,
             generator=g,
             callback=keep,
@@ -302,7 +337,8 @@ class Creatures(Protocol):
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         system, g = data.system, generator
         size = int(system.canvas * self.scale)
-        frames, denoised = self.simulate(flow, data, g)
+        stiffness = self.stiffness(flow, data.x[:STIFFNESS_IMAGES])
+        frames, denoised = self.simulate(flow, data, g, stiffness["heun_substeps"])
         background = tuple(float(c) for c in system.background)
         detections, ref_area, expected = self.creature_blobs(data, frames, background)
         max_step = self.link_distance(system, ref_area)
@@ -336,6 +372,7 @@ class Creatures(Protocol):
                 "creatures/expected_count": expected,
                 "creatures/count_ratio": mean_count / expected if expected else float("nan"),
                 "creatures/reference_area": ref_area,
+                **{f"creatures/{k}": v for k, v in stiffness.items()},
                 # the share of the field a rigid translation explains (training scatters)
                 "creatures/flow_translation_share": flow_translation_share(
                     flow, data.x[:TRANSLATION_IMAGES], REFERENCE_SEED
