@@ -325,6 +325,10 @@ def test_table2_on_a_tiny_gray_scott_run(tmp_path):
     )
     assert len(m["table2/random_draws"]) == len(m["table2/reweight_draws"]) == 3
     assert cfg.optimized_metric == "table2/training_free"  # what a sweeper is given
+    # the unit gamma kernel (spectral radius 1 / sqrt 2) at dt 0.01: Heun within 1 % of the
+    # SDE's damping
+    assert m["table2/drift_stiffness"] == pytest.approx(2**-0.5, rel=1e-3)
+    assert 1 - 1e-3 < m["table2/heun_excess"] <= 1.01
     figs = result.output_dir / "figures"
     assert (figs / "patterns.png").exists() and (figs / "sde.gif").exists()
     assert list((result.output_dir / "score" / "samples").glob("samples_epoch*.png"))

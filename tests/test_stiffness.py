@@ -20,6 +20,7 @@ from eqflow.dynamics.stiffness import (
 from eqflow.models.score import Score
 from eqflow.models.training_free import TrainingFreeFlow
 from eqflow.protocols.creatures import Creatures
+from eqflow.protocols.langevin import flow_stiffness
 
 PUBLISHED_DT, ETA, NOISE_VAR = 0.05, 0.1, 0.055  # the alife SDE at the flow's level
 
@@ -99,21 +100,21 @@ def _channel_flow(norm: float) -> TrainingFreeFlow:
 
 def test_a_run_steps_the_channel_kernel_once_and_a_stiffer_one_more_often():
     images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    unit = Creatures().stiffness(_channel_flow(1.0), images)
+    unit = flow_stiffness(_channel_flow(1.0), images, ETA, PUBLISHED_DT)
     assert unit["drift_stiffness"] == pytest.approx(1 / math.sqrt(2), rel=1e-4)
     assert unit["heun_substeps"] == 1
     assert unit["heun_excess"] == pytest.approx(
         step_excess(1 / math.sqrt(2), ETA, PUBLISHED_DT, NOISE_VAR, 1), rel=1e-3
     )
-    stiff = Creatures().stiffness(_channel_flow(2.0), images)
+    stiff = flow_stiffness(_channel_flow(2.0), images, ETA, PUBLISHED_DT)
     assert stiff["drift_stiffness"] == pytest.approx(math.sqrt(2), rel=1e-4)
     assert stiff["heun_substeps"] == stable_substeps(math.sqrt(2), ETA, PUBLISHED_DT, NOISE_VAR)
     assert stiff["heun_substeps"] > 1
-    assert Creatures(substeps=1).stiffness(_channel_flow(2.0), images)["heun_excess"] > 1.05
+    assert flow_stiffness(_channel_flow(2.0), images, ETA, PUBLISHED_DT, 1)["heun_excess"] > 1.05
     # a drift that is not a skew map of the score keeps one step and reports no stiffness
     bent = _channel_flow(1.0)
     bent.drift = lambda x, s: torch.tanh(s)
-    assert Creatures().stiffness(bent, images) == {"heun_substeps": 1}
+    assert flow_stiffness(bent, images, ETA, PUBLISHED_DT) == {"heun_substeps": 1}
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "fast"])
@@ -123,3 +124,20 @@ def test_a_wrong_substeps_setting_is_named(value):
     with pytest.raises(ValueError, match="measure.creatures.substeps"):
         validate(OmegaConf.create({"measure": {"creatures": {"substeps": value}}}))
     validate(OmegaConf.create({"measure": {"creatures": {"substeps": "auto"}}}))
+
+
+def test_table2_records_its_step_and_warns_where_it_leaks(caplog):
+    from eqflow.protocols.base import Measurement
+    from eqflow.protocols.patterns import Patterns
+
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    table2 = Patterns()  # dt 0.01: a unit channel kernel is within 0.01 % of the damping
+    out = Measurement()
+    table2.check_step(out, flow_stiffness(_channel_flow(1.0), images, table2.eta, table2.dt, 1))
+    assert out.values["table2/heun_excess"] == pytest.approx(1.0, abs=1e-3)
+    assert "heun_substeps" not in str(out.values) and not caplog.records
+    coarse = Patterns(dt=0.1)
+    out = Measurement()
+    coarse.check_step(out, flow_stiffness(_channel_flow(1.0), images, coarse.eta, coarse.dt, 1))
+    assert out.values["table2/heun_excess"] > 1 + SUBSTEP_TOLERANCE
+    assert "measure.patterns.dt" in caplog.text

@@ -12,12 +12,6 @@ import torch
 
 from eqflow import plots
 from eqflow.dynamics.integrators import sde_heun
-from eqflow.dynamics.stiffness import (
-    drift_is_skew_in_score,
-    skew_operator_norm,
-    stable_substeps,
-    step_excess,
-)
 from eqflow.io.storage import atomic_write
 from eqflow.metrics import census
 from eqflow.metrics.tracking import (
@@ -31,7 +25,7 @@ from eqflow.metrics.tracking import (
 )
 from eqflow.models.score import noise_to_level
 from eqflow.protocols.base import Measurement, Protocol
-from eqflow.protocols.langevin import flow_content_share, flow_translation_share
+from eqflow.protocols.langevin import flow_content_share, flow_stiffness, flow_translation_share
 from eqflow.settings import Rule, check_setting
 
 # The whole-creature reference (threshold, expected count) is drawn from a stream of its own,
@@ -191,29 +185,6 @@ class Creatures(Protocol):
         x0 = torch.from_numpy(big.place(rng)[0].transpose(2, 0, 1).copy()).float() * 2 - 1
         return noise_to_level(x0, alpha, g).unsqueeze(0)
 
-    def stiffness(self, flow, images: torch.Tensor) -> dict:
-        """How stiff the drift is where the denoiser is sure, read on noised training ``images``
-        from the reference stream (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
-        spectral radius of A in v = A(x) s; ``heun_substeps``, the Heun substeps a step takes
-        (``substeps``; auto: the fewest that keep the scheme within 1 % of the SDE's own
-        damping); ``heun_excess``, Heun's amplification of the stiffest mode over that damping
-        per step at those substeps (1: exact; above 1 the scheme, not the flow, breaks the
-        density). A drift not skew-linear in the score runs ``substeps`` (auto: 1)."""
-        alpha = flow.score_model.alpha
-        noise_var = float(1 - alpha)
-        g = torch.Generator().manual_seed(REFERENCE_SEED)
-        x = noise_to_level(images.float().cpu(), alpha.cpu(), g).to(flow.device)
-        u, w = (torch.randn(x.shape, generator=g).to(x) for _ in range(2))
-        with torch.no_grad():
-            if not drift_is_skew_in_score(flow.drift, x, u, w):
-                return {"heun_substeps": 1 if self.substeps == "auto" else int(self.substeps)}
-            norms = skew_operator_norm(lambda d: flow.drift(x, d.to(x)).cpu(), tuple(x.shape), g)
-        rho = float(norms.max())
-        k = self.substeps
-        k = stable_substeps(rho, self.eta, self.dt, noise_var) if k == "auto" else int(k)
-        excess = step_excess(rho, self.eta, self.dt, noise_var, k)
-        return {"drift_stiffness": rho, "heun_substeps": k, "heun_excess": excess}
-
     def simulate(self, flow, data, g: torch.Generator, substeps: int = 1) -> tuple[list, list]:
         """The SDE from the start, ``substeps`` Heun steps of dt / substeps a step: every
         ``frame_every`` steps the denoised state x0_hat, and the same smoothed by the EMA (what
@@ -337,7 +308,9 @@ class Creatures(Protocol):
     def measure(self, flow, data, generator, figures: Path | None) -> Measurement:
         system, g = data.system, generator
         size = int(system.canvas * self.scale)
-        stiffness = self.stiffness(flow, data.x[:STIFFNESS_IMAGES])
+        stiffness = flow_stiffness(
+            flow, data.x[:STIFFNESS_IMAGES], self.eta, self.dt, self.substeps, REFERENCE_SEED
+        )
         frames, denoised = self.simulate(flow, data, g, stiffness["heun_substeps"])
         background = tuple(float(c) for c in system.background)
         detections, ref_area, expected = self.creature_blobs(data, frames, background)

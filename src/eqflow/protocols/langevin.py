@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 import torch
 
 from eqflow.dynamics.integrators import sde_heun
+from eqflow.dynamics.stiffness import (
+    drift_is_skew_in_score,
+    skew_operator_norm,
+    stable_substeps,
+    step_excess,
+)
 from eqflow.metrics.advection import translation_share
 from eqflow.models.exact_local import content_motion
 from eqflow.models.score import noise_to_level
@@ -116,3 +122,27 @@ def flow_content_share(flow, images: torch.Tensor, seed: int = 0, chunk: int = 8
         moved = content_motion(flow.score, part, v, float(flow.score_model.alpha)).detach()
         moved_sq, v_sq = moved_sq + float(moved.pow(2).sum()), v_sq + float(v.pow(2).sum())
     return moved_sq / v_sq
+
+
+def flow_stiffness(
+    flow, images: torch.Tensor, eta: float, dt: float, substeps="auto", seed: int = 0
+) -> dict:
+    """How stiff the flow's SDE is where the denoiser is sure, on ``images`` noised as in
+    :func:`flow_translation_share` (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
+    spectral radius of A in v = A(x) s; ``heun_substeps``, the Heun substeps a step of ``dt``
+    takes (``substeps``; auto: the fewest that keep the scheme within 1 % of the SDE's own
+    damping); ``heun_excess``, the scheme's amplification of the stiffest mode over that
+    damping, a step, at those substeps (1: exact; above 1 the scheme, not the flow, breaks the
+    density). A drift that is not a skew map of the score takes ``substeps`` (auto: 1)."""
+    alpha = flow.score_model.alpha
+    g = torch.Generator().manual_seed(seed)
+    x = noise_to_level(images.float().cpu(), alpha.cpu(), g).to(flow.device)
+    u, w = (torch.randn(x.shape, generator=g).to(x) for _ in range(2))
+    with torch.no_grad():
+        if not drift_is_skew_in_score(flow.drift, x, u, w):
+            return {"heun_substeps": 1 if substeps == "auto" else int(substeps)}
+        norms = skew_operator_norm(lambda d: flow.drift(x, d.to(x)).cpu(), tuple(x.shape), g)
+    rho, noise_var = float(norms.max()), float(1 - alpha)
+    k = stable_substeps(rho, eta, dt, noise_var) if substeps == "auto" else int(substeps)
+    excess = step_excess(rho, eta, dt, noise_var, k)
+    return {"drift_stiffness": rho, "heun_substeps": k, "heun_excess": excess}
