@@ -112,28 +112,28 @@ def test_milling_of_creatures_circling_a_centre_is_one():
 
 
 def test_speed_verdicts_pair_icons_seed_by_seed():
-    from eqflow.analysis.creatures import speed_verdicts
+    from eqflow.analysis.creatures import paired_verdicts
 
     icons = {
         "firefly": {"seeds": [0, 1, 2, 3], "speed": [0.9, 0.5, 1.2, 0.7]},
         "dot": {"seeds": [0, 1, 2, 3], "speed": [0.3, 0.1, 0.8, 0.2]},
         "taiji": {"seeds": [0, 1, 2, 3], "speed": [0.2, 0.9, 0.1, 1.0]},
     }
-    rows = {(r["a"], r["b"]): r for r in speed_verdicts(icons)}
+    rows = {(r["a"], r["b"]): r for r in paired_verdicts(icons)}
     assert rows[("dot", "firefly")]["verdict"] == "firefly faster"  # 4 of 4 seeds, by 0.475
     assert rows[("dot", "firefly")]["mean_difference"] == pytest.approx(-0.475)
     assert rows[("firefly", "taiji")]["verdict"] == "undecided"
 
 
 def test_whole_speed_verdicts_pair_only_seeds_where_both_icons_have_whole_creatures():
-    from eqflow.analysis.creatures import speed_verdicts
+    from eqflow.analysis.creatures import paired_verdicts
 
     nan = float("nan")
     icons = {  # seed 4: no whole firefly (NaN); seed 2: no whole dot
         "firefly": {"seeds": [0, 1, 2, 3, 4], "whole_mean_speed": [0.4, 0.2, 0.3, 0.5, nan]},
         "dot": {"seeds": [0, 1, 2, 3, 4], "whole_mean_speed": [0.05, 0.03, nan, 0.04, 0.02]},
     }
-    (row,) = speed_verdicts(icons, key="whole_mean_speed")
+    (row,) = paired_verdicts(icons, key="whole_mean_speed")
     assert row["n_units"] == 3  # seeds 0, 1 and 3
     assert row["mean_difference"] == pytest.approx(-(0.35 + 0.17 + 0.46) / 3)
     assert row["verdict"] == "too few seeds (< 4)"
@@ -155,14 +155,14 @@ def test_creatures_on_a_drifted_background_are_found_with_the_frames_own_backgro
 
 
 def test_no_speed_verdict_on_too_few_seeds():
-    from eqflow.analysis.creatures import MIN_VERDICT_SEEDS, speed_verdicts
+    from eqflow.analysis.creatures import MIN_VERDICT_SEEDS, paired_verdicts
 
     n = MIN_VERDICT_SEEDS - 1
     icons = {
         "firefly": {"seeds": list(range(n)), "speed": [1.0 + 0.1 * i for i in range(n)]},
         "dot": {"seeds": list(range(n)), "speed": [0.1 * i for i in range(n)]},
     }
-    (row,) = speed_verdicts(icons)
+    (row,) = paired_verdicts(icons)
     assert row["verdict"].startswith("too few seeds")
     assert row["mean_difference"] == pytest.approx(-1.0)  # the difference is still reported
 
@@ -297,7 +297,7 @@ def test_runs_of_one_icon_under_two_flows_are_grouped_by_flow_and_paired_by_seed
 
     from omegaconf import OmegaConf
 
-    from eqflow.analysis.creatures import collect, speed_verdicts
+    from eqflow.analysis.creatures import collect, paired_verdicts
 
     flows = {"ds": "eqflow.models.TrainingFreeFlow", "exact": "eqflow.models.LocalExactFlow"}
     dirs = {}
@@ -324,7 +324,7 @@ def test_runs_of_one_icon_under_two_flows_are_grouped_by_flow_and_paired_by_seed
     groups, failed = collect(list(dirs), dirs)
     assert not failed
     assert sorted(groups) == ["firefly (LocalExactFlow)", "firefly (TrainingFreeFlow)"]
-    (row,) = speed_verdicts(groups, key="whole_share_late", more="higher")
+    (row,) = paired_verdicts(groups, key="whole_share_late", more="higher")
     assert row["n_units"] == 4 and row["mean_difference"] == pytest.approx(0.2)
     assert row["verdict"] == "firefly (LocalExactFlow) higher"
     one_flow = {d: n for d, n in dirs.items() if n.startswith("ds")}

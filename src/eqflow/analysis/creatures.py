@@ -119,10 +119,11 @@ def whole_markdown(icons: dict[str, dict]) -> str:
 MIN_VERDICT_SEEDS = 4
 
 
-def speed_verdicts(icons: dict[str, dict], key: str = "speed", more: str = "faster") -> list[dict]:
-    """Every pair of icons on the seeds both have: A's ``key`` (a speed by default) minus B's,
-    seed by seed; the verdict says which is ``more`` (higher); none on fewer than
-    ``MIN_VERDICT_SEEDS`` shared seeds."""
+def paired_verdicts(icons: dict[str, dict], key: str = "speed", more: str = "faster") -> list[dict]:
+    """Every pair of icons (or icon-and-flow groups) on the seeds both have: A's ``key`` (a
+    speed by default; any per-seed statistic: whole share, travel) minus B's, seed by seed; the
+    verdict says which is ``more`` (higher); none on fewer than ``MIN_VERDICT_SEEDS`` shared
+    seeds."""
     out = []
     for a, b in itertools.permutations(sorted(icons), 2):
         sa = dict(zip(icons[a]["seeds"], icons[a][key]))
@@ -283,7 +284,7 @@ def _creatures_report(root: Path, icons: dict, run_cfg: DictConfig, failed: dict
     whole = whole_markdown(icons)
     verdicts = {}
     for name, file, title, key, what, more in VERDICTS:
-        rows = speed_verdicts(icons, key=key, more=more)
+        rows = paired_verdicts(icons, key=key, more=more)
         verdicts[name] = (file, title, rows, verdicts_markdown(rows, what, more))
     return Report(
         root=root,
