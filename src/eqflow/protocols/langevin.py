@@ -96,12 +96,20 @@ def skip_draws(generator: torch.Generator, steps: int, shape: tuple, dtype: torc
         torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
 
 
+def noised_views(flow, images: torch.Tensor, seed: int = 0) -> tuple:
+    """``(x, g)``: ``images`` (N, C, H, W) noised to the level the flow's score reads, with
+    noise from a generator of ``seed`` (returned, for further draws): the same views for every
+    flow, so that the readings below compare flows on one footing."""
+    g = torch.Generator().manual_seed(seed)
+    x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
+    return x, g
+
+
 def flow_translation_share(flow, images: torch.Tensor, seed: int = 0) -> float:
     """The mean share of the flow's field that a rigid translation of the image explains
     (:func:`eqflow.metrics.advection.translation_share`), on ``images`` (N, C, H, W) noised to
     the level the score reads, with noise of a fixed ``seed``: the same views for every flow."""
-    g = torch.Generator().manual_seed(seed)
-    x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
+    x, _ = noised_views(flow, images, seed)
     with torch.no_grad():
         v = flow.drift(x, flow.score(x))
     return float(translation_share(v, x).mean())
@@ -110,10 +118,9 @@ def flow_translation_share(flow, images: torch.Tensor, seed: int = 0) -> float:
 def flow_content_share(flow, images: torch.Tensor, seed: int = 0, chunk: int = 8) -> float:
     """The share of the flow's |v|^2 that moves the clean content: E|d x0_hat|^2 / E|v|^2 with
     d x0_hat Tweedie's clean image's change along v (:func:`content_motion`), on ``images``
-    noised as in :func:`flow_translation_share`. Near 0 for a field that only stirs the noise.
+    noised as in :func:`noised_views`. Near 0 for a field that only stirs the noise.
     The second derivatives through the score go ``chunk`` images at a time (memory)."""
-    g = torch.Generator().manual_seed(seed)
-    x = noise_to_level(images.float().cpu(), flow.score_model.alpha.cpu(), g).to(flow.device)
+    x, _ = noised_views(flow, images, seed)
     flow.score_model.allow_second_derivatives()
     moved_sq, v_sq = 0.0, 0.0
     for part in x.split(chunk):
@@ -128,7 +135,7 @@ def flow_stiffness(
     flow, images: torch.Tensor, eta: float, dt: float, substeps="auto", seed: int = 0
 ) -> dict:
     """How stiff the flow's SDE is where the denoiser is sure, on ``images`` noised as in
-    :func:`flow_translation_share` (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
+    :func:`noised_views` (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
     spectral radius of A in v = div A + A(x) s (the part linear in s); ``heun_substeps``, the
     Heun substeps a step of ``dt`` takes (``substeps``; auto: the fewest that keep the scheme
     within 1 % of the SDE's own damping); ``heun_excess``, the scheme's amplification of the
@@ -136,8 +143,7 @@ def flow_stiffness(
     not the flow, breaks the density). A drift whose part linear in s is not skew takes
     ``substeps`` (auto: 1)."""
     alpha = flow.score_model.alpha
-    g = torch.Generator().manual_seed(seed)
-    x = noise_to_level(images.float().cpu(), alpha.cpu(), g).to(flow.device)
+    x, g = noised_views(flow, images, seed)
     u, w = (torch.randn(x.shape, generator=g).to(x) for _ in range(2))
     with torch.no_grad():
         offset = flow.drift(x, torch.zeros_like(x))  # div A, where v = div A + A(x) s
