@@ -8,14 +8,12 @@ from eqflow.models.flow import EquilibriumFlowModule, FlowBase
 from eqflow.models.image_score import ImageScoreModule
 from eqflow.models.score import EnergyScoreModule, Score, ScoreModule
 from eqflow.models.training_free import TrainingFreeFlow
-from eqflow.models.transport import HeadingTransportFlow
 
 __all__ = [
     "EnergyScoreModule",
     "EquilibriumFlowModule",
     "ExactFlowModule",
     "FlowBase",
-    "HeadingTransportFlow",
     "ImageScoreModule",
     "LocalExactFlow",
     "LowRankExactFlow",

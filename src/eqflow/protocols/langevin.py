@@ -136,24 +136,18 @@ def flow_stiffness(
 ) -> dict:
     """How stiff the flow's SDE is where the denoiser is sure, on ``images`` noised as in
     :func:`noised_views` (:mod:`eqflow.dynamics.stiffness`): ``drift_stiffness``, the
-    spectral radius of A in v = div A + A(x) s (the part linear in s); ``heun_substeps``, the
-    Heun substeps a step of ``dt`` takes (``substeps``; auto: the fewest that keep the scheme
-    within 1 % of the SDE's own damping); ``heun_excess``, the scheme's amplification of the
-    stiffest mode over that damping, a step, at those substeps (1: exact; above 1 the scheme,
-    not the flow, breaks the density). A drift whose part linear in s is not skew takes
-    ``substeps`` (auto: 1)."""
+    spectral radius of A in v = A(x) s; ``heun_substeps``, the Heun substeps a step of ``dt``
+    takes (``substeps``; auto: the fewest that keep the scheme within 1 % of the SDE's own
+    damping); ``heun_excess``, the scheme's amplification of the stiffest mode over that
+    damping, a step, at those substeps (1: exact; above 1 the scheme, not the flow, breaks the
+    density). A drift that is not a skew map of the score takes ``substeps`` (auto: 1)."""
     alpha = flow.score_model.alpha
     x, g = noised_views(flow, images, seed)
     u, w = (torch.randn(x.shape, generator=g).to(x) for _ in range(2))
     with torch.no_grad():
-        offset = flow.drift(x, torch.zeros_like(x))  # div A, where v = div A + A(x) s
-
-        def score_part(at: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            return flow.drift(at, d) - offset
-
-        if not drift_is_skew_in_score(score_part, x, u, w):
+        if not drift_is_skew_in_score(flow.drift, x, u, w):
             return {"heun_substeps": 1 if substeps == "auto" else int(substeps)}
-        norms = skew_operator_norm(lambda d: score_part(x, d.to(x)).cpu(), tuple(x.shape), g)
+        norms = skew_operator_norm(lambda d: flow.drift(x, d.to(x)).cpu(), tuple(x.shape), g)
     rho, noise_var = float(norms.max()), float(1 - alpha)
     k = stable_substeps(rho, eta, dt, noise_var) if substeps == "auto" else int(substeps)
     excess = step_excess(rho, eta, dt, noise_var, k)

@@ -34,7 +34,7 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
         if not getattr(flow_class, "images", False):
             raise ConfigError(
                 f"flow={cfg.flow.model._target_} works on vectors; for image data "
-                f"use flow=training_free, flow=exact_local or flow=transport"
+                f"use flow=training_free or flow=exact_local"
             )
         extra["spatial"] = True
     members = int(cfg.flow.get("ensemble", 1))
@@ -50,10 +50,7 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
         seeds = [int(cfg.seed) + k for k in range(members)]
         return ENSEMBLES[flow_class](score, x.shape[1], seeds=seeds, **settings)
     # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
-    flow = instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
-    if hasattr(flow, "fit_to_data"):  # a flow set up from the training data (flow=transport)
-        flow.fit_to_data(x)
-    return flow
+    return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
 
 
 def build_protocols(cfg: DictConfig) -> tuple[list[Protocol], list[pl.Callback]]:

@@ -1,0 +1,51 @@
+"""Advection written as an exact equilibrium flow, v = div A + A(x) s, and why that form cannot
+carry a creature anywhere.
+
+For neighbours p, q = p + e along an axis e of a periodic image, in each channel,
+
+    A[p, q] = -(u_e(p) (x_q^2 - level) + u_e(q) (x_p^2 - level)) / 4 = -A[q, p],
+
+with u_e(p) a velocity that does not depend on pixels p - e, p, p + e. Then (div A)_p =
+-u_e(p) (x_{p+e} - x_{p-e}) / 2, the central difference of advection at velocity u, and
+v = div A + A s preserves the density whose score is s exactly, for any such u and level
+(:func:`exact_advection`; tests against autograd).
+
+What it shows (``scripts/creature_transport.py``, docs/exact_flows.md): with a uniform u, div A
+alone is the translation generator T x, exact for a translation-invariant density, and carries
+a creature along; div A + A s, exact too, does not. v = div A + A s = div(p A) / p, and the
+probability current div(p A) has no net flux through any cross-section of the data where p A
+vanishes at the section's edge: a creature's translates form a loop whose spanning surface
+crosses images of vanishing density, so no construction with a bounded A (D s, flow=exact_local
+or this one) moves creatures along on average; they go back and forth. T x is exact without
+being of that form.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# (axis of the image tensor, velocity component) for the two directions of the canvas
+AXES = ((-1, 0), (-2, 1))
+
+
+def exact_advection(
+    x: torch.Tensor, s: torch.Tensor, u: torch.Tensor, level: float = 0.0
+) -> torch.Tensor:
+    """div A + A s for the advection operator of velocities ``u`` (B, 2, H, W) (x then y
+    component, pixels per unit time, blind at each pixel's axis neighbours) on images ``x``
+    (B, C, H, W), periodic, with scores ``s`` at ``x``. A[p, p + e] = -(u_e(p) (x_{p+e}^2 -
+    level) + u_e(p + e) (x_p^2 - level)) / 4: the ``level`` term's coefficient is blind to both
+    pixels, so it leaves div A and exactness as they are and only sets where the stirring A s
+    vanishes (at x^2 = level: a saturated channel, at the score's level a, for level = a)."""
+    out = torch.zeros_like(x)
+    for axis, k in AXES:
+        uk = u[:, k : k + 1]
+        ahead, behind = torch.roll(x, -1, axis), torch.roll(x, 1, axis)
+        out = out - 0.5 * uk * (ahead - behind)  # div A: advection at u
+        pair = -0.25 * (uk * (ahead.pow(2) - level) + torch.roll(uk, -1, axis) * (x.pow(2) - level))
+        out = (
+            out
+            + pair * torch.roll(s, -1, axis)
+            - torch.roll(pair, 1, axis) * torch.roll(s, 1, axis)
+        )
+    return out
