@@ -10,8 +10,9 @@ SDE dx = (v + eta s) dt + sqrt(2 eta) dW for ``--time`` units under these drifts
 (the translation generator, exact for the translation-invariant density of a periodic canvas);
 and the same advection written as the exact construction div A + A s
 (:func:`eqflow.dynamics.transport.exact_advection`, whose div A is T x). Prints, per drift, the
-creature's displacement (the centroid of the denoised frame's contrast, pixels and body lengths)
-and the share of its contrast kept (docs/exact_flows.md, "What carries a creature")"""
+creature's displacement (the centroid of the denoised frame's contrast, pixels and body lengths,
+over the draws where it did not dissolve altogether), the share of its contrast kept and the
+draws where it dissolved (docs/exact_flows.md, "What carries a creature")"""
 
 import argparse
 from pathlib import Path
@@ -86,7 +87,7 @@ def main() -> None:
     }
     dt, steps = 0.05 / args.substeps, round(args.time / 0.05) * args.substeps
     print(f"{args.time} time units; T x moves the image {args.speed * args.time:.1f} px along x")
-    print("drift\tdisplacement x, y (px)\tbody lengths along x\tcontrast kept")
+    print("drift\tdisplacement x, y (px)\tbody lengths along x\tcontrast kept\tdissolved")
     for name in args.drifts:
         drift = drifts[name]
         moved, kept = [], []
@@ -98,11 +99,15 @@ def main() -> None:
                     drift, flow.score, x0, dt, steps, 0.1, generator=g, drift_from_score=True
                 )
                 start, end = contrast(model, x0), contrast(model, x)
-            moved.append(centroid(end) - centroid(start))
             kept.append(float(end.sum() / start.sum()))
-        dy, dx = torch.stack(moved).mean(0).tolist()
+            if end.sum() > 0:  # a creature dissolved altogether has no centroid
+                moved.append(centroid(end) - centroid(start))
+        dy, dx = torch.stack(moved).mean(0).tolist() if moved else (float("nan"),) * 2
         kept_share = sum(kept) / len(kept)
-        print(f"{name}: {DRIFTS[name]}\t{dx:+.2f}, {dy:+.2f}\t{dx / size:+.3f}\t{kept_share:.2f}")
+        print(
+            f"{name}: {DRIFTS[name]}\t{dx:+.2f}, {dy:+.2f}\t{dx / size:+.3f}\t{kept_share:.2f}"
+            f"\t{args.draws - len(moved)} of {args.draws}"
+        )
 
 
 if __name__ == "__main__":
