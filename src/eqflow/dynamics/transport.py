@@ -1,5 +1,5 @@
-"""Advection written as an exact equilibrium flow, v = div A + A(x) s, and why that form cannot
-carry a creature anywhere.
+"""Advection written as an exact equilibrium flow, v = div A + A(x) s, and what that form
+cannot do: carry every creature the same way.
 
 For neighbours p, q = p + e along an axis e of a periodic image, in each channel,
 
@@ -11,12 +11,12 @@ v = div A + A s preserves the density whose score is s exactly, for any such u a
 (:func:`exact_advection`; tests against autograd).
 
 What it shows (``scripts/creature_transport.py``, docs/exact_flows.md): with a uniform u, div A
-alone is the translation generator T x, exact for a translation-invariant density, and carries
-a creature along; div A + A s, exact too, does not. v = div A + A s = div(p A) / p, and the
-probability current div(p A) has no net flux through any cross-section of the data where p A
-vanishes at the section's edge: a creature's translates form a loop whose spanning surface
-crosses images of vanishing density, so no construction with a bounded A (D s, flow=exact_local
-or this one) moves creatures along on average; they go back and forth. T x is exact without
+alone is the translation generator T x, exact for a translation-invariant density, and carries a
+creature along; div A + A s, exact too, does not. v = div A + A s = div(p A) / p, and the flux of
+the current div(p A) through a surface is an integral of p A over the surface's edge. A surface
+spanning the loop of a creature's translates can end among images of vanishing density, so no
+construction with a bounded A (D s, flow=exact_local or this one) circulates around that loop:
+counting every orientation, as much goes forward as back. T x circulates; it is exact without
 being of that form.
 """
 
