@@ -3,16 +3,16 @@
 [--drifts none flow advection exact]`` on a finished alife run (its score model from the cache,
 its icon, its flow).
 
-One icon (turned by ``--turns`` quarter turns) is placed at the centre of a white canvas four
-icons wide, noised to the score's level (fixed seeds), and run through the irreversible Langevin
-SDE dx = (v + eta s) dt + sqrt(2 eta) dW for ``--time`` units under these drifts v: none
-(Langevin alone); the run's flow; T x, advection at ``--speed`` pixels per unit time along x
-(the translation generator, exact for the translation-invariant density of a periodic canvas);
-and the same advection written as the exact construction div A + A s
+One icon (turned by ``--turns`` quarter turns) is placed at the centre of a white canvas four icons
+wide, noised to the score's level (fixed seeds), and run through the irreversible Langevin SDE dx =
+(v + eta s) dt + sqrt(2 eta) dW for ``--time`` units under these drifts v: none (Langevin alone);
+the run's flow; T x, advection at ``--speed`` pixels per unit time along x (the translation
+generator, exact for a density invariant under the shifts it generates, as scatters on a periodic
+canvas nearly are); and the same advection written as the exact construction div A + A s
 (:func:`eqflow.dynamics.transport.exact_advection`, whose div A is T x). Prints, per drift, the
 creature's displacement (the centroid of the denoised frame's contrast, pixels and body lengths,
-over the draws where it did not dissolve altogether), the share of its contrast kept and the
-draws where it dissolved (docs/exact_flows.md, "What carries a creature")"""
+over the draws where it did not dissolve altogether), the share of its contrast kept and the draws
+where it dissolved (docs/exact_flows.md, "What carries a creature")"""
 
 import argparse
 from pathlib import Path

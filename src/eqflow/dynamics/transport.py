@@ -11,13 +11,13 @@ v = div A + A s preserves the density whose score is s exactly, for any such u a
 (:func:`exact_advection`; tests against autograd).
 
 What it shows (``scripts/creature_transport.py``, docs/exact_flows.md): with a uniform u, div A
-alone is the translation generator T x, exact for a translation-invariant density, and carries a
-creature along; div A + A s, exact too, does not. v = div A + A s = div(p A) / p, and the flux of
-the current div(p A) through a surface is an integral of p A over the surface's edge. A surface
-spanning the loop of a creature's translates can end among images of vanishing density, so no
-construction with a bounded A (D s, flow=exact_local or this one) circulates around that loop:
-counting every orientation, as much goes forward as back. T x circulates; it is exact without
-being of that form.
+alone is the translation generator T x, exact for a density invariant under the shifts it generates
+(scatters at random positions nearly are), and carries a creature along; div A + A s, exact too,
+does not. v = div A + A s = div(p A) / p, and the flux of the current div(p A) through a surface is
+an integral of p A over the surface's edge. A surface spanning the loop of a creature's translates
+can end among images of vanishing density, so no construction with a bounded A (D s,
+flow=exact_local or this one) circulates around that loop: counting every orientation, as much goes
+forward as back. T x circulates; it is exact without being of that form.
 """
 
 from __future__ import annotations
