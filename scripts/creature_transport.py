@@ -3,7 +3,7 @@
 [--drifts none flow advection exact]`` on a finished alife run (its score model from the cache,
 its icon, its flow).
 
-One icon (turned by ``--turns`` quarter turns) is placed at the centre of a white canvas four icons
+One icon (turned by ``--turns`` quarter turns) is placed at the centre of a canvas four icons
 wide, noised to the score's level (fixed seeds), and run through the irreversible Langevin SDE dx =
 (v + eta s) dt + sqrt(2 eta) dW for ``--time`` units under these drifts v: none (Langevin alone);
 the run's flow; T x, advection at ``--speed`` pixels per unit time along x (the translation
@@ -32,12 +32,13 @@ DRIFTS = {
 }
 
 
-def lone_icon(icon, turns: int = 0, background: float = 1.0) -> torch.Tensor:
+def lone_icon(icon, turns: int = 0, background=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """(1, 3, 4h, 4w) in [-1, 1]: the RGBA ``icon`` (h, w, 4) in [0, 1], turned by ``turns``
-    quarter turns, over a white canvas."""
+    quarter turns, over a canvas of the ``background`` colour (RGB in [-1, 1])."""
     icon = torch.rot90(torch.as_tensor(icon, dtype=torch.float32), turns, (0, 1))
     h, w = icon.shape[:2]
-    canvas = torch.full((1, 3, 4 * h, 4 * w), background)
+    background = torch.as_tensor(background, dtype=torch.float32).view(3, 1, 1)
+    canvas = background.expand(3, 4 * h, 4 * w).clone()[None]
     alpha = icon[..., 3]
     top, left = 3 * h // 2, 3 * w // 2
     paint = alpha * (icon[..., :3].permute(2, 0, 1) * 2 - 1) + (1 - alpha) * background
@@ -55,9 +56,10 @@ def centroid(mass: torch.Tensor) -> torch.Tensor:
     return torch.stack([(mass * ys).sum(), (mass * xs).sum()]) / mass.sum()
 
 
-def contrast(model, x: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """The denoised frame's squared distance from white, where it exceeds ``threshold``."""
-    mass = (model.denoise(x).clamp(-1, 1) - 1).pow(2).sum(1)[0]
+def contrast(model, x: torch.Tensor, background: torch.Tensor, threshold: float = 0.1):
+    """The denoised frame's squared distance from the ``background`` colour (3, 1, 1), where it
+    exceeds ``threshold``."""
+    mass = (model.denoise(x).clamp(-1, 1) - background).pow(2).sum(1)[0]
     return mass * (mass > threshold)
 
 
@@ -74,8 +76,11 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.run, args.cache_dir, need_metrics=False)
     model, flow = run.flow.score_model, run.flow
-    canvas = lone_icon(run.data.system.icon, args.turns).to(flow.device)
-    size = run.data.system.icon.shape[1]
+    system, sde = run.data.system, run.cfg.measure.creatures  # the run's own SDE settings
+    background = torch.as_tensor(system.background, dtype=torch.float32) * 2 - 1
+    canvas = lone_icon(system.icon, args.turns, background).to(flow.device)
+    background = background.view(3, 1, 1).to(flow.device)
+    size = system.icon.shape[1]
     u = torch.zeros(1, 2, *canvas.shape[-2:], device=flow.device)
     u[:, 0] = args.speed
     level = float(model.alpha)
@@ -85,7 +90,7 @@ def main() -> None:
         "advection": lambda x, s: exact_advection(x, torch.zeros_like(x), u),
         "exact": lambda x, s: exact_advection(x, s, u, level),
     }
-    dt, steps = 0.05 / args.substeps, round(args.time / 0.05) * args.substeps
+    dt, steps = sde.dt / args.substeps, round(args.time / sde.dt) * args.substeps
     print(f"{args.time} time units; T x moves the image {args.speed * args.time:.1f} px along x")
     print("drift\tdisplacement x, y (px)\tbody lengths along x\tcontrast kept\tdissolved")
     for name in args.drifts:
@@ -96,9 +101,9 @@ def main() -> None:
             g = torch.Generator().manual_seed(100 + draw)
             with torch.no_grad():
                 x = sde_heun(
-                    drift, flow.score, x0, dt, steps, 0.1, generator=g, drift_from_score=True
+                    drift, flow.score, x0, dt, steps, sde.eta, generator=g, drift_from_score=True
                 )
-                start, end = contrast(model, x0), contrast(model, x)
+                start, end = contrast(model, x0, background), contrast(model, x, background)
             kept.append(float(end.sum() / start.sum()))
             if end.sum() > 0:  # a creature dissolved altogether has no centroid
                 moved.append(centroid(end) - centroid(start))

@@ -133,3 +133,35 @@ def run_script(script: str, *args: str, cwd: Path, env: dict | None = None):
     )
     done.output = done.stdout + done.stderr
     return done
+
+
+def quartic_score(shape: tuple, dtype):
+    """s = -grad E on images of ``shape`` (C, H, W) for E = x.P x / 2 + sum x^4 / 4: a
+    non-Gaussian density whose Hessian varies and which no translation leaves alone."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    d = shape[0] * shape[1] * shape[2]
+    m = torch.randn(d, d, generator=g, dtype=dtype) / d**0.5
+    prec = m @ m.T + 0.5 * torch.eye(d, dtype=dtype)
+    return lambda x: -((x.flatten(1) @ prec).view(x.shape) + x**3)
+
+
+def equilibrium_residual(field, score, x) -> float:
+    """rms(div v + v.s) / rms(|v| |s|) over images ``x`` (B, C, H, W): how far ``field`` is from
+    div(p v) = 0 for the density of ``score``, div v by autograd's full Jacobian."""
+    import torch
+
+    d = x[0].numel()
+    div = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi)
+            .reshape(d, d)
+            .trace()
+            for xi in x
+        ]
+    )
+    v, s = field(x), score(x)
+    residual = div + (v * s).flatten(1).sum(-1)
+    scale = (v.flatten(1).norm(dim=-1) * s.flatten(1).norm(dim=-1)).pow(2).mean().sqrt()
+    return float(residual.pow(2).mean().sqrt() / scale)

@@ -3,6 +3,7 @@ a pixel pair is blind to both pixels (flow=exact_local)."""
 
 import pytest
 import torch
+from helpers import equilibrium_residual, quartic_score
 
 from eqflow.models.exact_local import (
     LocalExactFlow,
@@ -26,12 +27,7 @@ def _net(dtype=torch.float32, reach=1, radius=2):
 
 
 def _quartic_score(dtype):
-    """s = -grad E for E = x.P x / 2 + sum x^4 / 4 (a non-Gaussian density, Hessian varies)."""
-    g = torch.Generator().manual_seed(1)
-    d = C * H * W
-    m = torch.randn(d, d, generator=g, dtype=dtype) / d**0.5
-    prec = m @ m.T + 0.5 * torch.eye(d, dtype=dtype)
-    return lambda x: -((x.flatten(1) @ prec).view(x.shape) + x**3)
+    return quartic_score((C, H, W), dtype)
 
 
 def _field(net, score):
@@ -71,21 +67,9 @@ def test_the_operator_is_skew():
 
 
 def _relative_residual(net, score, dtype):
-    """rms(div v + v.s) / rms(|v| |s|) at 8 random images, div v by autograd's full Jacobian."""
-    field = _field(net, score)
+    """rms(div v + v.s) / rms(|v| |s|) at 8 random images (:func:`equilibrium_residual`)."""
     x = torch.randn(8, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    div = torch.stack(
-        [
-            torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi)
-            .reshape(C * H * W, C * H * W)
-            .trace()
-            for xi in x
-        ]
-    )
-    v, s = field(x), score(x)
-    residual = div + (v * s).flatten(1).sum(-1)
-    scale = (v.flatten(1).norm(dim=-1) * s.flatten(1).norm(dim=-1)).pow(2).mean().sqrt()
-    return float(residual.pow(2).mean().sqrt() / scale)
+    return equilibrium_residual(_field(net, score), score, x)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])

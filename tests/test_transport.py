@@ -4,6 +4,7 @@ central difference of advection in its div A."""
 
 import pytest
 import torch
+from helpers import equilibrium_residual, quartic_score
 
 from eqflow.dynamics.transport import exact_advection
 
@@ -11,12 +12,7 @@ C, H, W = 2, 7, 8
 
 
 def _quartic_score(dtype):
-    """s = -grad E for E = x.P x / 2 + sum x^4 / 4: a density with no translation symmetry."""
-    g = torch.Generator().manual_seed(1)
-    d = C * H * W
-    m = torch.randn(d, d, generator=g, dtype=dtype) / d**0.5
-    prec = m @ m.T + 0.5 * torch.eye(d, dtype=dtype)
-    return lambda x: -((x.flatten(1) @ prec).view(x.shape) + x**3)
+    return quartic_score((C, H, W), dtype)
 
 
 def _heading(dtype, blind=True):
@@ -34,21 +30,9 @@ def _heading(dtype, blind=True):
 
 
 def _relative_residual(field, score, dtype):
-    """rms(div v + v.s) / rms(|v| |s|) at 6 random images, div v by autograd's Jacobian."""
+    """rms(div v + v.s) / rms(|v| |s|) at 6 random images (:func:`equilibrium_residual`)."""
     x = torch.randn(6, C, H, W, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    d = C * H * W
-    div = torch.stack(
-        [
-            torch.autograd.functional.jacobian(lambda z: field(z[None])[0], xi)
-            .reshape(d, d)
-            .trace()
-            for xi in x
-        ]
-    )
-    v, s = field(x), score(x)
-    residual = div + (v * s).flatten(1).sum(-1)
-    scale = (v.flatten(1).norm(dim=-1) * s.flatten(1).norm(dim=-1)).pow(2).mean().sqrt()
-    return float(residual.pow(2).mean().sqrt() / scale)
+    return equilibrium_residual(field, score, x)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
