@@ -1,7 +1,7 @@
 """Does a drift carry a creature along? ``python scripts/creature_transport.py RUN_DIR
 [--cache-dir DIR] [--time 10] [--speed 1] [--substeps 4] [--draws 2] [--turns 0]
-[--drifts none flow advection exact]`` on a finished alife run (its score model from the cache,
-its icon, its flow).
+[--drifts none flow advection exact glide]`` on a finished alife run (its score model from the
+cache, its icon, its flow).
 
 One icon (turned by ``--turns`` quarter turns) is placed at the centre of a canvas four icons
 wide, noised to the score's level (fixed seeds), and run through the irreversible Langevin SDE dx =
@@ -9,7 +9,8 @@ wide, noised to the score's level (fixed seeds), and run through the irreversibl
 the run's flow; T x, advection at ``--speed`` pixels per unit time along x (the translation
 generator, exact for a density invariant under the shifts it generates, as scatters on a periodic
 canvas nearly are); and the same advection written as the exact construction div A + A s
-(:func:`eqflow.dynamics.transport.exact_advection`, whose div A is T x). Prints, per drift, the
+(:func:`eqflow.dynamics.transport.exact_advection`, whose div A is T x); and flow=glide at
+``--speed`` along the creature's own heading. Prints, per drift, the
 creature's displacement (the centroid of the denoised frame's contrast, pixels and body lengths,
 over the draws where it did not dissolve altogether), the share of its contrast kept and the draws
 where it dissolved (docs/exact_flows.md, "What carries a creature")"""
@@ -21,6 +22,7 @@ import torch
 
 from eqflow.dynamics.integrators import sde_heun
 from eqflow.dynamics.transport import exact_advection
+from eqflow.models import GlideFlow
 from eqflow.models.score import noise_to_level
 from eqflow.runs import load_run
 
@@ -29,6 +31,7 @@ DRIFTS = {
     "flow": "the run's flow",
     "advection": "T x, advection alone",
     "exact": "div A + A s, its exact construction",
+    "glide": "flow=glide, each creature along its heading",
 }
 
 
@@ -84,11 +87,14 @@ def main() -> None:
     u = torch.zeros(1, 2, *canvas.shape[-2:], device=flow.device)
     u[:, 0] = args.speed
     level = float(model.alpha)
+    glide = GlideFlow(model, 3, speed=args.speed, spatial=True).to(flow.device)
+    glide.calibrate(run.data.snapshots.x)
     drifts = {
         "none": lambda x, s: torch.zeros_like(x),
         "flow": flow.drift,
         "advection": lambda x, s: exact_advection(x, torch.zeros_like(x), u),
         "exact": lambda x, s: exact_advection(x, s, u, level),
+        "glide": glide.drift,
     }
     dt, steps = sde.dt / args.substeps, round(args.time / sde.dt) * args.substeps
     print(f"{args.time} time units; T x moves the image {args.speed * args.time:.1f} px along x")

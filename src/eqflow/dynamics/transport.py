@@ -28,6 +28,30 @@ import torch
 AXES = ((-1, 0), (-2, 1))
 
 
+# central-difference weights of the first derivative, on the neighbours 1, 2, ... pixels ahead
+# (those behind take the opposite sign), by the order of accuracy
+CENTRAL_WEIGHTS = {2: (1 / 2,), 4: (2 / 3, -1 / 12)}
+
+
+def central_advection(x: torch.Tensor, u: torch.Tensor, order: int = 2) -> torch.Tensor:
+    """-u . grad x by central differences of ``order`` (2 or 4) on periodic images ``x``
+    (B, C, H, W), velocities ``u`` (B, 2, H, W) (x then y component, pixels per unit time).
+    Its divergence in x is zero when u at a pixel does not read that pixel: a pixel's rate reads
+    only its neighbours. Order 4 lags less behind a sharp edge (less dispersion)."""
+    if order not in CENTRAL_WEIGHTS:
+        raise ValueError(
+            f"central differences of order {order}: choose one of {list(CENTRAL_WEIGHTS)}"
+        )
+    out = torch.zeros_like(x)
+    for axis, k in AXES:
+        gradient = sum(
+            weight * (torch.roll(x, -step, axis) - torch.roll(x, step, axis))
+            for step, weight in enumerate(CENTRAL_WEIGHTS[order], start=1)
+        )
+        out = out - u[:, k : k + 1] * gradient
+    return out
+
+
 def exact_advection(
     x: torch.Tensor, s: torch.Tensor, u: torch.Tensor, level: float = 0.0
 ) -> torch.Tensor:
@@ -37,11 +61,10 @@ def exact_advection(
     level) + u_e(p + e) (x_p^2 - level)) / 4: the ``level`` term's coefficient is blind to both
     pixels, so it leaves div A and exactness as they are and only sets where the stirring A s
     vanishes (at x^2 = level: a saturated channel, at the score's level a, for level = a)."""
-    out = torch.zeros_like(x)
+    out = central_advection(x, u)  # div A
     for axis, k in AXES:
         uk = u[:, k : k + 1]
-        ahead, behind = torch.roll(x, -1, axis), torch.roll(x, 1, axis)
-        out = out - 0.5 * uk * (ahead - behind)  # div A: advection at u
+        ahead = torch.roll(x, -1, axis)
         pair = -0.25 * (uk * (ahead.pow(2) - level) + torch.roll(uk, -1, axis) * (x.pow(2) - level))
         out = (
             out

@@ -5,6 +5,7 @@ from eqflow.models.exact import ExactFlowModule
 from eqflow.models.exact_local import LocalExactFlow
 from eqflow.models.exact_lowrank import LowRankExactFlow
 from eqflow.models.flow import EquilibriumFlowModule, FlowBase
+from eqflow.models.glide import GlideFlow
 from eqflow.models.image_score import ImageScoreModule
 from eqflow.models.score import EnergyScoreModule, Score, ScoreModule
 from eqflow.models.training_free import TrainingFreeFlow
@@ -14,6 +15,7 @@ __all__ = [
     "EquilibriumFlowModule",
     "ExactFlowModule",
     "FlowBase",
+    "GlideFlow",
     "ImageScoreModule",
     "LocalExactFlow",
     "LowRankExactFlow",

@@ -50,7 +50,10 @@ def build_flow(cfg: DictConfig, score: Score, x: torch.Tensor):
         seeds = [int(cfg.seed) + k for k in range(members)]
         return ENSEMBLES[flow_class](score, x.shape[1], seeds=seeds, **settings)
     # plain Python containers, so checkpoints' hyper-parameters load with weights_only=True
-    return instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
+    flow = instantiate(cfg.flow.model, score=score, dim=x.shape[1], **extra, _convert_="all")
+    if not flow.trainable:
+        flow.calibrate(x)  # statistics a training-free flow reads from the data (most: none)
+    return flow
 
 
 def build_protocols(cfg: DictConfig) -> tuple[list[Protocol], list[pl.Callback]]:
