@@ -36,10 +36,10 @@ class GlideFlow(FlowBase):
     Why it keeps the scatters' distribution: creatures placed at independent uniform positions
     make a density that moving any one creature rigidly leaves as it is, so carrying each along
     its own heading keeps it, up to contacts between creatures and to how far u varies over a
-    body. It is not exact for the score model's density as D s is (its continuity residual is
-    measured by ``scripts/glide_residual.py``): it reads the score only to see the creatures,
-    and the SDE's Langevin term eta s is what holds their shapes. Exact constructions cannot
-    carry creatures (docs/exact_flows.md, "What carries a creature"); this one is for motion.
+    body. It is not exact for the score model's density as D s is: it reads the score only to
+    see the creatures, and the SDE's Langevin term eta s is what holds their shapes. Exact
+    constructions cannot carry creatures (docs/exact_flows.md, "What carries a creature");
+    this one is for motion.
     """
 
     trainable = False
