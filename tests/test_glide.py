@@ -150,3 +150,42 @@ def test_an_uncalibrated_or_vector_glide_says_what_to_do():
         GlideFlow(_Clean(), 3)
     with pytest.raises(ValueError, match="window_sigma"):
         GlideFlow(_Clean(), 3, window_sigma=0.0, spatial=True)
+
+
+def test_a_tiny_alife_run_glides(tmp_path):
+    """flow=glide through the pipeline: calibrated from the run's scatters when it is built,
+    measured as a training-free flow, reloaded with the same calibration."""
+    from helpers import compose_train
+
+    from eqflow import pipeline
+    from eqflow.runs import load_run
+
+    cfg = compose_train(
+        [
+            "experiment=alife",
+            "flow=glide",
+            "logger=none",
+            "data.canvas=32",
+            "data.icon_size=12",
+            "data.n_samples=16",
+            "score.epochs=1",
+            "score.batch_size=8",
+            "trainer.enable_progress_bar=false",
+            "measure.creatures.steps=20",
+            "measure.creatures.scale=2",
+            "measure.creatures.calibration=clean",
+            "measure.creatures.frame_every=5",
+        ],
+        tmp_path,
+        tiny=False,
+    )
+    result = pipeline.train(cfg)
+    assert math.isfinite(result.metrics["creatures/flow_content_share"])
+    assert result.metrics["creatures/heun_substeps"] == 1  # not a skew map of the score
+    (result.output_dir / ".hydra").mkdir()
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, result.output_dir / ".hydra" / "config.yaml")
+    run = load_run(result.output_dir, str(tmp_path / "cache"), need_metrics=False)
+    assert isinstance(run.flow, GlideFlow) and run.flow.levels[3] > 0
+    assert torch.allclose(run.flow.channels, result.flow.channels)
