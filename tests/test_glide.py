@@ -44,7 +44,7 @@ def _creature(turn: float = 0.0, centre=(24.0, 24.0), colours=(FRONT, BACK), sep
 
 
 def _flow(data):
-    flow = GlideFlow(_Clean(), 3, spatial=True)
+    flow = GlideFlow(_Clean(), 3, speed=1.0, spatial=True)
     flow.calibrate(data)
     return flow
 

@@ -49,7 +49,7 @@ class GlideFlow(FlowBase):
         self,
         score,
         dim: int,
-        speed: float = 1.0,
+        speed: float = 0.5,
         window_sigma: float = 4.0,
         full_speed_share: float = 0.5,
         order: int = 4,
