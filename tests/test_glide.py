@@ -189,3 +189,17 @@ def test_a_tiny_alife_run_glides(tmp_path):
     run = load_run(result.output_dir, str(tmp_path / "cache"), need_metrics=False)
     assert isinstance(run.flow, GlideFlow) and run.flow.levels[3] > 0
     assert torch.allclose(run.flow.channels, result.flow.channels)
+
+
+@pytest.mark.parametrize(
+    "override", ["flow.model.order=3", "flow.model.speed=-1", "flow.model.window_sigma=abc"]
+)
+def test_a_bad_glide_override_names_its_fix(override):
+    from helpers import compose_train
+
+    from eqflow.config import validate
+    from eqflow.errors import ConfigError
+
+    cfg = compose_train(["experiment=alife", "flow=glide", override], tiny=False)
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        validate(cfg)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eqflow.data.base import DATA_RULES
 from eqflow.dynamics.divergence import METHODS, PROBES
+from eqflow.dynamics.transport import CENTRAL_WEIGHTS
 from eqflow.errors import ConfigError
 from eqflow.models.flow import ESTIMATORS, NORM_MOMENTUM, SCALE_PENALTY
 from eqflow.models.image_score import EMA_DECAY, EVERY_LEVEL_SHARE
@@ -106,7 +107,7 @@ RULES: dict[str, Rule] = {
     "flow.model.speed": NUM_POS,
     "flow.model.window_sigma": NUM_POS,
     "flow.model.full_speed_share": NUM_POS,
-    "flow.model.order": Rule(int, choices=(2, 4)),
+    "flow.model.order": Rule(int, choices=tuple(CENTRAL_WEIGHTS)),
     "measure.residual.n_points": Rule(int, ge=2),
     "measure.patterns.eta": NUM_NONNEG,
     "measure.patterns.dt": NUM_POS,
