@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from eqflow.dynamics.integrators import sde_heun
-from eqflow.dynamics.transport import exact_advection
+from eqflow.dynamics.transport import central_advection, exact_advection
 from eqflow.models import GlideFlow
 from eqflow.models.score import noise_to_level
 from eqflow.runs import load_run
@@ -87,15 +87,16 @@ def main() -> None:
     u = torch.zeros(1, 2, *canvas.shape[-2:], device=flow.device)
     u[:, 0] = args.speed
     level = float(model.alpha)
-    glide = GlideFlow(model, 3, speed=args.speed, spatial=True).to(flow.device)
-    glide.calibrate(run.data.snapshots.x)
     drifts = {
         "none": lambda x, s: torch.zeros_like(x),
         "flow": flow.drift,
-        "advection": lambda x, s: exact_advection(x, torch.zeros_like(x), u),
+        "advection": lambda x, s: central_advection(x, u),
         "exact": lambda x, s: exact_advection(x, s, u, level),
-        "glide": glide.drift,
     }
+    if "glide" in args.drifts:  # calibrated from the run's scatters only when it is asked for
+        glide = GlideFlow(model, 3, speed=args.speed, spatial=True).to(flow.device)
+        glide.calibrate(run.data.snapshots.x)
+        drifts["glide"] = glide.drift
     dt, steps = sde.dt / args.substeps, round(args.time / sde.dt) * args.substeps
     print(f"{args.time} time units; T x moves the image {args.speed * args.time:.1f} px along x")
     print("drift\tdisplacement x, y (px)\tbody lengths along x\tcontrast kept\tdissolved")

@@ -19,6 +19,21 @@ TINY = [
     "measure.fidelity.n_points=64",
 ]
 
+# a tiny experiment=alife run: a dozen-pixel icon on a 32-pixel canvas, a 1-epoch score
+TINY_ALIFE = [
+    "experiment=alife",
+    "logger=none",
+    "data.canvas=32",
+    "data.icon_size=12",
+    "data.n_samples=16",
+    "score.epochs=1",
+    "score.batch_size=8",
+    "trainer.enable_progress_bar=false",
+    "measure.creatures.scale=2",
+    "measure.creatures.calibration=clean",  # a 1-epoch score denoises nothing
+    "measure.creatures.frame_every=5",
+]
+
 
 def compose_train(overrides, tmp_path: Path | None = None, tiny: bool = True):
     extra = []

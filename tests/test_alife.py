@@ -197,28 +197,12 @@ def test_only_blobs_of_a_creatures_size_are_detected():
 
 @pytest.mark.slow
 def test_tiny_alife_run_tracks_creatures_and_writes_the_animation(tmp_path):
-    from helpers import compose_train
+    from helpers import TINY_ALIFE, compose_train
 
     from eqflow import pipeline
 
     cfg = compose_train(
-        [
-            "experiment=alife",
-            "icon=dot",
-            "logger=none",
-            "data.canvas=32",
-            "data.icon_size=12",
-            "data.n_samples=16",
-            "score.epochs=1",
-            "score.batch_size=8",
-            "trainer.enable_progress_bar=false",
-            "measure.creatures.steps=40",
-            "measure.creatures.scale=2",
-            "measure.creatures.calibration=clean",  # a 1-epoch score denoises nothing
-            "measure.creatures.frame_every=5",
-        ],
-        tmp_path,
-        tiny=False,
+        [*TINY_ALIFE, "icon=dot", "measure.creatures.steps=40"], tmp_path, tiny=False
     )
     assert cfg.data.icon == "dot"
     result = pipeline.train(cfg)

@@ -155,29 +155,13 @@ def test_an_uncalibrated_or_vector_glide_says_what_to_do():
 def test_a_tiny_alife_run_glides(tmp_path):
     """flow=glide through the pipeline: calibrated from the run's scatters when it is built,
     measured as a training-free flow, reloaded with the same calibration."""
-    from helpers import compose_train
+    from helpers import TINY_ALIFE, compose_train
 
     from eqflow import pipeline
     from eqflow.runs import load_run
 
     cfg = compose_train(
-        [
-            "experiment=alife",
-            "flow=glide",
-            "logger=none",
-            "data.canvas=32",
-            "data.icon_size=12",
-            "data.n_samples=16",
-            "score.epochs=1",
-            "score.batch_size=8",
-            "trainer.enable_progress_bar=false",
-            "measure.creatures.steps=20",
-            "measure.creatures.scale=2",
-            "measure.creatures.calibration=clean",
-            "measure.creatures.frame_every=5",
-        ],
-        tmp_path,
-        tiny=False,
+        [*TINY_ALIFE, "flow=glide", "measure.creatures.steps=20"], tmp_path, tiny=False
     )
     result = pipeline.train(cfg)
     assert math.isfinite(result.metrics["creatures/flow_content_share"])

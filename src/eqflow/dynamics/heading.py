@@ -23,21 +23,24 @@ from eqflow.dynamics.skew import circular_conv
 HISTOGRAM_BINS = 64
 
 
-def dipole_kernel(sigma: float) -> torch.Tensor:
-    """(2, 1, k, k): the Gaussian-weighted offsets G(r) r (x then y component), normalised by
-    sum G, k = 2 ceil(2.5 sigma) + 1. Odd in r, so a uniform image reads zero."""
+def _gaussian(sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(xs, ys, g) on the square of side 2 ceil(2.5 sigma) + 1: offsets and Gaussian weights."""
     radius = math.ceil(2.5 * sigma)
     r = torch.arange(-radius, radius + 1, dtype=torch.float32)
     ys, xs = torch.meshgrid(r, r, indexing="ij")
-    g = torch.exp(-(xs**2 + ys**2) / (2 * sigma**2))
+    return xs, ys, torch.exp(-(xs**2 + ys**2) / (2 * sigma**2))
+
+
+def dipole_kernel(sigma: float) -> torch.Tensor:
+    """(2, 1, k, k): the Gaussian-weighted offsets G(r) r (x then y component), normalised by
+    sum G, k = 2 ceil(2.5 sigma) + 1. Odd in r, so a uniform image reads zero."""
+    xs, ys, g = _gaussian(sigma)
     return torch.stack([g * xs, g * ys]).unsqueeze(1) / g.sum()
 
 
 def gaussian_window(sigma: float) -> torch.Tensor:
     """(1, 1, k, k): a Gaussian window of unit sum, k = 2 ceil(2.5 sigma) + 1."""
-    radius = math.ceil(2.5 * sigma)
-    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * sigma**2))
+    _, _, g = _gaussian(sigma)
     return (g / g.sum())[None, None]
 
 

@@ -16,6 +16,7 @@ from eqflow.dynamics.heading import (
 from eqflow.dynamics.skew import circular_conv
 from eqflow.dynamics.transport import CENTRAL_WEIGHTS, central_advection
 from eqflow.models.flow import FlowBase
+from eqflow.models.score import tweedie
 
 CALIBRATION_IMAGES = 64
 # the floor of a window's |contrast|, as a share of its 90th percentile on the data
@@ -26,12 +27,12 @@ DEAD_ZONE_SHARE = 0.15
 
 class GlideFlow(FlowBase):
     """v = -u . grad x: advection of the image by central differences (of ``order`` 2 or 4) at a
-    velocity field u of
-    ``speed`` pixels per unit time along each creature's heading, read from the clean image the
-    score model sees at x (Tweedie's x0_hat; :mod:`eqflow.dynamics.heading`: the polarity of one
-    colour contrast within a Gaussian window of width ``window_sigma``, so that a whole body
-    reads one heading). A creature whose heading is at least ``full_speed_share`` of a whole
-    one's glides at full speed; weaker headings (a creature half formed) glide slower.
+    velocity field u of ``speed`` pixels per unit time along each creature's heading, read from
+    the clean image the score model sees at x (Tweedie's x0_hat;
+    :mod:`eqflow.dynamics.heading`: the polarity of one colour contrast within a Gaussian window
+    of width ``window_sigma``, so that a whole body reads one heading). A creature whose heading
+    is at least ``full_speed_share`` of a whole one's glides at full speed; weaker headings (a
+    creature half formed) glide slower.
 
     Why it keeps the scatters' distribution: creatures placed at independent uniform positions
     make a density that moving any one creature rigidly leaves as it is, so carrying each along
@@ -89,8 +90,9 @@ class GlideFlow(FlowBase):
         rest = float(w @ background_colour(x))
         x = x.to(self.kernels.device)
         self.channels.copy_(w)
-        dead_zone = DEAD_ZONE_SHARE * float(contrast(x, w, rest, 0.0).abs().flatten().quantile(0.9))
-        f = contrast(x, self.channels, rest, dead_zone)
+        raw = contrast(x, self.channels, rest, 0.0)
+        dead_zone = DEAD_ZONE_SHARE * float(raw.abs().flatten().quantile(0.9))
+        f = torch.nn.functional.softshrink(raw, dead_zone)
         mass = circular_conv(f.abs(), self.kernels[:1])
         typical = float(mass.flatten().quantile(0.9))
         floor = FLOOR_SHARE * typical
@@ -110,8 +112,7 @@ class GlideFlow(FlowBase):
         """Advection of ``x`` at the velocity of the clean image the score sees there
         (Tweedie's x0_hat = (x + (1 - a) s) / sqrt(a)): the heading of the model's creatures,
         not of the noise."""
-        a = self.alpha.to(x)
-        u = self.glide_velocity((x + (1 - a) * s) / a.sqrt())
+        u = self.glide_velocity(tweedie(x, s, self.alpha))
         return central_advection(x, u, self.hparams.order)
 
     def velocity(self, x: torch.Tensor) -> torch.Tensor:

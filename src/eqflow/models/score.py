@@ -60,6 +60,13 @@ def noise_to_level(
     return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * eps
 
 
+def tweedie(x: torch.Tensor, s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x + (1 - a) s) / sqrt(a): the clean sample a score ``s`` at the level ``alpha``
+    sees in ``x`` (Tweedie's formula)."""
+    a = alpha.to(x)
+    return (x + (1 - a) * s) / torch.sqrt(a)
+
+
 class Score(ABC):
     """The interface every score model offers the flows, the protocols and the baselines.
 
@@ -87,10 +94,8 @@ class Score(ABC):
         this); a no-op where it already is."""
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """x0_hat = (x + (1 - a) s(x)) / sqrt(a) (Tweedie): the clean sample the score sees in
-        ``x``."""
-        a = self.alpha.to(x)
-        return (x + (1 - a) * self.score(x)) / torch.sqrt(a)
+        """x0_hat (:func:`tweedie`): the clean sample the score sees in ``x``."""
+        return tweedie(x, self.score(x), self.alpha)
 
     def sample(self, n: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} cannot draw samples (can_sample is False)")
